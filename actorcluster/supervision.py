@@ -119,10 +119,15 @@ class ExitReason:
 
 @dataclass(frozen=True)
 class Backoff:
-    """Delay between consecutive restarts of one child: 0, initial, 2*initial, ... up to max."""
+    """Delay between consecutive restarts of one child: 0, initial, 2*initial, ... up to max.
+
+    A child that ran at least ``reset_after`` seconds before it died was stable: its count starts
+    over and it is restarted at once (as PM2's ``min_uptime``); intensity still counts it.
+    """
 
     initial: float = 0.05
     max: float = 5.0
+    reset_after: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.initial <= self.max:
@@ -234,8 +239,11 @@ class SupervisorLogic:
 
     # -- the decision --------------------------------------------------------------------------
 
-    def child_exited(self, child: str, reason: ExitReason, now: float) -> Decision | GiveUp:
-        """Decide what follows the exit of ``child`` (``now`` from a monotonic clock)."""
+    def child_exited(
+        self, child: str, reason: ExitReason, now: float, uptime: float | None = None
+    ) -> Decision | GiveUp:
+        """Decide what follows the exit of ``child`` (``now`` from a monotonic clock; ``uptime``,
+        when known, how long this incarnation ran: see :class:`Backoff`)."""
         state = self._state.get(child)
         if state is None:
             return _NOTHING
@@ -260,7 +268,8 @@ class SupervisorLogic:
         self._restarts = [*self._in_window(self._restarts, now), now]
         if len(self._restarts) > self.intensity.max_restarts:
             return self._give_up(child, reason)
-        earlier = self._in_window(self._history.get(child, ()), now)
+        stable = uptime is not None and uptime >= self.backoff.reset_after
+        earlier = [] if stable else self._in_window(self._history.get(child, ()), now)
         self._history[child] = [*earlier, now]
 
         affected = self._affected(child)

@@ -429,3 +429,15 @@ def test_describe() -> None:
     assert not ExitReason(code=0).abnormal
     with pytest.raises(ValueError, match="not both"):
         ExitReason(code=0, signal=9)
+
+
+def test_backoff_starts_over_for_a_child_that_ran_long_enough():
+    logic = SupervisorLogic("root", Strategy.ONE_FOR_ONE, [("a", Restart.PERMANENT)],
+                            Intensity(10, 10.0), Backoff(0.05, 5.0, reset_after=1.0))
+    crash = ExitReason(code=1)
+    assert logic.child_exited("a", crash, 0.0, uptime=0.1).delay == 0.0
+    assert logic.child_exited("a", crash, 0.2, uptime=0.1).delay == 0.05
+    assert logic.child_exited("a", crash, 0.4, uptime=0.1).delay == 0.1
+    # it then ran 2 s: stable, restarted at once; the next quick crash backs off from the start
+    assert logic.child_exited("a", crash, 2.5, uptime=2.0).delay == 0.0
+    assert logic.child_exited("a", crash, 2.6, uptime=0.05).delay == 0.05

@@ -1,0 +1,136 @@
+"""Actors, references to them, and the functions that send messages from any process actor.
+
+Every process of a cluster (an HTTP worker, a user actor, a client attached with ``connect``)
+has one messenger; ``tell``/``ask``/... use it. Inside an actor, ``self.sender`` is the sender of
+the message being handled and ``self.ref`` the actor's own reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from .errors import ActorError
+
+if TYPE_CHECKING:
+    from .messenger import Messenger
+
+_messenger: Messenger | None = None
+
+
+def _install(messenger: Messenger | None) -> None:
+    global _messenger
+    _messenger = messenger
+
+
+def _current() -> Messenger:
+    if _messenger is None:
+        raise ActorError(
+            "no cluster here: tell/ask work inside a cluster's processes (handlers and actors), "
+            "or after actorcluster.connect()"
+        )
+    return _messenger
+
+
+class ActorRef:
+    """A reference to an actor by name (``"counter"``, ``"web/2"``, a group like ``"web"``) or
+    by incarnation id (``"counter#3"``: that one incarnation only). Picklable: send it in a
+    message so the receiver can answer."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def tell(self, message: Any) -> Any:
+        """Send and return at once (``await`` the result to wait while the mailbox is full)."""
+        return _current().tell(self.name, message)
+
+    async def ask(self, message: Any, timeout: float = 5.0) -> Any:
+        """Send and wait for the reply (the return value of the actor's ``receive``)."""
+        return await _current().ask(self.name, message, timeout)
+
+    def ask_sync(self, message: Any, timeout: float = 5.0) -> Any:
+        return _current().ask_threadsafe(self.name, message, timeout)
+
+    @property
+    def base_name(self) -> str:
+        """The name without the incarnation number."""
+        return self.name.partition("#")[0]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ActorRef) and other.name == self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __repr__(self) -> str:
+        return f"ActorRef({self.name!r})"
+
+    def __reduce__(self) -> tuple:
+        return (ActorRef, (self.name,))
+
+
+class Actor:
+    """Subclass it and define ``receive(self, message)`` (plain or ``async def``).
+
+    ``receive``'s return value answers an ``ask``. ``on_start`` runs in the actor's process
+    before the first message, ``on_stop`` on a graceful stop. An exception escaping ``receive``
+    crashes the actor's process (let it crash): the asker gets RemoteError, the supervisor starts
+    a new incarnation. An HTTP worker's handler may also be an Actor with ``handle(request)``.
+    """
+
+    sender: ActorRef | None = None
+    ref: ActorRef
+
+    def on_start(self) -> Any:
+        """Runs before the first message (may be ``async def``)."""
+
+    def receive(self, message: Any) -> Any:
+        """Handle one message; the return value answers an ask."""
+        raise NotImplementedError(f"{type(self).__name__} has no receive()")
+
+    def on_stop(self) -> Any:
+        """Runs on a graceful stop (may be ``async def``)."""
+
+
+def tell(target: str | ActorRef, message: Any) -> Any:
+    """Send ``message`` to ``target`` (a name, an ActorRef, or a group name: one member, in
+    turn) and return at once. Raises TypeError at once if the message cannot be pickled.
+    The return value may be awaited: it completes when the destination has room."""
+    return _current().tell(target, message)
+
+
+async def ask(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
+    """Send ``message`` and return the reply. Raises ActorNotFound (no such name, at once),
+    AskTimeout, ActorCrashed, RemoteError or MailboxFull."""
+    return await _current().ask(target, message, timeout)
+
+
+def ask_sync(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
+    """``ask`` for plain (sync) code running in a thread, e.g. a ``def`` HTTP handler: it
+    blocks that thread only, never the event loop. On the loop's own thread it raises
+    RuntimeError (use ``await ask(...)`` there)."""
+    return _current().ask_threadsafe(target, message, timeout)
+
+
+def lookup(name: str) -> ActorRef:
+    """A reference to the actor or group ``name``. Nothing is checked here: sending to a name
+    that does not exist makes a dead letter (tell) or raises ActorNotFound (ask)."""
+    return ActorRef(name)
+
+
+def broadcast(group: str, message: Any) -> Any:
+    """Send ``message`` to every live member of ``group`` (e.g. the HTTP pool ``"web"``)."""
+    return _current().tell(group, message, broadcast=True)
+
+
+async def ask_all(group: str, message: Any, timeout: float = 5.0) -> list[Any]:
+    """Ask every live member of ``group`` and return their replies (in member order)."""
+    messenger = _current()
+    members = await messenger.ask("primary", {"op": "members", "group": group}, timeout)
+    if not members:
+        from .errors import ActorNotFound
+
+        raise ActorNotFound(f"no live member in group {group!r}")
+    return list(await asyncio.gather(*(messenger.ask(m, message, timeout) for m in members)))

@@ -1,0 +1,169 @@
+"""Cluster settings: each one declared once, feeding the CLI, the environment and the docs.
+
+The command line (cli.py) builds its options from SETTINGS, so a setting's flag, environment
+variable (ACTORCLUSTER_<NAME>), default, check and help text live in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .errors import ConfigError
+from .importer import split_target
+from .logs import LEVELS
+from .rundir import check_name
+
+LOOPS = ("auto", "asyncio", "uvloop")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def envvar(self) -> str:
+        return "ACTORCLUSTER_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("workers", int, None, "HTTP worker processes [default: the CPUs this process may use]",
+            minimum=1),
+    Setting("bind", str, "127.0.0.1:8000", "HOST:PORT or unix:/path to listen on"),
+    Setting("name", str, None, "cluster name, used by other commands to find it "
+            "[default: from the target]"),
+    Setting("log_level", str, "info", "log level", choices=LEVELS),
+    Setting("graceful_timeout", float, 30.0,
+            "seconds in-flight requests get to finish on stop", minimum=0),
+    Setting("timeout", float, 30.0,
+            "seconds without a heartbeat before a worker is killed and replaced", minimum=0.1),
+    Setting("max_restarts", int, 5,
+            "restarts allowed within --within seconds before the supervisor gives up", minimum=0),
+    Setting("within", float, 10.0, "seconds of the restart-intensity window", minimum=0.001),
+    Setting("loop", str, "auto", "event loop (auto: uvloop when installed)", choices=LOOPS),
+    Setting("threads", int, 32, "threads per worker for plain (sync) handlers", minimum=1),
+    Setting("keepalive", float, 5.0, "seconds an idle keep-alive connection is kept", minimum=0),
+    Setting("max_body", int, 1 << 20, "largest request body in bytes (larger: 413)", minimum=0),
+    Setting("hold_messages", int, 1000,
+            "messages held for an actor that is restarting (more: dead letters)", minimum=0),
+    Setting("hold_seconds", float, 5.0,
+            "seconds a message is held for an actor that is restarting", minimum=0),
+)
+RESERVED_NAMES = ("primary", "web")
+SETTING_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Bind:
+    """Where the listening socket is: a TCP host and port, or a Unix socket path."""
+
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+
+    @property
+    def url(self) -> str:
+        if self.path is not None:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if self.host and ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def check_actor_name(name: str) -> str:
+    """An actor's name is an address: letters, digits, '.', '_' and '-' ('/' and '#' are the
+    router's)."""
+    check_name(name)
+    return name
+
+
+def parse_actor(text: str) -> tuple[str, str]:
+    """``NAME=MODULE:Class`` from --actor."""
+    name, sep, target = text.partition("=")
+    if not sep or not name or not target:
+        raise ConfigError(f"--actor {text!r}: expected NAME=MODULE:Class, e.g. "
+                          "counter=examples.counter:Counter")
+    return name.strip(), target.strip()
+
+
+def parse_bind(text: str) -> Bind:
+    if text.startswith("unix:"):
+        path = text[5:]
+        if not path:
+            raise ConfigError("--bind unix:PATH needs a path, e.g. unix:/tmp/app.sock")
+        return Bind(path=path)
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--bind {text!r}: expected HOST:PORT (e.g. 127.0.0.1:8000) or "
+                          "unix:/path")
+    host = host.strip("[]") or "0.0.0.0"
+    return Bind(host=host, port=int(port))
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Everything `actorcluster run` needs; built by the CLI (and later by config files)."""
+
+    target: str
+    workers: int = field(default_factory=available_cpus)
+    bind: str = "127.0.0.1:8000"
+    name: str = ""
+    log_level: str = "info"
+    graceful_timeout: float = 30.0
+    timeout: float = 30.0
+    max_restarts: int = 5
+    within: float = 10.0
+    loop: str = "auto"
+    threads: int = 32
+    keepalive: float = 5.0
+    max_body: int = 1 << 20
+    hold_messages: int = 1000
+    hold_seconds: float = 5.0
+    actors: tuple[tuple[str, str], ...] = ()  # (name, MODULE:Class), started before the pool
+
+    def __post_init__(self) -> None:
+        split_target(self.target)
+        seen = set(RESERVED_NAMES)
+        for name, target in self.actors:
+            check_actor_name(name)
+            if name in seen:
+                raise ConfigError(f"--actor {name}={target}: the name {name!r} is "
+                                  + ("reserved" if name in RESERVED_NAMES else "used twice"))
+            seen.add(name)
+            split_target(target)
+        if not self.name:
+            module = self.target.partition(":")[0]
+            object.__setattr__(self, "name", module.rpartition(".")[2])
+        check_name(self.name)
+        parse_bind(self.bind)
+        for f in fields(self):
+            setting = SETTING_BY_NAME.get(f.name)
+            if setting is None:
+                continue
+            value = getattr(self, f.name)
+            if setting.choices and value not in setting.choices:
+                raise ConfigError(
+                    f"{setting.flag} {value!r}: allowed values are {', '.join(setting.choices)}"
+                )
+            if setting.minimum is not None and value < setting.minimum:
+                raise ConfigError(f"{setting.flag} {value!r}: must be at least {setting.minimum}")
+
+    @property
+    def listen(self) -> Bind:
+        return parse_bind(self.bind)

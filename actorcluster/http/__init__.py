@@ -1,0 +1,26 @@
+"""The HTTP/1.1 server that runs inside each worker: protocol, Request, Response, adapters.
+
+A worker serves every connection socket it is handed with::
+
+    state = HttpServerState(loop, limits)
+    state.start()
+    loop.connect_accepted_socket(lambda: HttpProtocol(app, state, limits), sock)
+
+where ``app = make_app(user_handler)``. See docs/handlers.md for writing handlers.
+"""
+
+from .handler import make_app
+from .protocol import HttpLimits, HttpProtocol, HttpServerState
+from .request import Headers, QueryParams, Request
+from .response import Response
+
+__all__ = [
+    "Headers",
+    "HttpLimits",
+    "HttpProtocol",
+    "HttpServerState",
+    "QueryParams",
+    "Request",
+    "Response",
+    "make_app",
+]

@@ -1,0 +1,833 @@
+"""The HTTP/1.1 server protocol that runs inside each worker process.
+
+One `HttpProtocol` per connection (TCP or Unix, adopted with ``loop.connect_accepted_socket``),
+one `HttpServerState` per worker. The path of a request::
+
+    data_received -> httptools parser callbacks -> Request queued (on_message_complete)
+        -> _run_queue: one request at a time per connection, in order
+        -> app(request): a coroutine is driven right here, in the carrier task (below);
+           a future (a sync handler in the thread pool) calls back when done
+        -> _respond: status line + headers + body joined once, one transport.write
+
+Handler code never runs inside a parser callback: requests are queued while the parser runs and
+handled after ``feed_data`` returns, so a pipelined burst is answered in order and a protocol
+error found later in the same burst is answered after the responses before it.
+
+Speed: no timer per request (the state's 1 s sweep closes idle connections with a coarse
+clock), a cached Date header, cached status lines, and no new task for an async handler that
+finishes without waiting. Such a handler is driven eagerly (``coro.send(None)``) while a spare
+*carrier* task of the connection is entered as the current task, in that task's context, so
+``asyncio.current_task()``, ``asyncio.timeout()`` and ``TaskGroup`` behave as in any task; when
+the handler does wait, the carrier task carries on driving the same coroutine and the connection
+makes a new spare for its next request. A handler that sets a context variable also retires the
+spare, so every request starts from the same context, as it would in a task of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import email.utils
+import logging
+import socket
+import sys
+from asyncio import CancelledError
+from collections import deque
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from types import CoroutineType
+from typing import Any
+
+import httptools
+
+from .request import Request
+from .response import (
+    CACHED_LENGTHS,
+    LENGTH_END,
+    TEXT_200,
+    Stream,
+    connection_line,
+    error_response,
+    render,
+    send_stream,
+)
+
+try:  # a carrier task is entered around the eager first step of a handler (see above)
+    from asyncio.tasks import _enter_task, _leave_task
+except ImportError:  # pragma: no cover - CPython 3.11 to 3.13 have them
+
+    def _enter_task(loop: Any, task: Any) -> None:
+        raise RuntimeError("no eager start: the carrier task starts every handler")
+
+    def _leave_task(loop: Any, task: Any) -> None:
+        pass
+
+
+__all__ = ["HttpLimits", "HttpServerState", "HttpProtocol"]
+
+log = logging.getLogger("actorcluster.http")
+_new_request = Request.__new__
+
+SWEEP_INTERVAL = 1.0  # seconds between two sweeps (Date header, coarse clock, idle connections)
+MAX_PIPELINE = 32  # parsed requests waiting on one connection before it stops reading
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """Limits of one worker's HTTP server.
+
+    Attributes:
+        max_header_bytes: request line + headers; over it the answer is 431 and the connection
+            closes.
+        max_body_bytes: over it the answer is 413, before the body is read when Content-Length
+            says so.
+        keepalive_timeout: an idle keep-alive connection is closed after this many seconds
+            (checked by a 1 s sweep, so it closes between this and this + 2 s).
+    """
+
+    max_header_bytes: int = 16384
+    max_body_bytes: int = 1 << 20
+    keepalive_timeout: float = 5.0
+
+
+def _date_header() -> bytes:
+    return b"Date: %s\r\n" % email.utils.formatdate(usegmt=True).encode("ascii")
+
+
+class HttpServerState:
+    """What the connections of one worker share: the Date header, a coarse clock, the sweep.
+
+    Attributes:
+        connections: the live `HttpProtocol` instances.
+        requests_served: responses written since the state was made.
+        draining: set by `drain`; every response from then on carries ``Connection: close``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limits: HttpLimits) -> None:
+        self.loop = loop
+        self.limits = limits
+        self.connections: set[HttpProtocol] = set()
+        self.requests_served = 0
+        self.draining = False
+        self.sweep_interval = SWEEP_INTERVAL
+        # refreshed by the sweep; read by every response and request
+        self.now = loop.time()
+        self.date_header = self.text_head = b""
+        self._set_date()
+        self._timer: asyncio.TimerHandle | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def start(self) -> None:
+        """Start the periodic sweep: refresh the Date header and the coarse clock, close
+        keep-alive connections idle for longer than ``keepalive_timeout``."""
+        if self._timer is None:
+            self.now = self.loop.time()
+            self._set_date()
+            self._timer = self.loop.call_later(self.sweep_interval, self._sweep)
+
+    def _set_date(self) -> None:
+        self.date_header = date = _date_header()
+        self.text_head = TEXT_200 + date  # the head of a str result, up to Content-Length
+
+    def _sweep(self) -> None:
+        self.now = now = self.loop.time()
+        self._set_date()
+        interval = self.sweep_interval
+        if self.draining:
+            max_idle = interval
+        else:
+            # `now` is coarse: a connection's last activity was recorded up to one interval late
+            max_idle = self.limits.keepalive_timeout + interval
+        for conn in list(self.connections):
+            conn._sweep(now, max_idle, self.draining)
+        self._timer = self.loop.call_later(interval, self._sweep)
+
+    def drain(self) -> None:
+        """Stop gracefully: close idle connections now; a connection in the middle of a request
+        finishes it, answers with ``Connection: close`` and closes. No new request is started."""
+        self.draining = True
+        for conn in list(self.connections):
+            conn._drain()
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """Wait until no connection is left: True when none is, False after ``timeout`` s."""
+        if not self.connections:
+            return True
+        waiter = self.loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+        return not self.connections
+
+    def close_all(self) -> None:
+        """Abort every connection and stop the sweep (a hard stop)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for conn in list(self.connections):
+            conn._abort()
+
+    def _forget(self, conn: HttpProtocol) -> None:
+        self.connections.discard(conn)
+        if not self.connections and self._waiters:
+            waiters, self._waiters = self._waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+
+# (task, its context, the future through which a suspended handler is handed to the task,
+#  a copy of the context as it was when the task was made)
+_Carrier = tuple[
+    "asyncio.Task[None]", contextvars.Context, "asyncio.Future[Any]", contextvars.Context
+]
+
+
+class _HttpError(Exception):
+    """Raised from a parser callback to stop parsing and answer ``status``."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class _Resume:
+    """``await _Resume(coro, yielded)`` goes on driving a coroutine that was started by hand and
+    suspended with ``yielded``, inside whatever task awaits it (as ``yield from`` would)."""
+
+    __slots__ = ("coro", "yielded", "error")
+
+    def __init__(self, coro: Any, yielded: Any, error: BaseException | None = None) -> None:
+        self.coro = coro
+        self.yielded = yielded
+        self.error = error  # to throw in first, instead of waiting for `yielded`
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value, error = self.coro, self.yielded, self.error
+        self.coro = self.yielded = self.error = None
+        if error is not None:
+            try:
+                value = coro.throw(error)
+            except StopIteration as stop:
+                return stop.value
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection: parses requests, runs ``app`` for each in order, writes responses.
+
+    ``app(request)`` returns an awaitable (see `make_app`) or, for a sync app, the result itself.
+    """
+
+    __slots__ = (
+        "_app",
+        "_state",
+        "_loop",
+        "_max_header",
+        "_max_body",
+        "_parser",
+        "transport",
+        "_input_done",
+        "_eof",
+        "_closed",
+        "_last_active",
+        "_received",
+        "_chunk_start",
+        "_write_paused",
+        "_read_paused",
+        "_drain_waiter",
+        "_in_message",
+        "_headers_done",
+        "_msg_lo",
+        "_msg_hi",
+        "_target",
+        "_headers",
+        "_body",
+        "_body_len",
+        "_continue_pending",
+        "_version",
+        "_queue",
+        "_busy",
+        "_current",
+        "_error",
+        "_carrier",
+        "_running",
+        "_aborted",
+    )
+
+    def __init__(self, app: Callable[[Request], Any], state: HttpServerState, limits: HttpLimits):
+        # configuration
+        self._app = app
+        self._state = state
+        self._loop = state.loop
+        self._max_header = limits.max_header_bytes
+        self._max_body = limits.max_body_bytes
+        self._parser = httptools.HttpRequestParser(self)
+        # the connection
+        self.transport: Any = None
+        self._input_done = False  # ignore what arrives from now on (error, close decided, EOF)
+        self._eof = False  # the client half-closed: answer what is queued, then close
+        self._closed = False  # connection_lost was called
+        self._last_active = state.now  # coarse clock, for the idle sweep
+        self._received = 0  # bytes received so far, and where the current chunk started:
+        self._chunk_start = 0  # bounds on the size of a header block without counting per header
+        # flow control
+        self._write_paused = False
+        self._read_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        # the message being parsed
+        self._in_message = False
+        self._headers_done = False
+        self._msg_lo = 0  # the message began between these two byte counts
+        self._msg_hi = 0
+        self._target = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] | None = None  # a list once the body has started
+        self._body_len = 0
+        self._continue_pending = False  # a 100 Continue waits for the responses before it
+        self._version: str | None = None  # "1.1" or "1.0", read once per connection
+        # requests parsed and not answered yet
+        self._queue: deque[Request] = deque()
+        self._busy = False  # a request is being handled (or its body streamed)
+        self._current: Request | None = None
+        self._error = 0  # the status of a protocol error, answered once the queue is empty
+        # the spare task an async handler runs in (see the module docstring)
+        self._carrier: _Carrier | None = None
+        self._running: asyncio.Task[None] | None = None  # a handler that waits, or a stream
+        self._aborted = False
+
+    # -- protocol interface ----------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self._last_active = self._state.now
+        self._state.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._input_done:
+            return
+        self._last_active = self._state.now
+        received = self._received
+        self._chunk_start = received
+        self._received = received + len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # on_message_complete queued the request that asks to switch protocols
+            if self._queue:
+                self._queue.pop()
+            self._protocol_error(501)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _HttpError):
+                self._protocol_error(cause.status)
+            else:
+                log.error("HTTP parser callback failed", exc_info=cause)
+                self._protocol_error(500)
+        except httptools.HttpParserError as exc:
+            log.debug("malformed request: %s", exc)
+            self._protocol_error(400)
+        else:
+            if self._in_message:
+                self._partial_message()
+        queue = self._queue
+        if queue:
+            if len(queue) >= MAX_PIPELINE:
+                self._update_reading()
+            if not self._busy:
+                self._run_queue()
+
+    def eof_received(self) -> bool:
+        self._input_done = True
+        if self._busy or self._queue or self._error:
+            self._eof = True
+            return True  # keep the transport open to write the responses still owed
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._input_done = True
+        self._queue.clear()
+        self._state._forget(self)
+        self._retire_carrier()
+        self._wake_writer()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_writer()
+        self._update_reading()
+        if self._queue and not self._busy:
+            self._loop.call_soon(self._run_queue)
+
+    # -- parser callbacks (kept minimal: they run for every request) ------------------------
+
+    # No on_message_begin (one call less per request): the first on_url of a message begins it,
+    # and on_message_complete resets the rest for the next message.
+
+    def on_url(self, url: bytes) -> None:
+        if self._in_message:
+            self._target += url  # the target arrived in pieces
+        else:
+            self._in_message = True
+            self._target = url
+            self._msg_lo = self._chunk_start
+            self._msg_hi = self._received
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        # the header block is at most this many bytes: count exactly only when it might be over
+        if self._received - self._msg_lo > self._max_header:
+            if self._header_size() > self._max_header:
+                raise _HttpError(431)
+
+    def on_body(self, body: bytes) -> None:
+        if self._body is None:
+            self._start_body(announce=False)
+        self._body_len += len(body)
+        if self._body_len > self._max_body:
+            raise _HttpError(413)
+        self._body.append(body)  # type: ignore[union-attr]
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        self._continue_pending = False
+        body = self._body
+        if body is None:
+            body = b""
+        elif len(body) == 1:
+            body = body[0]
+        else:
+            body = b"".join(body)
+        parser = self._parser
+        # Request.__init__, inlined (a third of the cost of creating one)
+        request = _new_request(Request)
+        request._method = parser.get_method()
+        request._target = self._target
+        request._raw_headers = self._headers
+        request.body = body
+        request.http_version = self._version or self._first_version()
+        request.keep_alive = parser.should_keep_alive()
+        request._transport = self.transport
+        self._queue.append(request)
+        self._headers = []
+        self._headers_done = False
+        self._body = None
+
+    def _first_version(self) -> str:
+        # The parser formats the version anew on each call (slow): read it for the first request
+        # of the connection only; a client does not change its HTTP version on a connection.
+        self._version = version = self._parser.get_http_version()
+        return version
+
+    # -- limits, 100-continue, errors -------------------------------------------------------
+
+    def _header_size(self) -> int:
+        size = len(self._target) + 20  # method, spaces, version, CRLFs
+        for name, value in self._headers:
+            size += len(name) + len(value) + 4
+        return size
+
+    def _partial_message(self) -> None:
+        """After ``feed_data`` returned in the middle of a message."""
+        if not self._headers_done:
+            # every byte since the chunk the message began in is header; more were before it
+            if self._received - self._msg_hi > self._max_header or (
+                self._received - self._msg_lo > self._max_header
+                and self._header_size() > self._max_header
+            ):
+                self._protocol_error(431)
+        elif self._body is None:
+            try:
+                self._start_body(announce=True)
+            except _HttpError as exc:
+                self._protocol_error(exc.status)
+
+    def _start_body(self, announce: bool) -> None:
+        """The headers are in and the body has not been read: check its declared size, and
+        send ``100 Continue`` if the client waits for it (``announce``)."""
+        self._body = []
+        self._body_len = 0
+        length = -1
+        expect = False
+        for name, value in self._headers:
+            size = len(name)
+            if size == 14 and name.lower() == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise _HttpError(400) from None
+            elif size == 6 and name.lower() == b"expect":
+                expect = value.strip().lower() == b"100-continue"
+        if length > self._max_body:
+            raise _HttpError(413)
+        if announce and expect and (self._version or self._first_version()) == "1.1":
+            if self._busy or self._queue:
+                self._continue_pending = True  # after the responses the client still waits for
+            else:
+                self.transport.write(CONTINUE)
+
+    def _protocol_error(self, status: int) -> None:
+        """Stop reading; answer ``status`` after the responses already owed, then close."""
+        self._error = status
+        self._in_message = False
+        self._continue_pending = False
+        self._input_done = True
+        if not self._busy and not self._queue:
+            self._send_error()
+
+    def _send_error(self) -> None:
+        if not self._closed:
+            self.transport.write(error_response(self._error, self._state.date_header))
+        self._close()
+
+    def _close(self) -> None:
+        self._input_done = True
+        self._queue.clear()
+        if not self._closed:
+            self.transport.close()
+
+    def _abort(self) -> None:
+        self._input_done = True
+        self._aborted = True
+        self._queue.clear()
+        self._retire_carrier()  # now, in case the loop stops before connection_lost
+        if self._running is not None:
+            self._running.cancel()  # a hard stop: the handler has nobody to answer
+        if not self._closed:
+            self.transport.abort()
+
+    def _idle(self) -> bool:
+        return not (self._busy or self._queue or self._in_message)
+
+    def _sweep(self, now: float, max_idle: float, draining: bool) -> None:
+        if self._busy or self._queue or self._closed:
+            return
+        if draining and self._in_message:
+            return  # the request arriving is answered (with Connection: close), then we close
+        if now - self._last_active >= max_idle:
+            if self._write_paused:
+                self._abort()  # a client that stopped reading would hold close() forever
+            else:
+                self._close()
+
+    def _drain(self) -> None:
+        if self._idle() and not self._closed:
+            self._close()
+
+    # -- flow control --------------------------------------------------------------------------
+
+    def _update_reading(self) -> None:
+        pause = self._write_paused or len(self._queue) >= MAX_PIPELINE
+        if pause != self._read_paused and not self._closed:
+            self._read_paused = pause
+            if pause:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+
+    def _wake_writer(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _writable(self) -> None:
+        if self._write_paused and not self._closed:
+            waiter = self._drain_waiter
+            if waiter is None:
+                waiter = self._drain_waiter = self._loop.create_future()
+            await waiter
+
+    # -- handling requests -------------------------------------------------------------------
+
+    def _run_queue(self) -> None:
+        """Handle queued requests one after another; must not run inside a task."""
+        queue = self._queue
+        loop = self._loop
+        while queue and not self._busy and not self._write_paused and not self._closed:
+            request = queue.popleft()
+            self._busy = True
+            try:
+                coro = self._app(request)
+            except Exception:
+                self._fail(request)
+                continue
+            if type(coro) is not CoroutineType:
+                self._handle_other(request, coro)
+                continue
+            # _drive, inlined: the path of every request to an async handler
+            task, context, slot, base = self._carrier or self._new_carrier()
+            try:
+                _enter_task(loop, task)
+            except RuntimeError:  # inside another task (not from the event loop): hand it over
+                self._drive(request, coro)
+                continue
+            try:
+                yielded = context.run(coro.send, None)
+            except StopIteration as stop:
+                result = stop.value
+            except BaseException:
+                _leave_task(loop, task)
+                self._drive_failed(request)
+                continue
+            else:
+                _leave_task(loop, task)
+                self._carrier = None  # the carrier carries this handler on; the next gets a new one
+                self._running = task
+                slot.set_result((request, coro, yielded))
+                continue
+            _leave_task(loop, task)
+            if context != base:  # it set a context variable: the next request starts afresh
+                self._retire_carrier()
+            self._respond(request, result)  # outside the except block: no exception context
+        if self._read_paused:
+            self._update_reading()
+        if self._busy or self._closed:
+            return
+        if not queue:
+            if self._error:
+                self._send_error()
+            elif self._eof:
+                self._close()
+            elif self._continue_pending:
+                self._continue_pending = False
+                self.transport.write(CONTINUE)
+
+    def _run_queue_soon(self) -> None:
+        if self._queue or self._error or self._eof or self._continue_pending:
+            self._loop.call_soon(self._run_queue)
+
+    def _drive(self, request: Request, coro: Any) -> None:
+        """Run a handler's coroutine up to its first real wait, in the carrier task's context
+        (the same as the loop in `_run_queue`, for the less common callers)."""
+        task, context, slot, base = self._carrier or self._new_carrier()
+        loop = self._loop
+        try:
+            _enter_task(loop, task)
+        except RuntimeError:  # inside another task: let the carrier start the coroutine itself
+            self._carrier = None
+            self._running = task
+            slot.set_result((request, coro, None))
+            return
+        try:
+            yielded = context.run(coro.send, None)
+        except StopIteration as stop:
+            result = stop.value
+        except BaseException:
+            _leave_task(loop, task)
+            self._drive_failed(request)
+            return
+        else:
+            _leave_task(loop, task)
+            self._carrier = None
+            self._running = task
+            slot.set_result((request, coro, yielded))
+            return
+        _leave_task(loop, task)
+        if context != base:
+            self._retire_carrier()
+        self._respond(request, result)
+
+    def _handle_other(self, request: Request, result: Any) -> None:
+        """``app`` returned something else than a coroutine: a future, an awaitable, a value."""
+        if asyncio.isfuture(result):
+            self._current = request
+            result.add_done_callback(self._future_done)
+        elif hasattr(result, "__await__"):
+            self._drive(request, _await(result))
+        else:
+            self._respond(request, result)
+
+    def _drive_failed(self, request: Request) -> None:
+        """The first step of a handler raised (call inside the ``except``): answer 500."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, Exception | CancelledError):
+            # SystemExit, KeyboardInterrupt: stop the worker, as they would from a task. (Raised
+            # here they would not: uvloop turns them into a "fatal error on transport".)
+            self._loop.call_soon(_raise, exc)
+            return
+        self._fail(request)
+
+    def _new_carrier(self) -> _Carrier:
+        context = contextvars.copy_context()
+        slot = self._loop.create_future()
+        task = self._loop.create_task(self._carry(slot), context=context)
+        # `base` shares the context's variables until a handler sets one (then they differ)
+        self._carrier = carrier = (task, context, slot, context.copy())
+        return carrier
+
+    def _retire_carrier(self) -> None:
+        carrier, self._carrier = self._carrier, None
+        if carrier is not None:
+            carrier[0].cancel()
+
+    async def _carry(self, slot: asyncio.Future[Any]) -> None:
+        error = None
+        try:
+            request, coro, yielded = await slot
+        except CancelledError as exc:
+            if not slot.done() or slot.cancelled():
+                return  # a spare that was never used: the connection is gone
+            # cancelled (by the handler's own timeout or task group) before its first step here
+            request, coro, yielded = slot.result()
+            error = exc
+        try:
+            result = await _Resume(coro, yielded, error)
+        except CancelledError:
+            self._running = None
+            if self._aborted:
+                return  # close_all: nobody is left to answer
+            self._fail(request)
+        except Exception:
+            self._running = None
+            self._fail(request)
+        else:
+            self._running = None
+            self._respond(request, result)
+        self._run_queue_soon()
+
+    def _future_done(self, future: asyncio.Future[Any]) -> None:
+        request = self._current
+        assert request is not None
+        if future.cancelled():
+            self._fail(request, CancelledError())
+        elif (exc := future.exception()) is not None:
+            if not isinstance(exc, Exception):
+                raise exc  # SystemExit & co. from a sync handler stop the worker too
+            self._fail(request, exc)
+        else:
+            result = future.result()
+            if type(result) is CoroutineType:  # a sync callable that returned a coroutine
+                self._drive(request, result)
+            else:
+                self._respond(request, result)
+        if not self._busy:
+            self._run_queue()
+
+    def _fail(self, request: Request, exc: BaseException | None = None) -> None:
+        """Answer 500 for a handler that raised (call inside the ``except`` or pass ``exc``)."""
+        log.error(
+            "handler failed: %s %s",
+            request.method,
+            request.path,
+            exc_info=exc if exc is not None else True,
+        )
+        self._respond_error(request, 500)
+
+    def _respond_error(self, request: Request, status: int) -> None:
+        self._busy = False
+        if self._closed:
+            return
+        state = self._state
+        keep = request.keep_alive and not state.draining
+        conn = connection_line(keep, request.http_version == "1.0")
+        data = error_response(status, state.date_header, request._method == b"HEAD", conn)
+        self.transport.write(data)
+        state.requests_served += 1
+        self._done(keep)
+
+    def _respond(self, request: Request, result: Any) -> None:
+        """Write the response for ``result`` with one ``transport.write`` (unless streamed)."""
+        if self._closed:
+            self._busy = False
+            return
+        state = self._state
+        keep = request.keep_alive and not state.draining
+        if type(result) is str:  # the common case, inlined
+            body = result.encode()
+            size = len(body)
+            if keep and size < CACHED_LENGTHS and request.http_version == "1.1":
+                end = LENGTH_END[size]
+            else:
+                conn = connection_line(keep, request.http_version == "1.0")
+                end = b"Content-Length: %d\r\n%s\r\n" % (size, conn)
+            if request._method == b"HEAD":
+                body = b""
+            self.transport.write(b"".join((state.text_head, end, body)))
+            state.requests_served += 1
+            self._busy = False
+            if keep:
+                self._last_active = state.now
+            else:
+                self._close()
+            return
+        try:
+            data, keep, stream = render(
+                result,
+                request._method == b"HEAD",
+                keep,
+                request.http_version == "1.0",
+                state.date_header,
+            )
+        except Exception:
+            log.exception("cannot send the handler's result: %s %s", request.method, request.path)
+            self._respond_error(request, 500)
+            return
+        self.transport.write(data)
+        state.requests_served += 1
+        if stream is None:
+            self._done(keep)
+        else:
+            self._running = self._loop.create_task(self._send_stream(request, stream, keep))
+
+    def _done(self, keep: bool) -> None:
+        self._busy = False
+        self._current = None
+        if keep:
+            self._last_active = self._state.now
+        else:
+            self._close()
+
+    async def _send_stream(self, request: Request, stream: Stream, keep: bool) -> None:
+        try:
+            complete = await send_stream(
+                stream, self.transport.write, self._writable, lambda: self._closed
+            )
+        except Exception:
+            log.exception("streaming the body failed: %s %s", request.method, request.path)
+            complete = False
+        self._running = None
+        # an incomplete body: the client cannot tell where it ends, so the connection closes
+        self._done(keep and complete)
+        self._run_queue_soon()

@@ -1,0 +1,303 @@
+"""One process's side of the router: a coalescing outbox, pending asks, and incoming dispatch.
+
+Per-message cost in Python, not bandwidth, limits a message bus, so outgoing messages are queued
+per destination and flushed once per event-loop turn (or every BATCH messages): many messages in
+one ZeroMQ message, forwarded by the router as they are. Order per destination is kept: a run of
+tells, then a run of asks, ... each run one ZeroMQ message.
+
+Flow control: when a destination's mailbox is full the router says "pause" for it; the messenger
+keeps that destination's messages in its own queue (so the router's memory does not grow) until
+"resume". ``tell`` returns an awaitable that completes at once normally, and only once the
+destination has room when it is paused, so ``await tell(...)`` is the waiting form; past
+QUEUE_LIMIT queued messages ``tell`` raises MailboxFull, and an ask still queued when its timeout
+ends raises MailboxFull.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections import deque
+from collections.abc import Callable, Generator
+from itertools import count as counter
+from typing import Any
+
+from .errors import MailboxFull, error_from_payload
+from .wire import (
+    FLAG_BROADCAST,
+    FLAG_JSON,
+    HEADER,
+    PRIMARY,
+    Kind,
+    decode,
+    dumps_json,
+    encode,
+)
+
+BATCH = 256  # messages per ZeroMQ message at most
+QUEUE_LIMIT = 100_000  # messages queued for one paused destination before tell() refuses
+RETRY = 0.001  # seconds between retries while ZeroMQ refuses (our own pipe is full)
+
+TELL, ASK, REPLY, ERROR = Kind.TELL, Kind.ASK, Kind.REPLY, Kind.ERROR
+_pack = HEADER.pack
+_unpack = HEADER.unpack
+
+
+class _Done:
+    """The awaitable ``tell`` returns when the message went straight into the outbox."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+    def __repr__(self) -> str:
+        return "<sent>"
+
+
+SENT = _Done()
+
+Deliver = Callable[[bytes, int, int, int, list], None]
+
+
+def target_bytes(target: Any) -> bytes:
+    """A destination frame from a name, an ActorRef, or bytes."""
+    if isinstance(target, str):
+        return target.encode()
+    if isinstance(target, bytes):
+        return target
+    name = getattr(target, "name", None)
+    if isinstance(name, str):
+        return name.encode()
+    raise TypeError(f"a target is a name or an ActorRef, not a {type(target).__name__}")
+
+
+class Messenger:
+    """Sends and receives actor messages for one process over its DEALER."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        send: Callable[[list], bool],
+        deliver: Deliver | None = None,
+    ) -> None:
+        self.loop = loop
+        self._send = send
+        self.deliver = deliver
+        self._thread = threading.get_ident()
+        self._out: dict[bytes, deque] = {}
+        self._paused: dict[bytes, asyncio.Future] = {}  # destination -> resumed
+        self._pending: dict[int, asyncio.Future] = {}
+        self._corr = counter(1)
+        self._scheduled = False
+        self._blocked = False  # ZeroMQ refused: retry on a timer
+        self.sent = 0
+        self.received = 0
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def tell(self, target: Any, message: Any, *, broadcast: bool = False) -> Any:
+        dest = target_bytes(target)
+        flags, frames = encode(message)  # TypeError here, at the sender: nothing is sent
+        if broadcast:
+            flags |= FLAG_BROADCAST
+        if dest == PRIMARY:
+            flags, frames = FLAG_JSON, [dumps_json(message)]
+        if threading.get_ident() != self._thread:
+            self.loop.call_soon_threadsafe(self._enqueue, dest, TELL, flags, frames, None)
+            return SENT
+        return self._enqueue(dest, TELL, flags, frames, None)
+
+    async def ask(self, target: Any, message: Any, timeout: float = 5.0) -> Any:
+        dest = target_bytes(target)
+        if dest == PRIMARY:
+            flags, frames = FLAG_JSON, [dumps_json(message)]
+        else:
+            flags, frames = encode(message)
+        future = self.loop.create_future()
+        self._enqueue(dest, ASK, flags, frames, future)
+        timer = self.loop.call_later(timeout, self._ask_timed_out, future, dest, timeout)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def ask_threadsafe(self, target: Any, message: Any, timeout: float) -> Any:
+        """ask() from a thread that is not the loop's: blocks that thread, never the loop."""
+        if threading.get_ident() == self._thread:
+            raise RuntimeError(
+                "ask_sync() was called on the event loop's own thread, which it would stall; "
+                "use `await ask(...)` there (ask_sync is for plain def handlers and threads)"
+            )
+        future = asyncio.run_coroutine_threadsafe(self.ask(target, message, timeout), self.loop)
+        return future.result(timeout + 1.0)
+
+    def reply(self, to: bytes, correlation: int, result: Any) -> None:
+        flags, frames = encode(result)
+        self._enqueue(to, REPLY, flags, frames, correlation)
+
+    def reply_error(self, to: bytes, correlation: int, payload: bytes) -> None:
+        self._enqueue(to, ERROR, FLAG_JSON, [payload], correlation)
+
+    def _enqueue(self, dest: bytes, kind: int, flags: int, frames: list, extra: Any) -> Any:
+        queue = self._out.get(dest)
+        if queue is None:
+            queue = self._out[dest] = deque()
+        queue.append((kind, flags, frames, extra))
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self.flush)
+        resumed = self._paused.get(dest)
+        if resumed is None:
+            if len(queue) >= BATCH and not self._blocked:
+                self._flush_one(dest, queue)
+            return SENT
+        if kind == TELL:
+            if len(queue) > QUEUE_LIMIT:
+                queue.pop()
+                raise MailboxFull(f"{dest.decode(errors='replace')!r}: mailbox full and "
+                                  f"{QUEUE_LIMIT} messages already waiting")
+            return resumed
+        return SENT
+
+    def flush(self) -> None:
+        """Send what is queued (once per loop turn)."""
+        self._scheduled = False
+        if self._blocked:
+            return
+        for dest in list(self._out):
+            if dest in self._paused:
+                continue
+            if not self._flush_one(dest, self._out[dest]):
+                self._blocked = True
+                self.loop.call_later(RETRY, self._unblock)
+                return
+
+    def _unblock(self) -> None:
+        self._blocked = False
+        self.flush()
+
+    def _flush_one(self, dest: bytes, queue: deque) -> bool:
+        send = self._send
+        while queue:
+            kind, flags, frames, extra = queue[0]
+            if flags or kind == ERROR:  # one message with its own frames
+                if kind == ASK:
+                    if extra.done():
+                        queue.popleft()
+                        continue
+                    corr = next(self._corr)
+                elif kind in (REPLY, ERROR):
+                    corr = extra
+                else:
+                    corr = 0
+                if not send([dest, _pack(kind, flags, 1, corr), *frames]):
+                    return False
+                queue.popleft()
+                if kind == ASK:
+                    self._pending[corr] = extra
+                self.sent += 1
+                continue
+            payloads = []
+            asks = []
+            first_corr = extra if kind == REPLY else 0
+            while queue and len(payloads) < BATCH:
+                k, f, fr, ex = queue[0]
+                if k != kind or f:
+                    break
+                if kind == REPLY and ex != first_corr + len(payloads):
+                    break
+                queue.popleft()
+                if kind == ASK:
+                    if ex.done():
+                        continue
+                    asks.append(ex)
+                payloads.append(fr[0])
+            if not payloads:
+                continue
+            if kind == ASK:
+                first_corr = next(self._corr)
+                for _ in range(len(asks) - 1):
+                    next(self._corr)
+            if not send([dest, _pack(kind, 0, len(payloads), first_corr), *payloads]):
+                # put them back, in order, for the retry
+                for i in range(len(payloads) - 1, -1, -1):
+                    if kind == ASK:
+                        queue.appendleft((kind, 0, [payloads[i]], asks[i]))
+                    else:
+                        corr = first_corr + i if kind == REPLY else None
+                        queue.appendleft((kind, 0, [payloads[i]], corr))
+                return False
+            if asks:
+                pending = self._pending
+                for i, future in enumerate(asks):
+                    pending[first_corr + i] = future
+            self.sent += len(payloads)
+        del self._out[dest]
+        return True
+
+    def _ask_timed_out(self, future: asyncio.Future, dest: bytes, timeout: float) -> None:
+        if future.done():
+            return
+        from .errors import AskTimeout
+
+        name = dest.decode(errors="replace")
+        queue = self._out.get(dest)
+        if queue is not None and any(entry[3] is future for entry in queue):
+            future.set_exception(MailboxFull(
+                f"ask to {name!r}: its mailbox stayed full for {timeout} s"))
+        else:
+            future.set_exception(AskTimeout(f"ask to {name!r}: no reply within {timeout} s"))
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def on_frames(self, sender: bytes, header: bytes, payload: list) -> None:
+        """A message from the router (anything but the runtime's own system messages)."""
+        kind, flags, count, corr = _unpack(header)
+        if kind == REPLY:
+            pending = self._pending
+            if flags:
+                future = pending.pop(corr, None)
+                if future is not None and not future.done():
+                    value = json.loads(payload[0]) if flags & FLAG_JSON else decode(flags, payload)
+                    future.set_result(value)
+                return
+            for i in range(count):
+                future = pending.pop(corr + i, None)
+                if future is not None and not future.done():
+                    future.set_result(decode(0, payload[i : i + 1]))
+            return
+        if kind == ERROR:
+            future = self._pending.pop(corr, None)
+            if future is not None and not future.done():
+                future.set_exception(error_from_payload(json.loads(payload[0])))
+            return
+        self.received += count
+        if self.deliver is not None:
+            self.deliver(sender, kind, flags, corr, payload)
+
+    def on_flow(self, op: str, dest: bytes) -> None:
+        """The router's flow control: "pause" or "resume" sending to ``dest``."""
+        if op == "pause":
+            if dest not in self._paused:
+                self._paused[dest] = self.loop.create_future()
+            return
+        resumed = self._paused.pop(dest, None)
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
+        if dest in self._out and not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon(self.flush)
+
+    def fail_pending(self, exc: BaseException) -> None:
+        """Every pending ask fails (the process is stopping): no caller waits forever."""
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    @property
+    def queued(self) -> int:
+        return sum(len(q) for q in self._out.values())

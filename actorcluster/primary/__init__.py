@@ -1,0 +1,1 @@
+"""Everything that runs in the primary: supervisor, router, gateway, spawner."""

@@ -1,0 +1,400 @@
+"""The router: the primary's ROUTER socket, which every process actor's DEALER connects to.
+
+It reads only the destination and header frames and forwards payload frames untouched; it never
+unpickles anything. Per message it:
+
+1. resolves the destination: a name bound to its ready incarnation, a group (one member in turn,
+   or every member for a broadcast), or an incarnation id / client id taken as it is;
+2. holds messages for a name whose actor is restarting (bounded in count and time) and delivers
+   them to the new incarnation;
+3. counts whatever cannot be delivered as a dead letter (per name, logged once per burst) and
+   answers an undeliverable ask with ActorNotFound at once;
+4. remembers which asks each incarnation owes, so that if it dies the askers get ActorCrashed;
+5. sends without blocking; what ZeroMQ refuses (that peer's pipe is full) waits in a bounded
+   per-destination outbox retried on a short timer, and the senders of that destination are told
+   to pause until it drains (credit-style flow control): no head-of-line blocking, no silent drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from ..errors import ActorError
+from ..wire import (
+    FLAG_BROADCAST,
+    FLAG_JSON,
+    FLAG_OOB,
+    FLAG_RAW,
+    HEADER,
+    PRIMARY,
+    Kind,
+    decode_system,
+    dumps_json,
+    error_payload,
+    system_frames,
+)
+from ..zmqio import LoopSocket
+
+log = logging.getLogger("actorcluster.router")
+
+SystemHandler = Callable[[bytes, dict[str, Any]], None]
+RequestHandler = Callable[[bytes, Any], Any]
+
+OUTBOX_PAUSE = 64  # ZeroMQ messages waiting for one destination before its senders pause
+OUTBOX_RESUME = 16
+OUTBOX_LIMIT = 4096  # past this (senders ignoring pause) messages become dead letters
+RETRY = 0.001
+PEER_HWM = 256  # ZeroMQ messages (each up to 256 coalesced actor messages) per peer pipe
+KINDS = frozenset(int(k) for k in Kind)
+TELL, ASK, REPLY, ERROR, SYSTEM = Kind.TELL, Kind.ASK, Kind.REPLY, Kind.ERROR, Kind.SYSTEM
+_unpack = HEADER.unpack
+_pack = HEADER.pack
+
+
+class Router:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        endpoint: str,
+        on_system: SystemHandler,
+        on_request: RequestHandler,
+        hold_max: int = 1000,
+        hold_seconds: float = 5.0,
+    ) -> None:
+        self.loop = loop
+        self.endpoint = endpoint
+        self.on_system = on_system
+        self.on_request = on_request
+        self.hold_max = hold_max
+        self.hold_seconds = hold_seconds
+        self.context = zmq.Context(1)
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an unknown peer is an error, never a drop
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, PEER_HWM)
+        sock.setsockopt(zmq.RCVHWM, PEER_HWM * 4)
+        sock.bind(endpoint)
+        self._sock = sock
+        self.channel = LoopSocket(loop, sock, self._on_frames)
+        self.names: dict[bytes, bytes] = {}  # name -> identity of its ready incarnation
+        self._name_of: dict[bytes, bytes] = {}  # identity -> name
+        self.groups: dict[bytes, list[bytes]] = {}  # group -> member names
+        self._turn: dict[bytes, int] = {}
+        self.held: dict[bytes, deque] = {}  # name (restarting) -> deque of (deadline, frames)
+        self.outboxes: dict[bytes, deque] = {}  # identity -> frames ZeroMQ refused for now
+        self._pausing: dict[bytes, set[tuple[bytes, bytes]]] = {}  # identity -> (sender, dest)
+        self._retrying = False
+        self.asks: dict[bytes, dict[bytes, set[int]]] = {}  # incarnation -> asker -> corrs
+        self.dead_letters: Counter[str] = Counter()
+        self._burst: dict[str, int] = {}
+        self.routed = 0
+        self.malformed = 0
+
+    # -- the supervisor's side ------------------------------------------------------------------
+
+    def bind(self, name: str, identity: bytes) -> None:
+        """``identity`` is the ready incarnation of ``name``: route to it, deliver what was held."""
+        key = name.encode()
+        self.names[key] = identity
+        self._name_of[identity] = key
+        held = list(self.held.pop(key, ()))
+        for group, members in self.groups.items():
+            if key in members and group in self.held:
+                held.extend(self.held.pop(group))
+        for _deadline, frames in held:
+            self._on_frames(frames)
+
+    def hold(self, name: str) -> None:
+        """``name`` is restarting: hold its messages (bounded) until it is bound again."""
+        key = name.encode()
+        self.names.pop(key, None)
+        self.held.setdefault(key, deque())
+
+    def incarnation_down(self, name: str, identity: bytes) -> None:
+        """An incarnation died: its owed asks fail with ActorCrashed, its outbox is dead."""
+        key = name.encode()
+        if self.names.get(key) == identity:
+            del self.names[key]
+        self._name_of.pop(identity, None)
+        for asker, corrs in self.asks.pop(identity, {}).items():
+            for corr in sorted(corrs):
+                self._error(asker, corr, "ActorCrashed",
+                            f"actor {name!r} died while handling the ask")
+        for frames in self.outboxes.pop(identity, ()):
+            self._dead(name, _count(frames[2]), "its actor died with it queued")
+        self._resume_senders(identity)
+
+    def forget(self, name: str) -> None:
+        """``name`` will not come back: what is held for it becomes dead letters."""
+        key = name.encode()
+        self.names.pop(key, None)
+        for _deadline, frames in self.held.pop(key, ()):
+            self._undeliverable(frames, "its actor is not coming back")
+
+    def set_group(self, group: str, members: list[str]) -> None:
+        self.groups[group.encode()] = [m.encode() for m in members]
+
+    def members(self, group: str) -> list[str]:
+        names = self.groups.get(group.encode(), [])
+        return [m.decode() for m in names if m in self.names]
+
+    def send_system(self, identity: bytes, op: str, **fields: Any) -> bool:
+        return self.channel.send([identity, PRIMARY, *system_frames(op, **fields)])
+
+    def tick(self) -> None:
+        """Expire held messages and report dead-letter bursts (called about once a second)."""
+        now = self.loop.time()
+        for queue in list(self.held.values()):
+            while queue and queue[0][0] <= now:
+                self._undeliverable(queue.popleft()[1], f"held {self.hold_seconds} s")
+        for name, more in list(self._burst.items()):
+            if more:
+                log.warning("%d more dead letters to %r", more, name)
+                self._burst[name] = 0
+            else:
+                del self._burst[name]
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "routed": self.routed,
+            "dead_letters": dict(self.dead_letters),
+            "held": {k.decode(): len(q) for k, q in self.held.items() if q},
+            "malformed": self.malformed,
+        }
+
+    def close(self) -> None:
+        self.channel.close()
+        self.context.term()
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) < 4 or len(frames[2]) != HEADER.size:
+            self._malformed(frames, "fewer than 4 frames or a bad header")
+            return
+        sender, dest, header = frames[0], frames[1], frames[2]
+        kind, flags, count, corr = _unpack(header)
+        if kind not in KINDS or count == 0:
+            self._malformed(frames, f"kind {kind}, count {count}")
+            return
+        if flags & (FLAG_OOB | FLAG_RAW | FLAG_JSON) or kind == SYSTEM:
+            if count != 1:
+                self._malformed(frames, "a single-message frame says count != 1")
+                return
+        elif count != len(frames) - 3:
+            self._malformed(frames, f"count {count} but {len(frames) - 3} payload frames")
+            return
+        if dest == PRIMARY:
+            self._to_primary(sender, kind, flags, corr, frames)
+            return
+        if flags & FLAG_BROADCAST:
+            members = [self.names[m] for m in self.groups.get(dest, ()) if m in self.names]
+            if not members:
+                self._undeliverable(frames, "no live member")
+            for identity in members:
+                self._send(identity, [identity, sender, *frames[2:]], sender, dest)
+            return
+        identity = self.names.get(dest)
+        if identity is None:
+            identity = self._resolve_other(dest)
+            if identity is None:
+                held = self.held.get(dest)
+                if held is None and dest in self.groups:
+                    # every member is restarting: hold for the group
+                    if any(m in self.held for m in self.groups[dest]):
+                        held = self.held[dest] = deque()
+                if held is None:
+                    self._undeliverable(frames, "no such actor")
+                elif len(held) >= self.hold_max:
+                    self._undeliverable(frames, f"more than {self.hold_max} held")
+                else:
+                    held.append((self.loop.time() + self.hold_seconds, frames))
+                return
+        if kind == ASK:
+            owed = self.asks.get(identity)
+            if owed is None:
+                owed = self.asks[identity] = {}
+            corrs = owed.get(sender)
+            if corrs is None:
+                corrs = owed[sender] = set()
+            if count == 1:
+                corrs.add(corr)
+            else:
+                corrs.update(range(corr, corr + count))
+        elif kind == REPLY or kind == ERROR:
+            owed = self.asks.get(sender)
+            if owed is not None:
+                corrs = owed.get(identity)
+                if corrs is not None:
+                    if count == 1:
+                        corrs.discard(corr)
+                    else:
+                        corrs.difference_update(range(corr, corr + count))
+        frames[0] = identity
+        frames[1] = sender
+        self._send(identity, frames, sender, dest)
+
+    def _resolve_other(self, dest: bytes) -> bytes | None:
+        members = self.groups.get(dest)
+        if members:
+            turn = self._turn.get(dest, -1)
+            for _ in range(len(members)):
+                turn = (turn + 1) % len(members)
+                identity = self.names.get(members[turn])
+                if identity is not None:
+                    self._turn[dest] = turn
+                    return identity
+            return None
+        if b"#" in dest:
+            return dest  # an incarnation or a client: ZeroMQ says whether it is connected
+        return None
+
+    def _send(self, identity: bytes, frames: list, sender: bytes, dest: bytes) -> None:
+        self.routed += 1
+        outbox = self.outboxes.get(identity)
+        if outbox is None:
+            try:
+                self._sock.send_multipart(frames, zmq.NOBLOCK)
+                return
+            except zmq.Again:
+                outbox = self.outboxes[identity] = deque()
+                self._retry_soon()
+            except zmq.ZMQError:  # EHOSTUNREACH: that peer is gone
+                self._peer_gone(identity, [sender, dest, *frames[2:]])
+                return
+        if len(outbox) >= OUTBOX_LIMIT:
+            self._undeliverable([sender, dest, *frames[2:]], "the mailbox is full")
+            return
+        outbox.append(frames)
+        if len(outbox) >= OUTBOX_PAUSE and sender != PRIMARY:
+            pausing = self._pausing.setdefault(identity, set())
+            if (sender, dest) not in pausing:
+                pausing.add((sender, dest))
+                self.send_system(sender, "pause", dest=dest.decode(errors="replace"))
+
+    def _peer_gone(self, identity: bytes, frames: list) -> None:
+        """The incarnation behind a name died and the supervisor has not heard yet: hold its
+        messages for the replacement (the supervisor forgets the name if none comes)."""
+        kind, _flags, count, corr = _unpack(frames[2])
+        if kind == ASK:  # never reached the dead incarnation: it does not owe them
+            owed = self.asks.get(identity, {}).get(frames[0])
+            if owed is not None:
+                owed.difference_update(range(corr, corr + count))
+        name = self._name_of.pop(identity, None)
+        if name is None or frames[1] != name and frames[1] not in self.groups:
+            self._undeliverable(frames, "its process is gone")
+            return
+        if self.names.get(name) == identity:
+            del self.names[name]
+        self.held.setdefault(name, deque())
+        self._on_frames(frames)  # re-route: another group member, or held
+
+    def _retry_soon(self) -> None:
+        if not self._retrying:
+            self._retrying = True
+            self.loop.call_later(RETRY, self._retry)
+
+    def _retry(self) -> None:
+        self._retrying = False
+        send = self._sock.send_multipart
+        for identity, outbox in list(self.outboxes.items()):
+            while outbox:
+                try:
+                    send(outbox[0], zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                except zmq.ZMQError:
+                    frames = outbox.popleft()
+                    self._undeliverable([frames[1], identity, *frames[2:]], "its process is gone")
+                    continue
+                outbox.popleft()
+            if len(outbox) <= OUTBOX_RESUME:
+                self._resume_senders(identity)
+            if not outbox:
+                del self.outboxes[identity]
+        if self.outboxes:
+            self._retry_soon()
+
+    def _resume_senders(self, identity: bytes) -> None:
+        for sender, dest in self._pausing.pop(identity, ()):
+            self.send_system(sender, "resume", dest=dest.decode(errors="replace"))
+
+    # -- what cannot be delivered ---------------------------------------------------------------
+
+    def _undeliverable(self, frames: list, why: str) -> None:
+        """frames as received: [sender, dest, header, payload...]."""
+        sender, dest, header = frames[0], frames[1], frames[2]
+        kind, _flags, count, corr = _unpack(header)
+        name = dest.decode(errors="replace")
+        if kind == ASK:
+            error = "ActorNotFound" if why == "no such actor" else "ActorCrashed"
+            for i in range(count):
+                self._error(sender, corr + i, error, f"cannot deliver to {name!r}: {why}")
+        self._dead(name, count, why)
+
+    def _dead(self, name: str, count: int, why: str) -> None:
+        self.dead_letters[name] += count
+        if name in self._burst:
+            self._burst[name] += count
+        else:
+            self._burst[name] = 0
+            log.warning("dead letter: %d message(s) to %r: %s", count, name, why)
+
+    def _error(self, asker: bytes, corr: int, error: str, message: str) -> None:
+        try:
+            self._sock.send_multipart(
+                [asker, PRIMARY, _pack(ERROR, FLAG_JSON, 1, corr), error_payload(error, message)],
+                zmq.NOBLOCK,
+            )
+        except zmq.ZMQError:
+            self._dead(asker.decode(errors="replace"), 1, "the asker is gone")
+
+    def _malformed(self, frames: list, why: str) -> None:
+        self.malformed += 1
+        log.warning("dropping a malformed message (%s, %d frames)", why, len(frames))
+
+    # -- messages for the primary ---------------------------------------------------------------
+
+    def _to_primary(self, sender: bytes, kind: int, flags: int, corr: int, frames: list) -> None:
+        if kind == SYSTEM:
+            try:
+                message = decode_system(frames[3])
+            except (ValueError, UnicodeDecodeError):
+                self._malformed(frames, "bad system payload")
+                return
+            self.on_system(sender, message)
+            return
+        if kind not in (TELL, ASK):
+            self._malformed(frames, "the primary takes only tell and ask")
+            return
+        if not flags & FLAG_JSON:
+            if kind == ASK:
+                self._error(sender, corr, "ActorError", "the primary takes JSON messages only")
+            self._malformed(frames, "a pickled message to the primary")
+            return
+        try:
+            request = json.loads(frames[3])
+            result = self.on_request(sender, request)
+        except (ValueError, UnicodeDecodeError):
+            self._malformed(frames, "bad JSON to the primary")
+            if kind == ASK:
+                self._error(sender, corr, "ActorError", "the primary could not read the request")
+            return
+        except ActorError as exc:
+            if kind == ASK:
+                self._error(sender, corr, type(exc).__name__, str(exc))
+            return
+        if kind == ASK:
+            self.channel.send([sender, PRIMARY, _pack(REPLY, FLAG_JSON, 1, corr),
+                               dumps_json(result)])
+
+
+def _count(header: bytes) -> int:
+    return _unpack(header)[2] if len(header) == HEADER.size else 1

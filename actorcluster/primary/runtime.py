@@ -1,0 +1,263 @@
+"""The primary: the root supervisor's process, and its main loop.
+
+    start:  claim the run directory, bind the listening socket, start the zygote (imports the app),
+            bind the router, start the workers, wait until they are ready, open the gateway
+    loop:   wait for a signal -> handle it; every heartbeat interval -> supervisor.tick()
+    stop:   close the gateway, stop the workers (SIGTERM, graceful timeout, SIGKILL), stop the
+            zygote, remove the run directory
+
+Child exits are seen at once through a pidfd per child (reaping is what restarts workers
+quickly; uvloop reserves SIGCHLD for itself); signals are queued and handled by the loop, as in
+gunicorn's arbiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from .. import logs, rundir
+from ..config import Bind, ClusterConfig
+from ..errors import ActorClusterError, ActorError, ClusterError
+from ..loops import new_loop
+from ..oslink import become_subreaper
+from .gateway import Gateway
+from .router import Router
+from .spawner import Spawner
+from .supervisor import Supervisor
+
+log = logging.getLogger("actorcluster.primary")
+
+EXIT_OK = 0
+EXIT_GAVE_UP = 1
+EXIT_START_FAILED = 2
+EXIT_FORCED = 130
+
+
+def listen(bind: Bind, backlog: int = 2048) -> socket.socket:
+    """Bind the listening socket; it belongs to the primary for the cluster's whole life."""
+    try:
+        if bind.path is not None:
+            path = Path(bind.path)
+            if path.is_socket():
+                path.unlink()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(bind.path)
+        else:
+            family = socket.AF_INET6 if ":" in (bind.host or "") else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((bind.host, bind.port))
+        sock.listen(backlog)
+    except OSError as exc:
+        raise ClusterError(f"cannot listen on {bind.url}: {exc.strerror or exc}") from None
+    sock.set_inheritable(False)
+    return sock
+
+
+class Primary:
+    def __init__(self, config: ClusterConfig) -> None:
+        self.config = config
+        self.pid = os.getpid()
+        self._signals: asyncio.Queue[int] = asyncio.Queue()
+        self._exit_code: int | None = None
+        self._exit_message = ""
+        self._stopped: asyncio.Event | None = None
+
+    def run(self) -> int:
+        """Run the cluster until it is stopped; return the process exit code."""
+        logs.setup(self.config.log_level)
+        become_subreaper()
+        try:
+            directory = rundir.claim(self.config.name, self.pid)
+        except ActorClusterError as exc:
+            log.error("%s", exc)
+            return EXIT_START_FAILED
+        loop = new_loop(self.config.loop)
+        try:
+            return loop.run_until_complete(self._main(loop, directory))
+        finally:
+            loop.close()
+            rundir.release(directory)
+            bind = self.config.listen
+            if bind.path is not None:
+                Path(bind.path).unlink(missing_ok=True)
+
+    async def _main(self, loop: asyncio.AbstractEventLoop, directory: Path) -> int:
+        self._stopped = asyncio.Event()
+        log.info("Primary %d is running", self.pid)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(sig, self._signals.put_nowait, sig)
+        self.loop = loop
+        self.spawner = Spawner(loop, self._on_spawned)
+        code = EXIT_START_FAILED
+        try:
+            listener = listen(self.config.listen)
+            self.gateway = Gateway(loop, listener)
+            self.router = Router(loop, f"ipc://{directory}/router", self._on_system,
+                                 self._on_request, self.config.hold_messages,
+                                 self.config.hold_seconds)
+            self.supervisor = Supervisor(
+                loop, self.config, self.spawner, self.router, self.gateway, self.halt
+            )
+            targets = [(target, "actor") for _name, target in self.config.actors]
+            targets.append((self.config.target, "http"))
+            await self.spawner.start(targets, self.config.log_level, self.config.timeout)
+            self._watch(self.spawner.pid)
+            code = await self._serve(loop)
+        except ActorClusterError as exc:
+            log.error("%s", exc)
+        except OSError as exc:
+            log.error("cannot start: %s", exc)
+        finally:
+            await self._shutdown(loop)
+        if self._exit_code is not None:
+            code = self._exit_code
+        log.info("Primary %d stopped", self.pid)
+        return code
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> int:
+        starting = loop.create_task(self.supervisor.start_all())
+        signals = loop.create_task(self._signals.get())
+        deadline = loop.time() + self.config.timeout
+        self._tick(loop)
+        # Start-up: every worker ready, unless a signal or a give-up comes first.
+        while not starting.done():
+            await asyncio.wait({starting, signals}, timeout=max(0.0, deadline - loop.time()),
+                               return_when=asyncio.FIRST_COMPLETED)
+            if self._exit_code is not None or signals.done() or loop.time() >= deadline:
+                starting.cancel()
+                break
+        if starting.done() and not starting.cancelled():
+            self.gateway.start()
+            log.info("Listening at %s (%d workers)", self.config.listen.url,
+                     self.config.workers)
+        elif self._exit_code is None and not signals.done():
+            raise ClusterError(f"workers not ready within --timeout {self.config.timeout} s")
+        while self._exit_code is None:
+            sig = await signals
+            signals = loop.create_task(self._signals.get())
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                name = signal.Signals(sig).name
+                log.info("Primary %d got %s: stopping gracefully (again to stop at once)",
+                         self.pid, name)
+                self._exit_code = EXIT_OK
+                self._graceful = loop.create_task(self._graceful_stop())
+                second = loop.create_task(self._signals.get())
+                signals.cancel()
+                done, _ = await asyncio.wait({self._graceful, second},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if second in done:
+                    log.warning("Primary %d stopping at once", self.pid)
+                    self._exit_code = EXIT_FORCED
+                    self.supervisor.kill_all()
+                    await self._graceful
+                else:
+                    second.cancel()
+            elif sig == signal.SIGQUIT:
+                self.halt(EXIT_FORCED, f"Primary {self.pid} got SIGQUIT: stopping at once")
+        signals.cancel()
+        return self._exit_code
+
+    def halt(self, code: int, message: str) -> None:
+        """Stop the cluster and exit with ``code``: the supervisor gave up, or a boot failed."""
+        if self._exit_code is None:
+            log.error("%s", message)
+            self._exit_code = code
+            self._signals.put_nowait(0)  # wake the loop
+            self.supervisor.kill_all()
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._exit_code is None:
+            self._reap()  # a safety net; pidfds report exits at once
+            self.supervisor.tick()
+            self.router.tick()
+            loop.call_later(self.supervisor.heartbeat, self._tick, loop)
+
+    async def _graceful_stop(self) -> None:
+        self.gateway.close()
+        await self.supervisor.stop_all(self.config.graceful_timeout)
+
+    async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        gateway = getattr(self, "gateway", None)
+        if gateway is not None and gateway.listener.fileno() != -1:
+            gateway.close()
+        supervisor = getattr(self, "supervisor", None)
+        if supervisor is not None and supervisor.live():
+            await supervisor.stop_all(0 if self._exit_code else self.config.graceful_timeout)
+        self.spawner.stop()
+        for _ in range(100):  # wait (bounded) for the zygote to be reaped
+            if self.spawner.pid is None:
+                break
+            await asyncio.sleep(0.02)
+        router = getattr(self, "router", None)
+        if router is not None:
+            router.close()
+
+    # -- events from the kernel, the zygote and the router -------------------------------------
+
+    def _watch(self, pid: int | None) -> None:
+        """Wake the loop when ``pid`` exits (a pidfd: SIGCHLD handlers do not mix with uvloop)."""
+        if pid is None:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.loop.call_soon(self._reap)
+            return
+        self.loop.add_reader(fd, self._on_pidfd, fd)
+
+    def _on_pidfd(self, fd: int) -> None:
+        self.loop.remove_reader(fd)
+        os.close(fd)
+        self._reap()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.spawner.pid:
+                self.spawner.reaped()
+                if self._exit_code is None and getattr(self, "supervisor", None) is not None:
+                    self.halt(EXIT_GAVE_UP, f"the zygote (pid {pid}) died; stopping")
+            elif getattr(self, "supervisor", None) is not None:
+                self.supervisor.on_exit(pid, status)
+
+    def _on_spawned(self, identity: str, pid: int) -> None:
+        self._watch(pid)
+        self.supervisor.on_spawned(identity, pid)
+
+    def _on_system(self, identity: bytes, message: dict) -> None:
+        self.supervisor.on_system(identity, message)
+
+    def _on_request(self, sender: bytes, request: Any) -> Any:
+        """A JSON tell/ask to "primary" (``ask("primary", "status")``)."""
+        op = request if isinstance(request, str) else (request or {}).get("op")
+        if op == "status":
+            return self.status()
+        if op == "members":
+            return self.router.members(str(request.get("group", "")))
+        raise ActorError(f"the primary does not know {op!r}; it answers: status, members")
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "cluster": self.config.name,
+            "primary": {"pid": self.pid},
+            "listen": self.config.listen.url,
+            "tree": self.supervisor.status(),
+            "messages": self.router.stats(),
+            "gateway": {"handed_off": self.gateway.handed_off, "rejected": self.gateway.rejected},
+        }
+
+
+def run(config: ClusterConfig) -> int:
+    return Primary(config).run()

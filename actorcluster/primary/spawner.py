@@ -1,0 +1,119 @@
+"""The primary's side of the zygote: start it, have it import the app, ask it for workers.
+
+The zygote is a fresh interpreter (never a fork of the primary, which holds a ZeroMQ context and
+its threads). It imports the app once; every worker is then a fork of that clean, pre-imported
+process, which makes a respawn cost a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import ClusterError, TargetImportError
+from ..wire import SPAWNER_MAX, decode_control, encode_control
+
+log = logging.getLogger("actorcluster.spawner")
+
+
+class Spawner:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_spawned: Callable[[str, int], None]
+    ) -> None:
+        self.loop = loop
+        self.on_spawned = on_spawned
+        self.pid: int | None = None
+        self._sock: socket.socket | None = None
+        self._proc: subprocess.Popen | None = None
+
+    async def start(self, targets: list[tuple[str, str]], log_level: str, timeout: float) -> None:
+        """Start the zygote and wait until it imported every (target, kind)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = dict(os.environ)
+        # `actorcluster run` imports the app from the current directory, like `python -m` does.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "actorcluster.worker.zygote", str(theirs.fileno()),
+             str(os.getpid())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            env=env,
+        )
+        theirs.close()
+        self.pid = self._proc.pid
+        self._sock = ours
+        ours.send(encode_control("load", targets=targets, log_level=log_level))
+        ours.setblocking(False)
+        try:
+            data = await asyncio.wait_for(self.loop.sock_recv(ours, SPAWNER_MAX), timeout)
+        except TimeoutError:
+            names = ", ".join(t for t, _ in targets)
+            raise ClusterError(f"importing {names} took more than {timeout} s") from None
+        if not data:
+            names = ", ".join(t for t, _ in targets)
+            raise ClusterError(f"the zygote exited while importing {names}")
+        reply = decode_control(data)
+        if reply["op"] == "load_error":
+            raise TargetImportError(reply["error"])
+        self.loop.add_reader(ours.fileno(), self._on_readable)
+
+    def spawn(self, spec: dict[str, Any], handoff_fd: int) -> None:
+        """Ask the zygote for a worker; its pid arrives through ``on_spawned``."""
+        assert self._sock is not None
+        self._sock.setblocking(True)  # tiny datagrams the zygote reads at once
+        try:
+            socket.send_fds(self._sock, [encode_control("spawn", spec=spec)], [handoff_fd])
+        finally:
+            self._sock.setblocking(False)
+
+    def _on_readable(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data = self._sock.recv(SPAWNER_MAX)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self.loop.remove_reader(self._sock.fileno())
+                return  # the zygote is gone; the primary learns it from SIGCHLD
+            message = decode_control(data)
+            if message["op"] == "spawned":
+                self.on_spawned(message["id"], int(message["pid"]))
+
+    def reaped(self) -> None:
+        """The primary reaped the zygote."""
+        if self._proc is not None:
+            self._proc.returncode = -1  # reaped by the primary's waitpid loop, not Popen
+        self.pid = None
+        if self._sock is not None:
+            try:
+                self.loop.remove_reader(self._sock.fileno())
+            except (ValueError, OSError):
+                pass
+            self._sock.close()
+            self._sock = None
+
+    def stop(self) -> None:
+        """Ask the zygote to exit: closing its channel is the request; SIGKILL if it lingers."""
+        if self._sock is not None:
+            try:
+                self.loop.remove_reader(self._sock.fileno())
+            except (ValueError, OSError):
+                pass
+            self._sock.close()
+            self._sock = None
+        if self.pid is not None:
+            self.loop.call_later(1.0, self._kill_lingering, self.pid)
+
+    def _kill_lingering(self, pid: int) -> None:
+        if self.pid == pid:  # not reaped yet, so the pid is still the zygote's
+            os.kill(pid, signal.SIGKILL)

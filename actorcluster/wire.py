@@ -1,0 +1,182 @@
+"""The protocol: frame layout, header codec, system messages and exit codes.
+
+Both ends import this module and never each other (primary/ and worker/ meet only here).
+
+Frames on the router (ROUTER in the primary, one DEALER per process actor)::
+
+    DEALER -> ROUTER   [destination, header, payload...]
+    ROUTER -> DEALER   [sender,      header, payload...]
+
+    destination  a name ("counter", "web", "web/3"), an incarnation id ("web/3#2"), or b"primary"
+    sender       the incarnation id of the sending DEALER, filled in by the router from the
+                 ZeroMQ routing id (so it cannot be forged)
+    header       HEADER below: kind, flags, count, correlation id (12 bytes, struct, never pickle)
+    payload      user data (pickle protocol 5 / cloudpickle) or, for kind SYSTEM, one JSON object:
+                 the primary never unpickles anything.
+
+The router reads only the first two frames and forwards the payload frames untouched.
+
+Spawner channel (primary <-> zygote, an AF_UNIX SOCK_SEQPACKET socketpair): one JSON object per
+datagram, file descriptors attached with SCM_RIGHTS (the worker's hand-off socket on "spawn").
+
+Hand-off channel (primary <-> one worker, an AF_UNIX SOCK_SEQPACKET socketpair): the primary sends
+datagrams of HANDOFF_TAG bytes, one per connection, with the connection fds attached; the worker
+answers one ACK byte per connection it adopted.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+from enum import IntEnum
+from typing import Any
+
+import cloudpickle
+
+# -- header ---------------------------------------------------------------------------------------
+
+
+class Kind(IntEnum):
+    TELL = 1
+    ASK = 2
+    REPLY = 3
+    ERROR = 4
+    SYSTEM = 5
+
+
+HEADER = struct.Struct("!BBHQ")  # kind, flags, count (messages in a coalesced batch), correlation
+PRIMARY = b"primary"
+
+# flags
+FLAG_OOB = 1  # one message: its pickle, then its out-of-band buffers, one frame each
+FLAG_JSON = 2  # payloads are JSON (messages to and from the primary), never pickle
+FLAG_BROADCAST = 4  # destination is a group: the router delivers to every live member
+FLAG_RAW = 8  # one message that is a large bytes-like object, sent as its own frame, unpickled
+
+
+def encode_header(kind: Kind, correlation: int = 0, count: int = 1, flags: int = 0) -> bytes:
+    return HEADER.pack(kind, flags, count, correlation)
+
+
+def decode_header(frame: bytes) -> tuple[int, int, int, int]:
+    """Return (kind, flags, count, correlation); raise ValueError for a malformed header."""
+    if len(frame) != HEADER.size:
+        raise ValueError(f"header must be {HEADER.size} bytes, got {len(frame)}")
+    return HEADER.unpack(frame)
+
+
+SYSTEM_HEADER = encode_header(Kind.SYSTEM)
+
+# -- system messages ------------------------------------------------------------------------------
+# ops sent by a worker:  ready {pid}, heartbeat {}, stopping {}
+# ops sent by primary:   heartbeat {}, stop {}
+
+
+def system_frames(op: str, **fields: Any) -> list[bytes]:
+    """[header, payload] of a system message."""
+    fields["op"] = op
+    return [SYSTEM_HEADER, json.dumps(fields, separators=(",", ":")).encode()]
+
+
+def decode_system(payload: bytes) -> dict[str, Any]:
+    message = json.loads(payload)
+    if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+        raise ValueError("system message must be a JSON object with an 'op'")
+    return message
+
+
+# -- identities -----------------------------------------------------------------------------------
+
+
+def incarnation_id(name: str, incarnation: int) -> bytes:
+    """The DEALER identity of one incarnation of a named actor: b"web/2#3"."""
+    return f"{name}#{incarnation}".encode()
+
+
+def split_incarnation(identity: bytes) -> tuple[str, int]:
+    name, _, number = identity.decode().rpartition("#")
+    if not name or not number.isdigit():
+        raise ValueError(f"not an incarnation id: {identity!r}")
+    return name, int(number)
+
+
+# -- spawner and hand-off channels ----------------------------------------------------------------
+
+SPAWNER_MAX = 1 << 16  # largest spawner datagram
+HANDOFF_TAG = b"C"  # one byte per handed-off connection
+HANDOFF_ACK = b"A"
+HANDOFF_MAX_FDS = 32  # connections per hand-off datagram
+
+
+def encode_control(op: str, **fields: Any) -> bytes:
+    fields["op"] = op
+    return json.dumps(fields, separators=(",", ":")).encode()
+
+
+def decode_control(data: bytes) -> dict[str, Any]:
+    return decode_system(data)
+
+
+# -- exit codes (named, as gunicorn does: the supervisor tells boot failures from crashes) ------
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    CRASHED = 1  # an uncaught exception in the worker after boot
+    BOOT_ERROR = 3  # the worker could not start (bad target, cannot connect)
+    APP_LOAD_ERROR = 4  # the zygote could not import the target
+    PRIMARY_LOST = 5  # the worker stopped hearing from the primary
+
+
+# -- payloads ---------------------------------------------------------------------------------
+# Pickle protocol 5 is the fast path. cloudpickle is used only when plain pickle fails (lambdas,
+# closures, local classes) or when the pickle refers to __main__, which the receiving process
+# cannot import (cloudpickle sends such definitions by value). Buffers of OOB_MIN bytes or more
+# (bytes, bytearray, memoryview, numpy arrays...) travel out of band as their own frames: no copy
+# into the pickle.
+
+OOB_MIN = 64 * 1024
+_MAIN = b"__main__"
+
+
+def encode(message: Any) -> tuple[int, list[Any]]:
+    """(flags, frames) of one message: ``(0, [pickle])``, ``(FLAG_OOB, [pickle, buffer...])`` or
+    ``(FLAG_RAW, [bytes-like])``. Raises TypeError, at the sender, when it cannot be pickled."""
+    kind = type(message)
+    if (kind is bytes or kind is bytearray or kind is memoryview) and len(message) >= OOB_MIN:
+        return FLAG_RAW, [message]
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        data = pickle.dumps(message, 5, buffer_callback=buffers.append)
+        if _MAIN not in data:
+            return (FLAG_OOB, [data, *buffers]) if buffers else (0, [data])
+    except (pickle.PicklingError, TypeError, AttributeError):
+        pass
+    buffers = []
+    try:
+        data = cloudpickle.dumps(message, 5, buffer_callback=buffers.append)
+    except Exception as exc:  # noqa: BLE001 - cloudpickle raises many kinds
+        raise TypeError(
+            f"cannot send a {kind.__name__}: it cannot be pickled ({exc})"
+        ) from exc
+    return (FLAG_OOB, [data, *buffers]) if buffers else (0, [data])
+
+
+def decode(flags: int, frames: list[Any]) -> Any:
+    """The message from encode's frames (bytes or zmq Frames)."""
+    if flags & FLAG_RAW:
+        return bytes(frames[0])
+    if len(frames) == 1:
+        return pickle.loads(frames[0])
+    return pickle.loads(frames[0], buffers=frames[1:])
+
+
+def dumps_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def error_payload(kind: str, message: str, remote_type: str = "", traceback: str = "") -> bytes:
+    """The JSON payload of an ERROR frame: which ActorError to raise and its details."""
+    return dumps_json({"error": kind, "message": message, "type": remote_type,
+                       "traceback": traceback})

@@ -1,0 +1,1 @@
+"""Everything that runs in a worker process (and in the zygote that forks workers)."""

@@ -1,0 +1,135 @@
+"""Hosts one user Actor in a process: its mailbox, on_start / on_stop, replies, let it crash.
+
+Messages are handled one at a time, in arrival order. A plain ``def receive`` runs inline as the
+messages arrive (no task, no queue); an ``async def receive`` runs in one mailbox task that awaits
+each message before the next. An exception escaping ``receive`` answers the ask that caused it
+with RemoteError, then the process exits (let it crash) and its supervisor starts a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from ..actor import Actor, ActorRef
+from ..messenger import Messenger
+from ..wire import Kind, decode, error_payload
+
+log = logging.getLogger("actorcluster.actor")
+
+ASK = Kind.ASK
+
+
+class ActorHost:
+    def __init__(self, instance: Actor, name: str, identity: bytes, messenger: Messenger) -> None:
+        self.actor = instance
+        self.name = name
+        self.messenger = messenger
+        self.crash: Callable[[], None] = lambda: os._exit(1)
+        instance.ref = ActorRef(identity.decode())
+        instance.sender = None
+        self._async = inspect.iscoroutinefunction(instance.receive)
+        self._mailbox: deque = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._consumer: asyncio.Task | None = None
+        self._crashed = False
+        self.handled = 0
+
+    async def start(self) -> bool:
+        """Run on_start; False (and the traceback logged) if it raised."""
+        try:
+            result = self.actor.on_start()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - a failed start is reported, not raised
+            log.exception("Actor %s failed in on_start", self.name)
+            return False
+        if self._async:
+            self._wakeup = asyncio.Event()
+            self._consumer = asyncio.get_running_loop().create_task(self._consume())
+        return True
+
+    async def stop(self) -> None:
+        """Graceful stop: finish the mailbox, then on_stop."""
+        if self._consumer is not None:
+            while self._mailbox and not self._crashed:
+                await asyncio.sleep(0.01)
+            self._consumer.cancel()
+        try:
+            result = self.actor.on_stop()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001
+            log.exception("Actor %s failed in on_stop", self.name)
+
+    def deliver(self, sender: bytes, kind: int, flags: int, corr: int, payload: list) -> None:
+        if self._crashed:
+            return
+        if flags:
+            items = [(decode(flags, payload), corr)]
+        else:
+            items = [(decode(0, [frame]), corr + i) for i, frame in enumerate(payload)]
+        if self._async:
+            for message, c in items:
+                self._mailbox.append((sender, kind, message, c))
+            assert self._wakeup is not None
+            self._wakeup.set()
+            return
+        actor = self.actor
+        receive = actor.receive
+        reply = self.messenger.reply
+        for message, c in items:
+            actor.sender = ActorRef(sender.decode())
+            try:
+                result = receive(message)
+            except BaseException as exc:  # noqa: BLE001 - let it crash, after answering
+                self._crash(exc, sender, kind, c)
+                return
+            self.handled += 1
+            if kind == ASK:
+                self._reply(reply, sender, c, result)
+
+    async def _consume(self) -> None:
+        mailbox = self._mailbox
+        actor = self.actor
+        reply = self.messenger.reply
+        assert self._wakeup is not None
+        while True:
+            while not mailbox:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            sender, kind, message, corr = mailbox.popleft()
+            actor.sender = ActorRef(sender.decode())
+            try:
+                result = await actor.receive(message)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # noqa: BLE001
+                self._crash(exc, sender, kind, corr)
+                return
+            self.handled += 1
+            if kind == ASK:
+                self._reply(reply, sender, corr, result)
+
+    def _reply(self, reply: Callable, sender: bytes, corr: int, result: Any) -> None:
+        try:
+            reply(sender, corr, result)
+        except TypeError as exc:  # the result cannot be pickled: the asker must hear of it
+            self.messenger.reply_error(sender, corr, error_payload(
+                "RemoteError", str(exc), "TypeError", ""))
+
+    def _crash(self, exc: BaseException, sender: bytes, kind: int, corr: int) -> None:
+        self._crashed = True
+        text = "".join(traceback.format_exception(exc))
+        log.error("Actor %s crashed handling a message from %s:\n%s", self.name,
+                  sender.decode(errors="replace"), text.rstrip())
+        if kind == ASK:
+            self.messenger.reply_error(sender, corr, error_payload(
+                "RemoteError", str(exc), type(exc).__name__, text))
+        self.crash()

@@ -1,0 +1,15 @@
+"""A worker whose behaviour is one user Actor (``--actor NAME=MODULE:Class``)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .actor_host import ActorHost
+from .process import ProcessActor
+
+
+class ActorWorker(ProcessActor):
+    def __init__(self, loop: asyncio.AbstractEventLoop, spec: dict[str, Any], actor_class: Any):
+        super().__init__(loop, spec)
+        self.host = ActorHost(actor_class(), spec["name"], self.identity, self.messenger)

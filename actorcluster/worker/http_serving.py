@@ -1,0 +1,100 @@
+"""An HTTP worker: adopts connections the gateway hands over, serves them with the user's handler.
+
+The primary passes each accepted connection's file descriptor over this worker's hand-off socket
+(SCM_RIGHTS). The worker acknowledges every descriptor as soon as it has it, so the gateway knows
+which hand-offs were taken up; one not acknowledged when the worker dies is given to another worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+from ..actor import Actor
+from ..http import HttpLimits, HttpProtocol, HttpServerState, make_app
+from ..wire import HANDOFF_ACK, HANDOFF_MAX_FDS
+from .actor_host import ActorHost
+from .process import ProcessActor
+
+log = logging.getLogger("actorcluster.worker")
+
+
+class HttpWorker(ProcessActor):
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, spec: dict[str, Any], handoff_fd: int, handler: Any
+    ) -> None:
+        super().__init__(loop, spec)
+        self.limits = HttpLimits(
+            max_body_bytes=spec["max_body"], keepalive_timeout=spec["keepalive"]
+        )
+        self.state = HttpServerState(loop, self.limits)
+        if isinstance(handler, type) and issubclass(handler, Actor):
+            # An Actor as the handler: handle(request) serves HTTP, receive(message) takes the
+            # cluster's messages (Node's process.on('message')).
+            instance = handler()
+            self.host = ActorHost(instance, spec["name"], self.identity, self.messenger)
+            handler = instance.handle
+        self.app = make_app(handler, threads=spec["threads"])
+        self.handoff = socket.socket(fileno=handoff_fd)
+        self.handoff.setblocking(False)
+        self._receiving = False
+
+    def _protocol(self) -> HttpProtocol:
+        return HttpProtocol(self.app, self.state, self.limits)
+
+    async def start(self) -> None:
+        self.state.start()
+        self.loop.add_reader(self.handoff.fileno(), self._on_handoff)
+        self._receiving = True
+
+    async def drain(self) -> None:
+        # Take up what the gateway already sent (it stopped sending before asking us to stop),
+        # then serve until every connection is done.
+        self._on_handoff()
+        self._stop_receiving()
+        self.state.drain()
+        await self.state.wait_closed(self.graceful_timeout)
+
+    def _stop_receiving(self) -> None:
+        if self._receiving:
+            self._receiving = False
+            self.loop.remove_reader(self.handoff.fileno())
+
+    def _on_handoff(self) -> None:
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.handoff, 256, HANDOFF_MAX_FDS)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._stop_receiving()
+                self.lost_primary(f"hand-off socket: {exc}")
+                return
+            if not data and not fds:
+                self._stop_receiving()
+                self.lost_primary("hand-off socket closed")
+                return
+            try:
+                self.handoff.send(HANDOFF_ACK * len(fds))
+            except OSError:
+                pass  # the primary is gone; the death signal is on its way
+            for fd in fds:
+                self._adopt(fd)
+
+    def _adopt(self, fd: int) -> None:
+        try:
+            conn = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            return
+        self.loop.create_task(self._connect(conn))
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(self._protocol, conn)
+        except OSError as exc:  # the client went away during the hand-off
+            log.debug("dropping a handed-off connection: %s", exc)
+            conn.close()

@@ -1,0 +1,193 @@
+"""The process-actor runtime: one DEALER to the router, heartbeats both ways, a graceful stop.
+
+A behaviour (HTTP serving, a user actor) plugs in through hooks: ``start()`` before the worker
+reports ready, ``drain()`` on a graceful stop; messages for the process go to its messenger and,
+through it, to the hosted actor (``self.host``). The heartbeat timer runs on the same event loop
+as the work, so a loop stuck in user code stops the heartbeats and the primary notices.
+
+Stopping flushes the outbox and waits for the router to acknowledge a final "bye": ZeroMQ drops
+what a disconnecting peer sent but the router had not read yet, so nothing sent before a stop is
+lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+import zmq
+
+from .. import actor
+from ..errors import ActorCrashed
+from ..messenger import Messenger
+from ..wire import (
+    PRIMARY,
+    ExitCode,
+    Kind,
+    decode_system,
+    error_payload,
+    incarnation_id,
+    system_frames,
+)
+from ..zmqio import LoopSocket
+from .actor_host import ActorHost
+
+log = logging.getLogger("actorcluster.worker")
+
+_SYSTEM = bytes((Kind.SYSTEM,))
+
+
+class ProcessActor:
+    """Connects to the router as ``name#incarnation`` and keeps the link to the primary alive."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, spec: dict[str, Any]) -> None:
+        self.loop = loop
+        self.spec = spec
+        self.identity = incarnation_id(spec["name"], spec["incarnation"])
+        self.heartbeat_interval: float = spec["heartbeat"]
+        self.timeout: float = spec["timeout"]
+        self.graceful_timeout: float = spec["graceful_timeout"]
+        self._context = zmq.Context(1)
+        dealer = self._context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.IDENTITY, self.identity)
+        dealer.setsockopt(zmq.LINGER, 1000)
+        dealer.setsockopt(zmq.SNDHWM, 256)
+        dealer.setsockopt(zmq.RCVHWM, 256)
+        dealer.connect(spec["router"])
+        self.channel = LoopSocket(loop, dealer, self._on_frames)
+        self.messenger = Messenger(loop, self.channel.send, self._deliver)
+        actor._install(self.messenger)
+        self.host: ActorHost | None = None
+        self._bye: asyncio.Future[None] | None = None
+        self._last_heard = loop.time()
+        self._finished: asyncio.Future[int] = loop.create_future()
+        self._stopping = False
+
+    # -- behaviour hooks ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Set up the behaviour; the worker reports ready when this returns."""
+
+    async def drain(self) -> None:
+        """Finish in-flight work on a graceful stop (bounded by graceful_timeout)."""
+
+    def lost_primary(self, why: str) -> None:
+        log.error("Worker %d lost the primary (%s); exiting", os.getpid(), why)
+        self.finish(ExitCode.PRIMARY_LOST)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        self.loop.add_signal_handler(signal.SIGTERM, self.stop)
+        await self.start()
+        if self.host is not None:
+            self.host.crash = self.crash
+            if not await self.host.start():
+                return ExitCode.BOOT_ERROR
+        self.send_system("ready", pid=os.getpid())
+        self._last_heard = self.loop.time()
+        self.loop.call_later(self.heartbeat_interval, self._heartbeat)
+        code = await self._finished
+        self.channel.close(linger=1000)
+        self._context.term()
+        return code
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM or the primary's stop message)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self.loop.create_task(self._stop())
+
+    async def _stop(self) -> None:
+        try:
+            await asyncio.wait_for(self.drain(), self.graceful_timeout)
+        except TimeoutError:
+            log.warning("Worker %d: graceful timeout; closing what is left", os.getpid())
+        if self.host is not None:
+            await self.host.stop()
+        await self.goodbye()
+        self.finish(ExitCode.OK)
+
+    def crash(self) -> None:
+        """Let it crash: the hosted actor raised; flush what it sent (its error reply) and exit."""
+        if self._stopping:
+            return
+        self._stopping = True
+
+        async def _crash() -> None:
+            await self.goodbye()
+            self.finish(ExitCode.CRASHED)
+
+        self.loop.create_task(_crash())
+
+    async def goodbye(self, timeout: float = 1.0) -> None:
+        """Flush the outbox and wait until the router has read everything we sent."""
+        self.messenger.flush()
+        self._bye = self.loop.create_future()
+        self.send_system("bye")
+        try:
+            await asyncio.wait_for(self._bye, timeout)
+        except TimeoutError:
+            log.warning("%s: the router did not acknowledge the stop within %.1f s",
+                        self.identity.decode(), timeout)
+
+    def finish(self, code: int) -> None:
+        if not self._finished.done():
+            self.messenger.fail_pending(ActorCrashed("this process is stopping"))
+            self._finished.set_result(code)
+
+    # -- the link to the primary ----------------------------------------------------------------
+
+    def send_system(self, op: str, **fields: Any) -> None:
+        self.channel.send([PRIMARY, *system_frames(op, **fields)])
+
+    def _heartbeat(self) -> None:
+        if self._finished.done():
+            return
+        silent = self.loop.time() - self._last_heard
+        if silent > self.timeout:
+            self.lost_primary(f"no heartbeat for {silent:.1f} s")
+            return
+        self.send_system("heartbeat")
+        self.loop.call_later(self.heartbeat_interval, self._heartbeat)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        self._last_heard = self.loop.time()
+        if len(frames) < 3:
+            log.warning("dropping a malformed message from the router (%d frames)", len(frames))
+            return
+        sender, header, *payload = frames
+        if header[:1] == _SYSTEM and sender == PRIMARY:
+            try:
+                message = decode_system(payload[0])
+            except ValueError:
+                log.warning("dropping a malformed system message from the primary")
+                return
+            op = message["op"]
+            if op == "stop":
+                self.stop()
+            elif op in ("pause", "resume"):
+                self.messenger.on_flow(op, str(message.get("dest", "")).encode())
+            elif op == "bye" and self._bye is not None and not self._bye.done():
+                self._bye.set_result(None)
+            return
+        try:
+            self.messenger.on_frames(sender, header, payload)
+        except Exception:  # noqa: BLE001 - a malformed frame must not take the worker down
+            log.exception("dropping a message from %r that could not be read", sender)
+
+    def _deliver(self, sender: bytes, kind: int, flags: int, corr: int, payload: list) -> None:
+        if self.host is not None:
+            self.host.deliver(sender, kind, flags, corr, payload)
+            return
+        why = (f"{self.identity.decode()} takes no messages: its handler is a function, not an "
+               "Actor with receive()")
+        if kind == Kind.ASK:
+            self.messenger.reply_error(sender, corr, error_payload("RemoteError", why,
+                                                                  "TypeError"))
+        else:
+            log.warning("%s (message from %r dropped)", why, sender.decode(errors="replace"))

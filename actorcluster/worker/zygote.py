@@ -1,0 +1,101 @@
+"""The zygote: imports the app once, then forks workers on request.
+
+It holds no ZeroMQ context and no threads, so fork is safe, and a respawn costs a fork instead of
+an interpreter start plus imports. Each worker is double-forked: the intermediate child exits at
+once, so the worker is adopted by the primary (a child subreaper) and the primary, not the zygote,
+is its parent: it gets SIGCHLD and the exit status straight from the kernel.
+
+    primary --(spawner channel: "load", then "spawn" + hand-off fd)--> zygote
+    zygote  --("loaded" | "load_error")--> primary
+    intermediate --("spawned" {id, pid})--> primary
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+from .. import logs
+from ..errors import TargetImportError
+from ..importer import import_actor, import_handler
+from ..oslink import die_with_parent, set_process_name
+from ..wire import SPAWNER_MAX, ExitCode, decode_control, encode_control
+
+
+def _load(control: socket.socket, targets: list[list[str]]) -> dict[str, Any]:
+    # Import the worker runtime here, once, so a forked worker starts with it loaded (importing
+    # zmq and uvloop creates no context and no thread).
+    from . import main  # noqa: F401
+
+    apps: dict[str, Any] = {}
+    for target, kind in targets:
+        try:
+            apps[target] = import_actor(target) if kind == "actor" else import_handler(target)
+        except TargetImportError as exc:
+            control.send(encode_control("load_error", target=target, error=str(exc)))
+            os._exit(ExitCode.APP_LOAD_ERROR)
+    control.send(encode_control("loaded", pid=os.getpid()))
+    return apps
+
+
+def _spawn(control: socket.socket, spec: dict[str, Any], fds: list[int], apps: dict) -> None:
+    intermediate = os.fork()
+    if intermediate:
+        for fd in fds:
+            os.close(fd)
+        os.waitpid(intermediate, 0)
+        return
+    try:
+        worker = os.fork()
+        if worker == 0:
+            _become_worker(control, spec, fds, apps)
+        control.send(encode_control("spawned", id=spec["id"], pid=worker))
+    finally:
+        os._exit(0)
+
+
+def _become_worker(control: socket.socket, spec: dict[str, Any], fds: list[int], apps: dict):
+    code: int = ExitCode.CRASHED
+    try:
+        control.close()
+        from .main import run_worker
+
+        code = run_worker(spec, fds[0], apps[spec["target"]])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - let it crash, but say why
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def main(argv: list[str]) -> None:
+    control_fd, primary_pid = int(argv[1]), int(argv[2])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the primary's to handle
+    if not die_with_parent(primary_pid):
+        os._exit(ExitCode.PRIMARY_LOST)
+    set_process_name("ac zygote")
+    control = socket.socket(fileno=control_fd)
+    first = decode_control(control.recv(SPAWNER_MAX))
+    logs.setup(first.get("log_level", "info"))
+    apps = _load(control, first["targets"])
+    while True:
+        data, fds, _flags, _addr = socket.recv_fds(control, SPAWNER_MAX, 4)
+        if not data:
+            os._exit(0)  # the primary closed the channel: we are done
+        message = decode_control(data)
+        if message["op"] == "spawn":
+            _spawn(control, message["spec"], fds, apps)
+        else:
+            for fd in fds:
+                os.close(fd)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

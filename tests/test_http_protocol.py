@@ -1,0 +1,945 @@
+"""HttpProtocol over real sockets on 127.0.0.1 (and one Unix socket pair).
+
+The server runs in this process, on an event loop in a background thread, and adopts every
+accepted socket with ``loop.connect_accepted_socket`` exactly as a worker does. Normal requests go
+through httpx; malformed, pipelined, chunked and 100-continue requests through raw sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import email.utils
+import json
+import logging
+import re
+import shlex
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvloop
+
+from actorcluster.http import (
+    HttpLimits,
+    HttpProtocol,
+    HttpServerState,
+    Request,
+    Response,
+    make_app,
+)
+
+pytestmark = pytest.mark.timeout(20)
+
+LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+
+
+# -- the server under test --------------------------------------------------------------------
+
+
+class Server:
+    """An HTTP server on 127.0.0.1 in a background event-loop thread."""
+
+    def __init__(self, handler: Any, limits: HttpLimits, loop: str, sweep: float) -> None:
+        self.loop = LOOPS[loop]()
+        self.limits = limits
+        self.app = make_app(handler)
+        self.state = HttpServerState(self.loop, limits)
+        self.state.sweep_interval = sweep
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.exit_code: Any = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.call(self.state.start)
+        self._accepting = asyncio.run_coroutine_threadsafe(self._accept(), self.loop)
+
+    def _run(self) -> None:
+        try:
+            self.loop.run_forever()
+        except SystemExit as exc:  # what stops a worker process
+            self.exit_code = exc.code
+
+    def protocol(self) -> HttpProtocol:
+        return HttpProtocol(self.app, self.state, self.limits)
+
+    async def _accept(self) -> None:
+        while True:
+            conn, _ = await self.loop.sock_accept(self.listener)
+            await self.loop.connect_accepted_socket(self.protocol, conn)
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the loop thread (awaiting it if it is async); return its result."""
+
+        async def run() -> Any:
+            result = fn(*args)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def connections(self) -> int:
+        return self.call(lambda: len(self.state.connections))
+
+    def stop(self) -> None:
+        if not self.thread.is_alive():  # the loop was stopped by the test (sys.exit)
+            self.loop.close()
+            self.listener.close()
+            return
+        self._accepting.cancel()
+        self.call(self.state.close_all)
+        self.call(asyncio.sleep, 0.01)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+        self.listener.close()
+        if hasattr(self.app, "shutdown"):
+            self.app.shutdown()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(
+        handler: Any,
+        limits: HttpLimits | None = None,
+        loop: str = "uvloop",
+        sweep: float = 1.0,
+    ) -> Server:
+        server = Server(handler, limits or HttpLimits(), loop, sweep)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+# -- a raw HTTP client ------------------------------------------------------------------------
+
+
+class Raw:
+    """A blocking socket with just enough HTTP/1.1 response parsing for the tests."""
+
+    def __init__(self, port: int, rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket()
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(5)
+        self.sock.connect(("127.0.0.1", port))
+        self.buf = bytearray()
+
+    def send(self, data: bytes) -> Raw:
+        self.sock.sendall(data)
+        return self
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buf += data
+        return bool(data)
+
+    def read_until(self, marker: bytes) -> bytes:
+        while marker not in self.buf:
+            if not self._fill():
+                raise EOFError(f"closed before {marker!r}; got {self.buf[:200]!r}")
+        end = self.buf.index(marker) + len(marker)
+        head = bytes(self.buf[:end])
+        del self.buf[:end]
+        return head
+
+    def read_exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not self._fill():
+                raise EOFError(f"closed after {len(self.buf)} of {n} bytes")
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+    def read_to_eof(self) -> bytes:
+        while self._fill():
+            pass
+        data = bytes(self.buf)
+        self.buf.clear()
+        return data
+
+    def response(self, head_only: bool = False) -> tuple[int, dict[str, str], bytes]:
+        """Read one response: (status, headers with lower-cased names, body)."""
+        head = self.read_until(b"\r\n\r\n").decode("latin-1")
+        lines = head.split("\r\n")
+        status = int(lines[0].split()[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        if head_only or status in (100, 204, 304):
+            return status, headers, b""
+        if headers.get("transfer-encoding") == "chunked":
+            body = b""
+            while True:
+                size = int(self.read_until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    self.read_until(b"\r\n")
+                    return status, headers, body
+                body += self.read_exactly(size)
+                assert self.read_exactly(2) == b"\r\n"
+        if "content-length" in headers:
+            return status, headers, self.read_exactly(int(headers["content-length"]))
+        return status, headers, self.read_to_eof()
+
+    def closed(self) -> bool:
+        """True when the server has closed the connection (EOF or reset), with no data left."""
+        try:
+            return not self.buf and self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[..., Raw]]:
+    opened: list[Raw] = []
+
+    def connect(port: int, **kwargs: Any) -> Raw:
+        conn = Raw(port, **kwargs)
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        conn.close()
+
+
+def wait_for(probe: Callable[[], Any], timeout: float = 3.0) -> Any:
+    """Poll ``probe`` until it returns something true (returned) or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not (result := probe()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return result
+
+
+def get(path: str = "/", extra: str = "", version: str = "1.1") -> bytes:
+    return f"GET {path} HTTP/{version}\r\nHost: t\r\n{extra}\r\n".encode()
+
+
+async def echo(request: Request) -> Any:
+    """Describes the request; a few paths behave differently."""
+    if request.path.startswith("/sleep/"):
+        await asyncio.sleep(float(request.path.rsplit("/", 1)[1]))
+    return {
+        "method": request.method,
+        "path": request.path,
+        "raw_path": request.raw_path.decode(),
+        "query": request.query.multi_items(),
+        "headers": list(request.headers.items()),
+        "body": request.body.decode("latin-1"),
+        "version": request.http_version,
+        "keep_alive": request.keep_alive,
+        "client": request.client,
+    }
+
+
+# -- basics -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_keep_alive_serves_many_requests_on_one_connection(serve, loop):
+    server = serve(echo, loop=loop)
+    with httpx.Client(base_url=server.url) as client:
+        clients = {tuple(client.get(f"/n/{i}").json()["client"]) for i in range(5)}
+        assert len(clients) == 1  # the same source port: one connection
+        assert server.connections() == 1
+        assert clients.pop()[0] == "127.0.0.1"
+    assert server.call(lambda: server.state.requests_served) == 5
+
+
+def test_request_attributes(serve):
+    server = serve(echo)
+    response = httpx.post(
+        server.url + "/a%20b/c?x=1&x=2&y=&z=%C3%A9+f",
+        content=b"payload",
+        headers=[("X-Twice", "1"), ("X-Twice", "2")],
+    )
+    seen = response.json()
+    assert seen["method"] == "POST"
+    assert seen["path"] == "/a b/c"
+    assert seen["raw_path"] == "/a%20b/c"
+    assert seen["query"] == [["x", "1"], ["x", "2"], ["y", ""], ["z", "é f"]]
+    assert ["x-twice", "1"] in seen["headers"] and ["x-twice", "2"] in seen["headers"]
+    assert seen["body"] == "payload"
+    assert seen["version"] == "1.1" and seen["keep_alive"] is True
+
+
+async def returns(request: Request) -> Any:
+    kind = request.path.strip("/")
+    values = {
+        "str": "héllo",
+        "bytes": b"\x00\x01",
+        "dict": {"a": [1, 2], "é": None},
+        "list": [1, "two"],
+        "none": None,
+        "response": Response("made", status=201, headers=[("X-A", "1"), ("X-A", "2")]),
+        "typed": Response(b"<p>", content_type="text/html"),
+        "float": 1.5,
+    }
+    return values[kind]
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "content_type", "body"),
+    [
+        ("str", 200, "text/plain; charset=utf-8", "héllo".encode()),
+        ("bytes", 200, "application/octet-stream", b"\x00\x01"),
+        ("dict", 200, "application/json", '{"a":[1,2],"é":null}'.encode()),
+        ("list", 200, "application/json", b'[1,"two"]'),
+        ("none", 204, None, b""),
+        ("response", 201, "text/plain; charset=utf-8", b"made"),
+        ("typed", 200, "text/html", b"<p>"),
+        ("float", 500, "text/plain; charset=utf-8", b"Internal Server Error"),
+    ],
+)
+def test_return_values(serve, kind, status, content_type, body):
+    server = serve(returns)
+    response = httpx.get(f"{server.url}/{kind}")
+    assert response.status_code == status
+    assert response.headers.get("content-type") == content_type
+    assert response.content == body
+    if status == 204:
+        assert "content-length" not in response.headers
+    else:
+        assert response.headers["content-length"] == str(len(body))
+    if kind == "response":
+        assert response.headers.get_list("x-a") == ["1", "2"]
+
+
+def test_date_and_server_headers(serve):
+    server = serve(returns)
+    response = httpx.get(server.url + "/str")
+    assert response.headers["server"] == "actorcluster"
+    date = email.utils.parsedate_to_datetime(response.headers["date"])
+    assert abs(date.timestamp() - time.time()) < 5
+
+
+def test_handler_exception_is_500_logged_and_the_connection_keeps_serving(serve, caplog):
+    async def handler(request: Request) -> str:
+        if request.path == "/boom":
+            raise RuntimeError("the secret detail")
+        return "fine"
+
+    server = serve(handler)
+    with caplog.at_level(logging.ERROR, logger="actorcluster.http"):
+        with httpx.Client(base_url=server.url) as client:
+            failed = client.get("/boom")
+            assert failed.status_code == 500
+            assert failed.text == "Internal Server Error"
+            assert "secret" not in failed.text
+            assert client.get("/ok").text == "fine"
+            assert server.connections() == 1  # the same connection served both
+    [record] = [r for r in caplog.records if r.name == "actorcluster.http"]
+    assert "GET /boom" in record.getMessage()
+    assert record.exc_info is not None and "the secret detail" in str(record.exc_info[1])
+
+
+def test_sync_handler_runs_in_a_thread_and_does_not_block_the_loop(serve):
+    def handler(request: Request) -> str:
+        if request.path == "/slow":
+            time.sleep(0.8)  # blocking I/O, as a sync handler may do
+        return threading.current_thread().name
+
+    server = serve(handler)
+    slow: dict[str, Any] = {}
+
+    def fetch_slow() -> None:
+        slow["response"] = httpx.get(server.url + "/slow")
+
+    thread = threading.Thread(target=fetch_slow)
+    thread.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    fast = httpx.get(server.url + "/fast")
+    assert time.monotonic() - started < 0.5  # not after the slow one
+    thread.join()
+    assert fast.text.startswith("actorcluster-handler")
+    assert slow["response"].text.startswith("actorcluster-handler")
+
+
+def test_async_handler_runs_in_a_task_with_its_own_context(serve):
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
+
+    async def handler(request: Request) -> dict[str, Any]:
+        assert asyncio.current_task() is not None
+        request_id.set(request.path)
+        before_wait = asyncio.current_task()
+        async with asyncio.timeout(5):  # needs a current task
+            await asyncio.sleep(0)
+        async with asyncio.TaskGroup() as group:
+            child = group.create_task(asyncio.sleep(0, result=request_id.get()))
+        timed_out = False
+        try:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(5)
+        except TimeoutError:
+            timed_out = True
+        return {
+            "same_task": asyncio.current_task() is before_wait,
+            "var": request_id.get(),
+            "child": child.result(),
+            "timed_out": timed_out,
+        }
+
+    async def quick(request: Request) -> str:
+        async with asyncio.timeout(5):  # finishes without waiting: driven eagerly
+            return str(asyncio.current_task() is not None)
+
+    server = serve(handler)
+    with httpx.Client(base_url=server.url) as client:
+        for path in ("/one", "/two"):
+            assert client.get(path).json() == {
+                "same_task": True,
+                "var": path,
+                "child": path,
+                "timed_out": True,
+            }
+    assert httpx.get(serve(quick).url).text == "True"
+
+
+def test_context_variables_do_not_leak_between_requests(serve):
+    seen: contextvars.ContextVar[str] = contextvars.ContextVar("seen", default="")
+
+    async def handler(request: Request) -> str:
+        before = seen.get()
+        seen.set(request.path)  # finishes without waiting: driven eagerly
+        return before
+
+    server = serve(handler)
+    with httpx.Client(base_url=server.url) as client:
+        assert [client.get(p).text for p in ("/a", "/b", "/c")] == ["", "", ""]
+        assert server.connections() == 1
+
+
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_sys_exit_in_a_handler_stops_the_worker_loop(serve, raw, kind):
+    async def async_handler(request: Request) -> None:
+        sys.exit(7)
+
+    def sync_handler(request: Request) -> None:
+        sys.exit(7)
+
+    server = serve(async_handler if kind == "async" else sync_handler)
+    raw(server.port).send(get("/"))
+    server.thread.join(5)  # run_forever raised SystemExit: let it crash
+    assert not server.thread.is_alive()
+    assert server.exit_code == 7
+
+
+# -- HTTP/1.0, pipelining, HEAD, bodies --------------------------------------------------------
+
+
+def test_http10_closes_unless_keep_alive_is_asked_for(serve, raw):
+    server = serve(returns)
+    conn = raw(server.port).send(b"GET /str HTTP/1.0\r\n\r\n")
+    status, headers, body = conn.response()
+    assert (status, headers["connection"], body) == (200, "close", "héllo".encode())
+    assert conn.closed()
+
+    conn = raw(server.port)
+    for _ in range(2):
+        conn.send(b"GET /str HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        status, headers, _ = conn.response()
+        assert (status, headers["connection"]) == (200, "keep-alive")
+
+
+def test_connection_close_from_the_client_or_the_handler(serve, raw):
+    server = serve(returns)
+    conn = raw(server.port).send(get("/str", "Connection: close\r\n"))
+    assert conn.response()[1]["connection"] == "close"
+    assert conn.closed()
+
+    async def bye(request: Request) -> Response:
+        return Response("bye", headers={"Connection": "close"})
+
+    conn = raw(serve(bye).port).send(get("/") + get("/never"))
+    status, headers, body = conn.response()
+    assert (headers["connection"], body) == ("close", b"bye")
+    assert conn.closed()
+
+
+class CountingTransport:
+    """Just enough of a transport to count the writes of a protocol driven by hand."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["str", "bytes", "dict", "none", "response", "float"])
+def test_one_write_per_response(kind):
+    async def run() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        state = HttpServerState(loop, HttpLimits())
+        protocol = HttpProtocol(make_app(returns), state, HttpLimits())
+        transport = CountingTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        loop.call_soon(protocol.data_received, get(f"/{kind}") + get(f"/{kind}"))
+        await asyncio.sleep(0.01)
+        protocol.connection_lost(None)
+        return transport.writes
+
+    writes = asyncio.run(run())
+    assert len(writes) == 2  # two requests, two writes: head and body joined once
+    assert all(w.startswith(b"HTTP/1.1 ") for w in writes)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_pipelined_requests_are_answered_in_order(serve, raw, loop):
+    server = serve(echo, loop=loop)
+    # later requests finish sooner: the answers must still come in request order
+    delays = [0.01, 0.0, 0.005, 0.0, 0.002] * 10
+    conn = raw(server.port)
+    conn.send(b"".join(get(f"/sleep/{d}?i={i}") for i, d in enumerate(delays)))
+    for i in range(len(delays)):
+        status, _, body = conn.response()
+        assert status == 200
+        assert json.loads(body)["query"] == [["i", str(i)]]
+
+
+def test_a_long_pipeline_pauses_reading_and_completes(serve, raw):
+    reading: list[bool] = []
+
+    async def handler(request: Request) -> str:
+        reading.append(request._transport.is_reading())
+        await asyncio.sleep(0.001)
+        return request.query["i"]
+
+    server = serve(handler)
+    conn = raw(server.port)
+    count = 300  # more than the 32 a connection queues before it stops reading
+    conn.send(b"".join(get(f"/?i={i}") for i in range(count)))
+    seen = [conn.response()[2].decode() for _ in range(count)]
+    assert seen == [str(i) for i in range(count)]
+    assert reading[0] is False  # 299 requests were waiting: the connection stopped reading
+    assert reading[-1] is True  # and read again once they were answered
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_chunked_request_body(serve, raw, loop):
+    server = serve(echo, loop=loop)
+    conn = raw(server.port)
+    conn.send(
+        b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n1;ext=1\r\n \r\n6\r\nworld!\r\n0\r\nX-Trailer: t\r\n\r\n"
+    )
+    status, _, body = conn.response()
+    assert status == 200
+    assert json.loads(body)["body"] == "hello world!"
+    # the chunks may also arrive one by one
+    conn.send(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for piece in (b"3\r\nabc\r\n", b"3\r\ndef\r\n", b"0\r\n\r\n"):
+        time.sleep(0.01)
+        conn.send(piece)
+    assert json.loads(conn.response()[2])["body"] == "abcdef"
+
+
+def test_content_length_body_in_pieces(serve, raw):
+    server = serve(echo)
+    conn = raw(server.port)
+    conn.send(b"PUT /p HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n01234")
+    time.sleep(0.05)
+    conn.send(b"56789")
+    assert json.loads(conn.response()[2])["body"] == "0123456789"
+
+
+async def streams(request: Request) -> Response:
+    kind = request.path.strip("/")
+
+    async def agen() -> Any:
+        for part in ("one ", "", b"two ", "three"):  # the empty chunk must not end the body
+            await asyncio.sleep(0)
+            yield part
+
+    if kind == "async":
+        return Response(agen())
+    if kind == "sync":
+        return Response(iter(["a", "b", "c"]), content_type="text/plain")
+    if kind == "length":
+        return Response(agen(), headers={"Content-Length": "13"})
+    if kind == "short":
+        return Response(agen(), headers={"Content-Length": "99"})
+    if kind == "broken":
+
+        async def broken() -> Any:
+            yield "start"
+            raise RuntimeError("mid-body")
+
+        return Response(broken())
+    return Response("plain")
+
+
+def test_streamed_responses(serve, raw):
+    server = serve(streams)
+    conn = raw(server.port)
+    conn.send(get("/async"))
+    status, headers, body = conn.response()
+    assert headers["transfer-encoding"] == "chunked" and "content-length" not in headers
+    assert body == b"one two three"
+    conn.send(get("/sync"))
+    status, headers, body = conn.response()
+    assert (headers["content-type"], body) == ("text/plain", b"abc")
+    conn.send(get("/length"))
+    status, headers, body = conn.response()
+    assert "transfer-encoding" not in headers
+    assert (headers["content-length"], body) == ("13", b"one two three")
+    conn.send(get("/plain"))
+    assert conn.response()[2] == b"plain"  # the connection is still in step
+
+    # HTTP/1.0 knows no chunked encoding: the body ends with the connection
+    conn = raw(server.port).send(get("/async", version="1.0"))
+    status, headers, body = conn.response()
+    assert headers["connection"] == "close" and "transfer-encoding" not in headers
+    assert body == b"one two three"
+
+
+@pytest.mark.parametrize("kind", ["broken", "short"])
+def test_a_failed_stream_closes_the_connection(serve, raw, caplog, kind):
+    server = serve(streams)
+    conn = raw(server.port).send(get(f"/{kind}"))
+    conn.read_until(b"\r\n\r\n")
+    conn.read_to_eof()  # the server closes instead of pretending the body is complete
+    assert any("streaming the body failed" in r.getMessage() for r in caplog.records)
+    assert httpx.get(server.url + "/plain").text == "plain"
+
+
+def test_head_has_the_get_headers_and_no_body(serve, raw):
+    server = serve(streams)
+    conn = raw(server.port)
+    conn.send(get("/plain"))
+    _, get_headers, _ = conn.response()
+    conn.send(b"HEAD /plain HTTP/1.1\r\nHost: t\r\n\r\n" + get("/plain"))
+    status, head_headers, _ = conn.response(head_only=True)
+    assert status == 200
+    assert head_headers["content-length"] == get_headers["content-length"] == "5"
+    assert head_headers["content-type"] == get_headers["content-type"]
+    assert conn.response()[2] == b"plain"  # no body bytes came between the two
+    conn.send(b"HEAD /async HTTP/1.1\r\nHost: t\r\n\r\n" + get("/plain"))
+    assert conn.response(head_only=True)[1]["transfer-encoding"] == "chunked"
+    assert conn.response()[2] == b"plain"
+
+
+def test_head_of_a_plain_return_value(serve, raw):
+    server = serve(returns)
+    conn = raw(server.port)
+    conn.send(b"HEAD /dict HTTP/1.1\r\nHost: t\r\n\r\n" + get("/bytes"))
+    _, headers, _ = conn.response(head_only=True)
+    assert headers["content-length"] == str(len('{"a":[1,2],"é":null}'.encode()))
+    assert conn.response()[2] == b"\x00\x01"
+
+
+# -- 100-continue and limits -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_expect_100_continue(serve, raw, loop):
+    server = serve(echo, loop=loop)
+    conn = raw(server.port)
+    conn.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    assert conn.read_until(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+    conn.send(b"hello")
+    status, _, body = conn.response()
+    assert status == 200 and json.loads(body)["body"] == "hello"
+
+
+def test_expect_100_continue_over_the_limit_is_413_before_the_body(serve, raw):
+    server = serve(echo, HttpLimits(max_body_bytes=1000))
+    conn = raw(server.port)
+    conn.send(
+        b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 1001\r\nExpect: 100-continue\r\n\r\n"
+    )
+    status, headers, _ = conn.response()
+    assert (status, headers["connection"]) == (413, "close")
+    assert conn.closed()
+
+
+def test_body_over_the_limit_is_413(serve, raw):
+    server = serve(echo, HttpLimits(max_body_bytes=1000))
+    conn = raw(server.port)
+    conn.send(b"POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n\r\n")
+    assert conn.response()[0] == 413  # at once, from Content-Length alone
+    assert conn.closed()
+
+    conn = raw(server.port)
+    conn.send(b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n")
+    conn.send(b"200\r\n" + b"x" * 512 + b"\r\n")
+    conn.send(b"200\r\n" + b"x" * 512 + b"\r\n")  # 1024 > 1000
+    assert conn.response()[0] == 413
+    assert conn.closed()
+
+    body = b"x" * 1000  # exactly the limit is fine
+    response = httpx.post(server.url + "/up", content=body)
+    assert response.status_code == 200 and response.json()["body"] == body.decode()
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_headers_over_the_limit_are_431(serve, raw, split):
+    server = serve(echo)
+    big = "X-Big: " + "b" * 17000 + "\r\n"
+    request = get("/", big)
+    conn = raw(server.port)
+    if split:  # a slow client: the header block arrives in small pieces
+        for i in range(0, len(request), 4096):
+            try:
+                conn.send(request[i : i + 4096])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.005)
+    else:
+        conn.send(request)
+    status, headers, _ = conn.response()
+    assert (status, headers["connection"]) == (431, "close")
+    assert httpx.get(server.url + "/after").json()["path"] == "/after"
+
+
+def test_headers_just_under_the_limit_are_fine(serve, raw):
+    server = serve(echo)
+    headers = "".join(f"X-H{i}: {'v' * 1000}\r\n" for i in range(14))  # ~14 KiB
+    conn = raw(server.port).send(get("/", headers))
+    assert conn.response()[0] == 200
+
+
+def test_a_long_url_is_431(serve, raw):
+    server = serve(echo)
+    conn = raw(server.port).send(get("/" + "u" * 20000))
+    assert conn.response()[0] == 431
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"THIS IS NOT HTTP\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    ],
+)
+def test_malformed_requests_are_400_and_the_server_goes_on(serve, raw, request_bytes):
+    server = serve(echo)
+    conn = raw(server.port).send(request_bytes)
+    status, headers, body = conn.response()
+    assert (status, headers["connection"], body) == (400, "close", b"Bad Request")
+    assert conn.closed()
+    assert httpx.get(server.url + "/next").status_code == 200
+
+
+def test_an_error_after_pipelined_requests_comes_after_their_answers(serve, raw):
+    server = serve(echo)
+    conn = raw(server.port)
+    conn.send(get("/sleep/0.05?i=0") + get("/?i=1") + b"GARBAGE\r\n\r\n")
+    assert [conn.response()[0] for _ in range(3)] == [200, 200, 400]
+    assert conn.closed()
+
+
+def test_upgrade_requests_are_501(serve, raw):
+    server = serve(echo)
+    conn = raw(server.port)
+    conn.send(get("/ws", "Upgrade: websocket\r\nConnection: Upgrade\r\n"))
+    status, headers, _ = conn.response()
+    assert (status, headers["connection"]) == (501, "close")
+    assert conn.closed()
+    assert httpx.get(server.url + "/next").status_code == 200
+
+
+# -- timeouts, draining, closing ---------------------------------------------------------------
+
+
+def test_idle_keep_alive_connections_are_closed(serve, raw):
+    server = serve(echo, HttpLimits(keepalive_timeout=0.2), sweep=0.05)
+    idle = raw(server.port).send(get("/"))
+    busy = raw(server.port).send(get("/sleep/0.6"))
+    assert idle.response()[0] == 200
+    started = time.monotonic()
+    assert idle.closed()  # blocks until the sweep closes it
+    assert 0.15 < time.monotonic() - started < 1.5
+    assert busy.response()[0] == 200  # a request in progress is not idle
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_drain_closes_idle_connections_and_finishes_requests_in_progress(serve, raw, loop):
+    server = serve(echo, loop=loop)
+    idle = raw(server.port).send(get("/"))
+    assert idle.response()[0] == 200
+    busy = raw(server.port).send(get("/sleep/0.3") + get("/?never"))
+    time.sleep(0.1)
+    assert server.connections() == 2
+    server.call(server.state.drain)
+    assert idle.closed()
+    status, headers, _ = busy.response()
+    assert (status, headers["connection"]) == (200, "close")
+    assert busy.closed()  # the pipelined second request was not started
+    assert server.call(server.state.wait_closed, 2) is True
+
+
+def test_wait_closed_times_out_and_close_all_aborts(serve, raw):
+    server = serve(echo)
+    conn = raw(server.port).send(get("/sleep/5"))
+    time.sleep(0.1)
+    server.call(server.state.drain)
+    assert server.call(server.state.wait_closed, 0.1) is False
+    server.call(server.state.close_all)
+    assert conn.closed()
+    assert server.call(server.state.wait_closed, 1) is True
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_client_half_close_still_gets_its_answers(serve, raw, loop):
+    server = serve(echo, loop=loop)
+    conn = raw(server.port)
+    conn.send(get("/sleep/0.05?i=0") + get("/?i=1"))
+    conn.sock.shutdown(socket.SHUT_WR)
+    assert [conn.response()[0] for _ in range(2)] == [200, 200]
+    assert conn.closed()
+
+
+def test_client_gone_mid_request(serve, raw):
+    server = serve(echo)
+    conn = raw(server.port).send(get("/sleep/0.1"))
+    conn.close()
+    time.sleep(0.2)
+    assert server.connections() == 0
+    assert httpx.get(server.url + "/").status_code == 200
+
+
+# -- flow control ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_full_transport_stops_reading_and_handling(serve, raw, loop):
+    handled: list[str] = []
+
+    async def handler(request: Request) -> Any:
+        handled.append(request.path)
+        if request.path == "/big":
+            return b"x" * (16 << 20)
+        return "small"
+
+    server = serve(handler, loop=loop)
+    conn = raw(server.port, rcvbuf=16384)
+    conn.send(get("/big") + get("/small"))
+    [protocol] = wait_for(lambda: server.call(lambda: list(server.state.connections)))
+    # the client reads nothing: the server's transport fills up
+    assert wait_for(lambda: server.call(lambda: protocol._write_paused))
+    time.sleep(0.1)
+    assert handled == ["/big"]  # the second request waits for the transport to drain
+    assert len(conn.response()[2]) == 16 << 20
+    assert conn.response()[2] == b"small"
+    assert handled == ["/big", "/small"]
+
+
+def test_a_stream_waits_while_the_client_does_not_read(serve, raw):
+    produced = []
+
+    async def handler(request: Request) -> Response:
+        async def body() -> Any:
+            for i in range(10000):  # 640 MiB if nothing held it back
+                produced.append(i)
+                yield b"y" * 65536
+
+        return Response(body())
+
+    server = serve(handler)
+    conn = raw(server.port, rcvbuf=4096)
+    conn.send(get("/"))
+    time.sleep(0.3)
+    assert 0 < len(produced) < 500
+    conn.close()
+    time.sleep(0.1)
+    assert server.connections() == 0
+
+
+# -- other sockets -----------------------------------------------------------------------------
+
+
+def test_a_unix_socket_connection(serve):
+    server = serve(echo)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with ours:
+        server.call(server.loop.connect_accepted_socket, server.protocol, theirs)
+        ours.settimeout(5)
+        ours.sendall(get("/unix"))
+        data = b""
+        while not data.endswith(b"}"):
+            data += ours.recv(65536)
+    seen = json.loads(data.partition(b"\r\n\r\n")[2])
+    assert seen["path"] == "/unix" and seen["client"] is None
+
+
+# -- the examples in docs/handlers.md ----------------------------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "handlers.md"
+
+
+def doc_examples() -> list[tuple[str, str]]:
+    """(python code, console session) pairs: each python block and the block after it."""
+    blocks = re.findall(r"```(\w*)\n(.*?)```", DOC.read_text(), re.S)
+    return [
+        (code, console)
+        for (lang, code), (_, console) in zip(blocks, blocks[1:], strict=False)
+        if lang == "python" and "$ curl" in console
+    ]
+
+
+def curl(url: str, console: str) -> list[tuple[str, str]]:
+    """Run each ``$ curl`` of a console session with httpx: (expected output, actual output)."""
+    results = []
+    for command in re.split(r"^\$ ", console, flags=re.M)[1:]:
+        line, _, expected = command.partition("\n")
+        args = shlex.split(line)
+        if args[0] != "curl":
+            continue
+        headers, data, target = {}, None, ""
+        args = iter(args[1:])
+        for arg in args:
+            if arg == "-H":
+                name, _, value = next(args).partition(":")
+                headers[name] = value.strip()
+            elif arg == "-d":
+                data = next(args).encode()
+            elif not arg.startswith("-"):
+                target = arg.replace("http://127.0.0.1:8000", url)
+        method = "POST" if data is not None else "GET"
+        response = httpx.request(method, target, headers=headers, content=data)
+        results.append((expected, response.text))
+    return results
+
+
+@pytest.mark.parametrize("code, console", doc_examples())
+def test_the_examples_in_docs_handlers_md(serve, code, console):
+    namespace: dict[str, Any] = {}
+    exec(compile(code, str(DOC), "exec"), namespace)
+    server = serve(namespace["handler"])
+    results = curl(server.url, console)
+    assert results
+    for expected, actual in results:
+        assert actual.strip() == expected.strip()
+
+
+def test_docs_has_every_example():
+    assert len(doc_examples()) == 6
