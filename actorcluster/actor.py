@@ -104,7 +104,11 @@ def tell(target: str | ActorRef, message: Any) -> Any:
 async def ask(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
     """Send ``message`` and return the reply. Raises ActorNotFound (no such name, at once),
     AskTimeout, ActorCrashed, RemoteError or MailboxFull."""
-    return await _current().ask(target, message, timeout)
+    messenger = _current()
+    if asyncio.get_running_loop() is not messenger.loop:  # e.g. a client's caller's own loop
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
+            messenger.ask(target, message, timeout), messenger.loop))
+    return await messenger.ask(target, message, timeout)
 
 
 def ask_sync(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:

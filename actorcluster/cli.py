@@ -60,3 +60,57 @@ def run(target: str, actors: tuple[str, ...], **options: Any) -> None:
     from .primary.runtime import run as run_primary
 
     sys.exit(run_primary(config))
+
+
+def _client(name: str | None):  # noqa: ANN202 - click helper
+    from .client import connect
+    from .errors import ClusterNotFound
+
+    try:
+        return connect(name)
+    except ClusterNotFound as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _json_argument(text: str) -> Any:
+    import json
+
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="MESSAGE") from None
+
+
+_cluster_name = click.option("--name", "cluster", envvar="ACTORCLUSTER_NAME", show_envvar=True,
+                             help="the cluster (its --name) [default: the only one running]")
+
+
+@main.command()
+@click.argument("actor")
+@click.argument("message")
+@_cluster_name
+def send(actor: str, message: str, cluster: str | None) -> None:
+    """Tell ACTOR the JSON MESSAGE (fire and forget)."""
+    value = _json_argument(message)
+    with _client(cluster) as client:
+        client.tell(actor, value)
+
+
+@main.command()
+@click.argument("actor")
+@click.argument("message")
+@_cluster_name
+@click.option("--timeout", type=float, default=5.0, show_default=True)
+def ask(actor: str, message: str, cluster: str | None, timeout: float) -> None:
+    """Ask ACTOR the JSON MESSAGE and print the reply as JSON."""
+    import json
+
+    from .errors import ActorError
+
+    value = _json_argument(message)
+    with _client(cluster) as client:
+        try:
+            reply = client.ask(actor, value, timeout)
+        except ActorError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    click.echo(json.dumps(reply, default=repr))

@@ -87,7 +87,7 @@ class Router:
         self._name_of: dict[bytes, bytes] = {}  # identity -> name
         self.groups: dict[bytes, list[bytes]] = {}  # group -> member names
         self._turn: dict[bytes, int] = {}
-        self.held: dict[bytes, deque] = {}  # name (restarting) -> deque of (deadline, frames)
+        self.held: dict[bytes, _Held] = {}  # name (restarting) -> (deadline, frames), bounded
         self.outboxes: dict[bytes, deque] = {}  # identity -> frames ZeroMQ refused for now
         self._pausing: dict[bytes, set[tuple[bytes, bytes]]] = {}  # identity -> (sender, dest)
         self._retrying = False
@@ -115,7 +115,7 @@ class Router:
         """``name`` is restarting: hold its messages (bounded) until it is bound again."""
         key = name.encode()
         self.names.pop(key, None)
-        self.held.setdefault(key, deque())
+        self.held.setdefault(key, _Held())
 
     def incarnation_down(self, name: str, identity: bytes) -> None:
         """An incarnation died: its owed asks fail with ActorCrashed, its outbox is dead."""
@@ -153,7 +153,9 @@ class Router:
         now = self.loop.time()
         for queue in list(self.held.values()):
             while queue and queue[0][0] <= now:
-                self._undeliverable(queue.popleft()[1], f"held {self.hold_seconds} s")
+                frames = queue.popleft()[1]
+                queue.messages -= _count(frames[2])
+                self._undeliverable(frames, f"held {self.hold_seconds} s")
         for name, more in list(self._burst.items()):
             if more:
                 log.warning("%d more dead letters to %r", more, name)
@@ -165,7 +167,7 @@ class Router:
         return {
             "routed": self.routed,
             "dead_letters": dict(self.dead_letters),
-            "held": {k.decode(): len(q) for k, q in self.held.items() if q},
+            "held": {k.decode(): q.messages for k, q in self.held.items() if q},
             "malformed": self.malformed,
         }
 
@@ -209,13 +211,11 @@ class Router:
                 if held is None and dest in self.groups:
                     # every member is restarting: hold for the group
                     if any(m in self.held for m in self.groups[dest]):
-                        held = self.held[dest] = deque()
+                        held = self.held[dest] = _Held()
                 if held is None:
                     self._undeliverable(frames, "no such actor")
-                elif len(held) >= self.hold_max:
-                    self._undeliverable(frames, f"more than {self.hold_max} held")
                 else:
-                    held.append((self.loop.time() + self.hold_seconds, frames))
+                    self._hold(held, frames, count)
                 return
         if kind == ASK:
             owed = self.asks.get(identity)
@@ -293,8 +293,20 @@ class Router:
             return
         if self.names.get(name) == identity:
             del self.names[name]
-        self.held.setdefault(name, deque())
+        self.held.setdefault(name, _Held())
         self._on_frames(frames)  # re-route: another group member, or held
+
+    def _hold(self, held: _Held, frames: list, count: int) -> None:
+        room = self.hold_max - held.messages
+        if count > room:
+            if room <= 0:
+                self._undeliverable(frames, f"more than {self.hold_max} held")
+                return
+            frames, rest = _split(frames, room)
+            self._undeliverable(rest, f"more than {self.hold_max} held")
+            count = room
+        held.append((self.loop.time() + self.hold_seconds, frames))
+        held.messages += count
 
     def _retry_soon(self) -> None:
         if not self._retrying:
@@ -334,7 +346,12 @@ class Router:
         kind, _flags, count, corr = _unpack(header)
         name = dest.decode(errors="replace")
         if kind == ASK:
-            error = "ActorNotFound" if why == "no such actor" else "ActorCrashed"
+            if why == "no such actor":
+                error = "ActorNotFound"
+            elif why.startswith("more than") or why.endswith("full"):
+                error = "MailboxFull"
+            else:
+                error = "ActorCrashed"
             for i in range(count):
                 self._error(sender, corr + i, error, f"cannot deliver to {name!r}: {why}")
         self._dead(name, count, why)
@@ -369,6 +386,9 @@ class Router:
             except (ValueError, UnicodeDecodeError):
                 self._malformed(frames, "bad system payload")
                 return
+            if message["op"] == "bye":
+                # everything this peer sent before has been read: it may disconnect now
+                self.send_system(sender, "bye")
             self.on_system(sender, message)
             return
         if kind not in (TELL, ASK):
@@ -398,3 +418,21 @@ class Router:
 
 def _count(header: bytes) -> int:
     return _unpack(header)[2] if len(header) == HEADER.size else 1
+
+
+def _split(frames: list, n: int) -> tuple[list, list]:
+    """A coalesced batch [sender, dest, header, p1..pk] cut after n messages (frames only: the
+    payloads are not read)."""
+    kind, flags, count, corr = _unpack(frames[2])
+    head = [frames[0], frames[1], _pack(kind, flags, n, corr), *frames[3 : 3 + n]]
+    later = corr + n if kind in (ASK, REPLY) else corr
+    tail = [frames[0], frames[1], _pack(kind, flags, count - n, later), *frames[3 + n :]]
+    return head, tail
+
+
+class _Held(deque):
+    """Messages held for a restarting name, with their count (a batch holds several)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages = 0

@@ -163,9 +163,6 @@ class Supervisor:
             else:
                 log.info("Actor %s (pid %s) started", child.name, pid)
             self._changed.set()
-        elif op == "bye":
-            # everything this incarnation sent before has been read: it may exit now
-            self.router.send_system(identity, "bye")
 
     # -- exits ----------------------------------------------------------------------------------
 

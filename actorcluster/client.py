@@ -1,0 +1,153 @@
+"""Attach to a running cluster from outside it: a script, a test, the `send`/`ask` commands.
+
+    with actorcluster.connect("counter") as cluster:     # the cluster's --name
+        cluster.tell("counter", ("add", 1))
+        print(cluster.ask("counter", "get"))
+        print(cluster.ask("primary", "status"))
+
+The client is a DEALER on the cluster's router (ipc, in the user's private run directory, so only
+the same user can attach). It runs its own event loop in a background thread; its methods are
+plain blocking calls. While connected, the module-level ``tell``/``ask_sync`` use it too.
+Messages sent *to* the client (to ``client.ref``) wait in ``client.receive()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+import uuid
+from typing import Any
+
+import zmq
+
+from . import actor, rundir
+from .actor import ActorRef
+from .errors import ClusterNotFound
+from .messenger import Messenger
+from .wire import PRIMARY, Kind, decode, decode_system, incarnation_id, system_frames
+from .zmqio import LoopSocket
+
+_SYSTEM = bytes((Kind.SYSTEM,))
+
+
+def find_cluster(name: str | None) -> str:
+    """The run directory of the cluster called ``name`` (or of the only one running)."""
+    running = rundir.running()
+    if name is None:
+        if len(running) == 1:
+            return str(rundir.cluster_dir(next(iter(running))))
+        if not running:
+            raise ClusterNotFound("no actorcluster is running for this user")
+        raise ClusterNotFound(f"several clusters run ({', '.join(sorted(running))}): "
+                              "choose one with --name")
+    if name not in running:
+        listed = ", ".join(sorted(running)) or "none"
+        raise ClusterNotFound(f"no cluster named {name!r} is running (running: {listed})")
+    return str(rundir.cluster_dir(name))
+
+
+class Client:
+    def __init__(self, name: str | None = None) -> None:
+        directory = find_cluster(name)
+        self.identity = incarnation_id(f"client/{os.getpid()}-{uuid.uuid4().hex[:8]}", 1)
+        self.ref = ActorRef(self.identity.decode())
+        self.inbox: queue.Queue[tuple[ActorRef, Any]] = queue.Queue()
+        self._bye: asyncio.Future[None] | None = None
+        self._loop = asyncio.new_event_loop()
+        self._context = zmq.Context(1)
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(directory, ready),
+                                        name="actorcluster-client", daemon=True)
+        self._thread.start()
+        ready.wait(5)
+
+    def _run(self, directory: str, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self._loop)
+        dealer = self._context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.IDENTITY, self.identity)
+        dealer.setsockopt(zmq.LINGER, 1000)
+        dealer.connect(f"ipc://{directory}/router")
+        self._channel = LoopSocket(self._loop, dealer, self._on_frames)
+        self.messenger = Messenger(self._loop, self._channel.send, self._deliver)
+        actor._install(self.messenger)
+        ready.set()
+        self._loop.run_forever()
+        self._channel.close(linger=1000)
+
+    def _on_frames(self, frames: list[bytes]) -> None:
+        if len(frames) < 3:
+            return
+        sender, header, *payload = frames
+        if header[:1] == _SYSTEM and sender == PRIMARY:
+            message = decode_system(payload[0])
+            if message["op"] in ("pause", "resume"):
+                self.messenger.on_flow(message["op"], str(message.get("dest", "")).encode())
+            elif message["op"] == "bye" and self._bye is not None and not self._bye.done():
+                self._bye.set_result(None)
+            return
+        self.messenger.on_frames(sender, header, payload)
+
+    def _deliver(self, sender: bytes, kind: int, flags: int, corr: int, payload: list) -> None:
+        messages = [decode(flags, payload)] if flags else [decode(0, [p]) for p in payload]
+        for message in messages:
+            self.inbox.put((ActorRef(sender.decode()), message))
+
+    # -- the API --------------------------------------------------------------------------------
+
+    def tell(self, target: str | ActorRef, message: Any) -> None:
+        self.messenger.tell(target, message)
+
+    def broadcast(self, group: str, message: Any) -> None:
+        self.messenger.tell(group, message, broadcast=True)
+
+    def ask(self, target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
+        return self.messenger.ask_threadsafe(target, message, timeout)
+
+    def ask_all(self, group: str, message: Any, timeout: float = 5.0) -> list[Any]:
+        future = asyncio.run_coroutine_threadsafe(actor.ask_all(group, message, timeout),
+                                                  self._loop)
+        return future.result(timeout + 1.0)
+
+    def status(self, timeout: float = 5.0) -> dict[str, Any]:
+        return self.ask("primary", "status", timeout)
+
+    def receive(self, timeout: float | None = 5.0) -> tuple[ActorRef, Any]:
+        """The next message sent to this client, with its sender; queue.Empty on timeout."""
+        return self.inbox.get(timeout=timeout)
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            done = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
+            done.result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        if actor._messenger is getattr(self, "messenger", None):
+            actor._install(None)
+        self._context.term()
+
+    async def _drain(self, timeout: float = 2.0) -> None:
+        """Send what is queued and wait until the router has read it: ZeroMQ drops what a
+        disconnecting peer sent but the router had not read yet."""
+        deadline = self._loop.time() + timeout
+        self.messenger.flush()
+        while self.messenger.queued and self._loop.time() < deadline:
+            await asyncio.sleep(0.005)  # paused destinations drain as the router resumes them
+        self._bye = self._loop.create_future()
+        self._channel.send([PRIMARY, *system_frames("bye")])
+        try:
+            await asyncio.wait_for(self._bye, max(0.1, deadline - self._loop.time()))
+        except TimeoutError:
+            pass
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(name: str | None = None) -> Client:
+    """Attach to the running cluster called ``name`` (default: the only one running)."""
+    return Client(name)

@@ -1,0 +1,85 @@
+"""Actors and handlers used by the messaging tests."""
+
+import asyncio
+import os
+import time
+
+from actorcluster import Actor, ask, ask_all, broadcast, tell
+
+
+class Recorder(Actor):
+    """Keeps what it is told; "get" returns it."""
+
+    def on_start(self):
+        self.seen = []
+
+    def receive(self, message):
+        if message == "get":
+            return self.seen
+        if message == "pid":
+            return os.getpid()
+        self.seen.append(message)
+
+
+class SlowStart(Recorder):
+    """A recorder whose start takes a while, so it stays 'restarting' long enough to observe."""
+
+    def on_start(self):
+        time.sleep(float(os.environ.get("AC_SLOW_START", "0.8")))
+        super().on_start()
+
+
+class Echo(Actor):
+    async def receive(self, message):
+        match message:
+            case ("sleep", seconds, value):
+                await asyncio.sleep(seconds)
+                return value
+            case ("raise", text):
+                raise ValueError(text)
+            case ("exit",):
+                os._exit(13)
+            case ("sender",):
+                return self.sender
+            case ("call", fn, arg):
+                return fn(arg)
+            case ("broadcast", group, value):
+                broadcast(group, value)
+                return "sent"
+            case ("ask_all", group, value):
+                return await ask_all(group, value, timeout=2.0)
+            case ("unpicklable",):
+                try:
+                    tell("recorder", lambda: None)  # picklable by cloudpickle: fine
+                    import threading
+
+                    tell("recorder", threading.Lock())
+                except TypeError as exc:
+                    return f"TypeError: {exc}"
+                return "sent?"
+        return message
+
+
+class WebActor(Actor):
+    """An HTTP handler that is also an actor: handle() serves HTTP, receive() takes messages."""
+
+    def on_start(self):
+        self.pings = 0
+
+    def receive(self, message):
+        if message == "ping":
+            self.pings += 1
+        elif message == "pings":
+            return self.pings
+        elif message == "pid":
+            return os.getpid()
+
+    async def handle(self, request):
+        if request.path == "/peer":
+            me = self.ref.base_name
+            peer = "web/2" if me == "web/1" else "web/1"
+            return {"me": os.getpid(), "peer": await ask(peer, "pid", timeout=2.0)}
+        if request.path == "/record":
+            tell("recorder", request.query.get("v", ""))
+            return {"recorded": await ask("recorder", "get", timeout=2.0)}
+        return str(os.getpid())

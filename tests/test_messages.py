@@ -1,0 +1,274 @@
+"""Actors and messages between real processes through the real router."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from conftest import ROOT
+
+import actorcluster
+from actorcluster import ActorCrashed, ActorNotFound, ActorRef, AskTimeout, RemoteError
+
+pytestmark = pytest.mark.timeout(60)
+
+ACTORS = ("--actor", "recorder=ac_actors:Recorder", "--actor", "echo=ac_actors:Echo")
+
+
+@pytest.fixture
+def attach():
+    clients = []
+
+    def connect(cluster):
+        client = actorcluster.connect(cluster.name)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+def status(client):
+    return client.ask("primary", "status")
+
+
+def child(client, name):
+    return next(c for c in status(client)["tree"]["children"] if c["name"] == name)
+
+
+def test_order_per_pair_under_load(cluster, attach):
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    for i in range(20000):
+        client.tell("recorder", i)
+    assert client.ask("recorder", "get", timeout=20) == list(range(20000))
+
+
+def test_handler_to_actor_and_between_two_http_workers(cluster):
+    c = cluster("ac_actors:WebActor", "--workers", "2", *ACTORS)
+    pids = c.wait_workers(2)
+    for value in ("a", "b"):
+        r = httpx.get(c.url + f"/record?v={value}")
+        assert r.status_code == 200
+    assert r.json() == {"recorded": ["a", "b"]}
+    for _ in range(2):  # each worker in turn asks the other one
+        body = httpx.get(c.url + "/peer").json()
+        assert {body["me"], body["peer"]} == pids
+
+
+def test_counter_example(cluster):
+    c = cluster("examples.counter:handler", "--workers", "2",
+                "--actor", "counter=examples.counter:Counter")
+    hits = [httpx.get(c.url).json()["hits"] for _ in range(4)]
+    assert hits == [1, 2, 3, 4]
+
+
+def test_actor_broadcasts_to_a_group_and_asks_all(cluster, attach):
+    c = cluster("ac_actors:WebActor", "--workers", "2", *ACTORS)
+    client = attach(c)
+    assert client.ask("echo", ("broadcast", "web", "ping")) == "sent"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        replies = client.ask("echo", ("ask_all", "web", "pings"))
+        if replies == [1, 1]:
+            break
+        time.sleep(0.05)
+    assert replies == [1, 1]
+    assert sorted(client.ask_all("web", "pid")) == sorted(c.wait_workers(2))
+
+
+def test_held_messages_reach_the_new_incarnation_after_kill_9(cluster, attach):
+    c = cluster("ac_actors:WebActor", "--workers", "1",
+                "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "0.5"})
+    client = attach(c)
+    old = client.ask("recorder", "pid")
+    os.kill(old, signal.SIGKILL)
+    for i in range(100):
+        client.tell("recorder", i)
+    assert client.ask("recorder", "get", timeout=10) == list(range(100))
+    assert client.ask("recorder", "pid") != old
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
+def test_dead_letters_for_an_unknown_name_and_past_the_hold_bound(cluster, attach):
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-messages", "10",
+                "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "1.5"})
+    client = attach(c)
+    for i in range(3):
+        client.tell("nobody", i)
+    old = client.ask("recorder", "pid", timeout=5)
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while child(client, "recorder")["state"] != "starting" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for i in range(50):
+        client.tell("recorder", i)
+    while child(client, "recorder")["state"] != "ready":
+        time.sleep(0.05)
+    assert client.ask("recorder", "get", timeout=10) == list(range(10))
+    dead = status(client)["messages"]["dead_letters"]
+    assert dead == {"nobody": 3, "recorder": 40}
+    c.wait_for_log(r"dead letter: \d+ message\(s\) to 'nobody'")
+
+
+def test_held_messages_expire_into_dead_letters(cluster, attach):
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-seconds", "0.2",
+                "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "2.5"})
+    client = attach(c)
+    os.kill(client.ask("recorder", "pid", timeout=5), signal.SIGKILL)
+    while child(client, "recorder")["state"] != "starting":
+        time.sleep(0.01)
+    for i in range(5):
+        client.tell("recorder", i)
+    deadline = time.monotonic() + 5
+    while status(client)["messages"]["dead_letters"].get("recorder") != 5:
+        assert time.monotonic() < deadline, status(client)["messages"]
+        time.sleep(0.1)
+    while child(client, "recorder")["state"] != "ready":
+        time.sleep(0.05)
+    assert client.ask("recorder", "get", timeout=10) == []
+
+
+def test_each_error_type(cluster, attach):
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    t0 = time.monotonic()
+    with pytest.raises(ActorNotFound):
+        client.ask("nobody", "x", timeout=5)
+    assert time.monotonic() - t0 < 1.0  # at once, not after the timeout
+
+    with pytest.raises(AskTimeout):
+        client.ask("echo", ("sleep", 1.0, "late"), timeout=0.2)
+    # the late reply is dropped by correlation id; it never answers a later ask
+    assert client.ask("echo", "fresh", timeout=3) == "fresh"
+    time.sleep(1.0)
+    assert client.ask("echo", "fresher", timeout=3) == "fresher"
+
+    with pytest.raises(RemoteError) as info:
+        client.ask("echo", ("raise", "bad input"))
+    assert info.value.remote_type == "ValueError"
+    assert info.value.remote_message == "bad input"
+    assert "raise ValueError(text)" in info.value.remote_traceback
+    # let it crash: the actor was restarted
+    deadline = time.monotonic() + 5
+    while child(client, "echo")["restarts"] != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.ask("echo", "back") == "back"
+
+    with pytest.raises(ActorCrashed):
+        client.ask("echo", ("exit",))
+    assert client.ask("echo", "back again", timeout=5) == "back again"
+    assert isinstance(ActorCrashed("x"), actorcluster.ActorError)
+
+
+def test_cloudpickle_for_lambdas_and_local_classes(cluster, attach):
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    assert client.ask("echo", ("call", lambda x: x * 7, 6)) == 42
+
+    class Point:  # defined here: plain pickle cannot send it, cloudpickle can
+        def __init__(self, x, y):
+            self.x, self.y = x, y
+
+    p = client.ask("echo", Point(1, 2))
+    assert (p.x, p.y) == (1, 2)
+    big = os.urandom(64 * 1024)
+    assert client.ask("echo", big) == big  # out of band, as its own frame
+    sender = client.ask("echo", ("sender",))
+    assert isinstance(sender, ActorRef) and sender == client.ref
+
+
+def test_class_defined_in_main_travels_by_value(cluster):
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    script = (
+        "import actorcluster, sys\n"
+        "class Point:\n"
+        "    def __init__(self, x): self.x = x\n"
+        f"with actorcluster.connect({c.name!r}) as client:\n"
+        "    p = client.ask('echo', Point(5))\n"
+        "    print(type(p).__name__, p.x)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30)
+    assert out.stdout.strip() == "Point 5", out.stderr
+
+
+def test_unpicklable_message_is_a_type_error_at_the_sender(cluster, attach):
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    import threading
+
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        client.tell("recorder", threading.Lock())
+    answer = client.ask("echo", ("unpicklable",))
+    assert answer.startswith("TypeError: cannot send a lock")
+    assert [type(m).__name__ for m in client.ask("recorder", "get")] == ["function"]
+
+
+def test_primary_answers_status(cluster, attach):
+    c = cluster("ac_actors:WebActor", "--workers", "2", *ACTORS)
+    client = attach(c)
+    tree = status(client)["tree"]
+    names = [ch["name"] for ch in tree["children"]]
+    assert names == ["recorder", "echo", "web/1", "web/2"]
+    assert all(ch["state"] == "ready" and ch["pid"] for ch in tree["children"])
+
+
+def test_send_and_ask_from_the_command_line(cluster):
+    c = cluster("examples.counter:handler", "--workers", "1",
+                "--actor", "counter=examples.counter:Counter")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "actorcluster", *args, "--name", c.name],
+                              cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+    assert cli("send", "counter", '["add", 41]').returncode == 0
+    out = cli("ask", "counter", '"get"')
+    assert out.returncode == 0 and out.stdout.strip() == "41"
+    out = cli("ask", "nobody", '"get"')
+    assert out.returncode == 1 and "ActorNotFound" in out.stderr
+    out = cli("ask", "counter", "{not json")
+    assert out.returncode == 2 and "not JSON" in out.stderr
+
+
+def test_random_frames_never_take_the_router_down(cluster, attach):
+    import zmq
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from actorcluster import rundir
+    from actorcluster.wire import HEADER
+
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    context = zmq.Context()
+    dealer = context.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.connect(f"ipc://{rundir.cluster_dir(c.name)}/router")
+    header = st.builds(HEADER.pack, st.integers(0, 7), st.integers(0, 15),
+                       st.integers(0, 4), st.integers(0, 2**64 - 1))
+    frame = st.one_of(st.binary(max_size=40), header,
+                      st.sampled_from([b"primary", b"echo", b"recorder", b"web", b"web/1#1"]))
+
+    @settings(max_examples=150, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(frame, min_size=1, max_size=6))
+    def throw(frames):
+        dealer.send_multipart(frames)
+
+    try:
+        throw()
+        # the router (and every actor it may have forwarded garbage to) still works
+        assert client.ask("echo", "still here", timeout=5) == "still here"
+        assert client.ask("recorder", "pid", timeout=5) > 0
+        assert status(client)["messages"]["malformed"] > 0
+        assert c.proc.poll() is None
+    finally:
+        dealer.close()
+        context.term()
