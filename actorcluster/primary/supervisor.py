@@ -104,6 +104,7 @@ class Supervisor:
             "primary_pid": os.getpid(), "heartbeat": self.heartbeat, "timeout": c.timeout,
             "graceful_timeout": c.graceful_timeout, "log_level": c.log_level, "loop": c.loop,
             "threads": c.threads, "keepalive": c.keepalive, "max_body": c.max_body,
+            "family": int(self.gateway.listener.family),
         }
 
     def start_child(self, child: Child) -> None:

@@ -38,6 +38,7 @@ class HttpWorker(ProcessActor):
             self.host = ActorHost(instance, spec["name"], self.identity, self.messenger)
             handler = instance.handle
         self.app = make_app(handler, threads=spec["threads"])
+        self.family = socket.AddressFamily(spec["family"])
         self.handoff = socket.socket(fileno=handoff_fd)
         self.handoff.setblocking(False)
         self._receiving = False
@@ -86,7 +87,8 @@ class HttpWorker(ProcessActor):
 
     def _adopt(self, fd: int) -> None:
         try:
-            conn = socket.socket(fileno=fd)
+            # family and type given: otherwise the socket module asks the kernel for them
+            conn = socket.socket(self.family, socket.SOCK_STREAM, 0, fileno=fd)
         except OSError:
             os.close(fd)
             return
