@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections import deque
 from collections.abc import Callable, Generator
 from itertools import count as counter
 from typing import Any
@@ -87,7 +86,8 @@ class Messenger:
         self._send = send
         self.deliver = deliver
         self._thread = threading.get_ident()
-        self._out: dict[bytes, deque] = {}
+        self._out: dict[bytes, list[list]] = {}  # destination -> runs
+        self._dests: dict[str, bytes] = {}  # name -> destination frame, cached
         self._paused: dict[bytes, asyncio.Future] = {}  # destination -> resumed
         self._pending: dict[int, asyncio.Future] = {}
         self._corr = counter(1)
@@ -97,21 +97,35 @@ class Messenger:
         self.received = 0
 
     # -- sending --------------------------------------------------------------------------------
+    # Per destination, a list of runs: [kind, flags, payloads, extra]. A plain message (flags 0)
+    # joins the last run when it has the same kind, so queueing it costs one list.append; extra
+    # is the ask futures of an ASK run, the first correlation id of a REPLY run.
 
     def tell(self, target: Any, message: Any, *, broadcast: bool = False) -> Any:
-        dest = target_bytes(target)
-        flags, frames = encode(message)  # TypeError here, at the sender: nothing is sent
-        if broadcast:
-            flags |= FLAG_BROADCAST
+        dest = self._dests.get(target) if type(target) is str else None
+        if dest is None:
+            dest = self._dest(target)
         if dest == PRIMARY:
             flags, frames = FLAG_JSON, [dumps_json(message)]
+        else:
+            flags, frames = encode(message)  # TypeError here, at the sender: nothing is sent
+        if broadcast:
+            flags |= FLAG_BROADCAST
         if threading.get_ident() != self._thread:
             self.loop.call_soon_threadsafe(self._enqueue, dest, TELL, flags, frames, None)
             return SENT
         return self._enqueue(dest, TELL, flags, frames, None)
 
-    async def ask(self, target: Any, message: Any, timeout: float = 5.0) -> Any:
+    def _dest(self, target: Any) -> bytes:
         dest = target_bytes(target)
+        if type(target) is str and len(self._dests) < 4096:
+            self._dests[target] = dest
+        return dest
+
+    async def ask(self, target: Any, message: Any, timeout: float = 5.0) -> Any:
+        dest = self._dests.get(target) if type(target) is str else None
+        if dest is None:
+            dest = self._dest(target)
         if dest == PRIMARY:
             flags, frames = FLAG_JSON, [dumps_json(message)]
         else:
@@ -142,25 +156,57 @@ class Messenger:
         self._enqueue(to, ERROR, FLAG_JSON, [payload], correlation)
 
     def _enqueue(self, dest: bytes, kind: int, flags: int, frames: list, extra: Any) -> Any:
-        queue = self._out.get(dest)
-        if queue is None:
-            queue = self._out[dest] = deque()
-        queue.append((kind, flags, frames, extra))
-        if not self._scheduled:
+        runs = self._out.get(dest)
+        if runs is None:
+            if not self._scheduled:
+                # The first message of this loop turn goes at once (latency); the ones after it
+                # in the same turn are coalesced and flushed at the end of the turn.
+                self._scheduled = True
+                self.loop.call_soon(self.flush)
+                if not self._blocked and dest not in self._paused:
+                    if self._send_one(dest, kind, flags, frames, extra):
+                        return SENT
+            runs = self._out[dest] = []
+        elif not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self.flush)
+        last = runs[-1] if runs else None
+        if flags == 0 and last is not None and last[0] == kind and last[1] == 0 and (
+            kind != REPLY or extra == last[3] + len(last[2])
+        ):
+            last[2].append(frames[0])
+            if kind == ASK:
+                last[3].append(extra)
+            size = len(last[2])
+        else:
+            if flags == 0:
+                runs.append([kind, 0, [frames[0]], [extra] if kind == ASK else extra])
+            else:
+                runs.append([kind, flags, frames, extra])
+            size = 1
         resumed = self._paused.get(dest)
         if resumed is None:
-            if len(queue) >= BATCH and not self._blocked:
-                self._flush_one(dest, queue)
+            if size >= BATCH and not self._blocked:
+                self._flush_one(dest, runs)
             return SENT
         if kind == TELL:
-            if len(queue) > QUEUE_LIMIT:
-                queue.pop()
+            if self.queued_for(dest) > QUEUE_LIMIT:
                 raise MailboxFull(f"{dest.decode(errors='replace')!r}: mailbox full and "
                                   f"{QUEUE_LIMIT} messages already waiting")
             return resumed
         return SENT
+
+    def _send_one(self, dest: bytes, kind: int, flags: int, frames: list, extra: Any) -> bool:
+        corr = next(self._corr) if kind == ASK else (extra or 0)
+        if not self._send([dest, _pack(kind, flags, 1, corr), *frames]):
+            return False
+        if kind == ASK:
+            self._pending[corr] = extra
+        self.sent += 1
+        return True
+
+    def queued_for(self, dest: bytes) -> int:
+        return sum(len(run[2]) if run[1] == 0 else 1 for run in self._out.get(dest, ()))
 
     def flush(self) -> None:
         """Send what is queued (once per loop turn)."""
@@ -179,62 +225,45 @@ class Messenger:
         self._blocked = False
         self.flush()
 
-    def _flush_one(self, dest: bytes, queue: deque) -> bool:
+    def _flush_one(self, dest: bytes, runs: list) -> bool:
         send = self._send
-        while queue:
-            kind, flags, frames, extra = queue[0]
-            if flags or kind == ERROR:  # one message with its own frames
+        while runs:
+            kind, flags, payloads, extra = run = runs[0]
+            if flags:  # one message with its own frames
+                if kind == ASK and extra.done():  # timed out while it waited: never sent
+                    runs.pop(0)
+                    continue
+                if not self._send_one(dest, kind, flags, payloads, extra):
+                    return False
+                runs.pop(0)
+                continue
+            if kind == ASK and any(f.done() for f in extra):
+                keep = [i for i, f in enumerate(extra) if not f.done()]
+                run[2] = payloads = [payloads[i] for i in keep]
+                run[3] = extra = [extra[i] for i in keep]
+            while payloads:
+                chunk = payloads[:BATCH] if len(payloads) > BATCH else payloads
+                n = len(chunk)
                 if kind == ASK:
-                    if extra.done():
-                        queue.popleft()
-                        continue
                     corr = next(self._corr)
-                elif kind in (REPLY, ERROR):
+                    for _ in range(n - 1):
+                        next(self._corr)
+                elif kind == REPLY:
                     corr = extra
                 else:
                     corr = 0
-                if not send([dest, _pack(kind, flags, 1, corr), *frames]):
+                if not send([dest, _pack(kind, 0, n, corr), *chunk]):
                     return False
-                queue.popleft()
                 if kind == ASK:
-                    self._pending[corr] = extra
-                self.sent += 1
-                continue
-            payloads = []
-            asks = []
-            first_corr = extra if kind == REPLY else 0
-            while queue and len(payloads) < BATCH:
-                k, f, fr, ex = queue[0]
-                if k != kind or f:
-                    break
-                if kind == REPLY and ex != first_corr + len(payloads):
-                    break
-                queue.popleft()
-                if kind == ASK:
-                    if ex.done():
-                        continue
-                    asks.append(ex)
-                payloads.append(fr[0])
-            if not payloads:
-                continue
-            if kind == ASK:
-                first_corr = next(self._corr)
-                for _ in range(len(asks) - 1):
-                    next(self._corr)
-            if not send([dest, _pack(kind, 0, len(payloads), first_corr), *payloads]):
-                # put them back, in order, for the retry
-                for i in range(len(payloads) - 1, -1, -1):
-                    if kind == ASK:
-                        queue.appendleft((kind, 0, [payloads[i]], asks[i]))
-                    else:
-                        corr = first_corr + i if kind == REPLY else None
-                        queue.appendleft((kind, 0, [payloads[i]], corr))
-                return False
-            if asks:
-                pending = self._pending
-                for i, future in enumerate(asks):
-                    pending[first_corr + i] = future
-            self.sent += len(payloads)
+                    pending = self._pending
+                    for i in range(n):
+                        pending[corr + i] = extra[i]
+                    run[3] = extra = extra[n:]
+                elif kind == REPLY:
+                    run[3] = extra = extra + n
+                run[2] = payloads = payloads[n:]
+                self.sent += n
+            runs.pop(0)
         del self._out[dest]
         return True
 
@@ -244,8 +273,9 @@ class Messenger:
         from .errors import AskTimeout
 
         name = dest.decode(errors="replace")
-        queue = self._out.get(dest)
-        if queue is not None and any(entry[3] is future for entry in queue):
+        runs = self._out.get(dest, ())
+        if any(run[0] == ASK and (run[3] is future or future in run[3]) for run in runs
+               if isinstance(run[3], list) or run[3] is future):
             future.set_exception(MailboxFull(
                 f"ask to {name!r}: its mailbox stayed full for {timeout} s"))
         else:
@@ -300,4 +330,4 @@ class Messenger:
 
     @property
     def queued(self) -> int:
-        return sum(len(q) for q in self._out.values())
+        return sum(self.queued_for(dest) for dest in self._out)

@@ -138,17 +138,19 @@ class ExitCode(IntEnum):
 
 OOB_MIN = 64 * 1024
 _MAIN = b"__main__"
+_dumps = pickle.dumps
 
 
 def encode(message: Any) -> tuple[int, list[Any]]:
     """(flags, frames) of one message: ``(0, [pickle])``, ``(FLAG_OOB, [pickle, buffer...])`` or
     ``(FLAG_RAW, [bytes-like])``. Raises TypeError, at the sender, when it cannot be pickled."""
     kind = type(message)
-    if (kind is bytes or kind is bytearray or kind is memoryview) and len(message) >= OOB_MIN:
-        return FLAG_RAW, [message]
+    if kind is bytes or kind is bytearray or kind is memoryview:
+        if len(message) >= OOB_MIN:
+            return FLAG_RAW, [message]
     buffers: list[pickle.PickleBuffer] = []
     try:
-        data = pickle.dumps(message, 5, buffer_callback=buffers.append)
+        data = _dumps(message, 5, buffer_callback=buffers.append)
         if _MAIN not in data:
             return (FLAG_OOB, [data, *buffers]) if buffers else (0, [data])
     except (pickle.PicklingError, TypeError, AttributeError):

@@ -89,6 +89,10 @@ def test_held_messages_reach_the_new_incarnation_after_kill_9(cluster, attach):
     client = attach(c)
     old = client.ask("recorder", "pid")
     os.kill(old, signal.SIGKILL)
+    # Once the primary knows (it is restarting), messages are held for the new incarnation.
+    # (What reached the old process before it was gone died with it: at most once.)
+    while child(client, "recorder")["state"] != "starting":
+        time.sleep(0.005)
     for i in range(100):
         client.tell("recorder", i)
     assert client.ask("recorder", "get", timeout=10) == list(range(100))

@@ -15,6 +15,7 @@ import os
 import traceback
 from collections import deque
 from collections.abc import Callable
+from pickle import loads
 from typing import Any
 
 from ..actor import Actor, ActorRef
@@ -72,28 +73,36 @@ class ActorHost:
         if self._crashed:
             return
         if flags:
-            items = [(decode(flags, payload), corr)]
+            messages = [decode(flags, payload)]
         else:
-            items = [(decode(0, [frame]), corr + i) for i, frame in enumerate(payload)]
+            messages = [loads(frame) for frame in payload]
         if self._async:
-            for message, c in items:
-                self._mailbox.append((sender, kind, message, c))
+            for i, message in enumerate(messages):
+                self._mailbox.append((sender, kind, message, corr + i))
             assert self._wakeup is not None
             self._wakeup.set()
             return
         actor = self.actor
         receive = actor.receive
+        actor.sender = ActorRef(sender.decode())  # one sender for the whole batch
+        if kind != ASK:
+            for i, message in enumerate(messages):
+                try:
+                    receive(message)
+                except BaseException as exc:  # noqa: BLE001 - let it crash
+                    self._crash(exc, sender, kind, corr + i)
+                    return
+            self.handled += len(messages)
+            return
         reply = self.messenger.reply
-        for message, c in items:
-            actor.sender = ActorRef(sender.decode())
+        for i, message in enumerate(messages):
             try:
                 result = receive(message)
             except BaseException as exc:  # noqa: BLE001 - let it crash, after answering
-                self._crash(exc, sender, kind, c)
+                self._crash(exc, sender, kind, corr + i)
                 return
             self.handled += 1
-            if kind == ASK:
-                self._reply(reply, sender, c, result)
+            self._reply(reply, sender, corr + i, result)
 
     async def _consume(self) -> None:
         mailbox = self._mailbox

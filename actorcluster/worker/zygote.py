@@ -12,6 +12,7 @@ is its parent: it gets SIGCHLD and the exit status straight from the kernel.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -85,6 +86,10 @@ def main(argv: list[str]) -> None:
     first = decode_control(control.recv(SPAWNER_MAX))
     logs.setup(first.get("log_level", "info"))
     apps = _load(control, first["targets"])
+    # Move every object imported so far out of the collector's reach: a collection in a worker
+    # would otherwise write to their headers and copy the zygote's pages (copy-on-write).
+    gc.collect()
+    gc.freeze()
     while True:
         data, fds, _flags, _addr = socket.recv_fds(control, SPAWNER_MAX, 4)
         if not data:
