@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import queue
 import threading
 import uuid
@@ -26,7 +27,7 @@ from . import actor, rundir
 from .actor import ActorRef
 from .errors import ClusterNotFound
 from .messenger import Messenger
-from .wire import PRIMARY, Kind, decode, decode_system, incarnation_id, system_frames
+from .wire import PRIMARY, Kind, decode, decode_system, incarnation_id, system_frames, unpack_batch
 from .zmqio import LoopSocket
 
 _SYSTEM = bytes((Kind.SYSTEM,))
@@ -89,8 +90,13 @@ class Client:
             return
         self.messenger.on_frames(sender, header, payload)
 
-    def _deliver(self, sender: bytes, kind: int, flags: int, corr: int, payload: list) -> None:
-        messages = [decode(flags, payload)] if flags else [decode(0, [p]) for p in payload]
+    def _deliver(
+        self, sender: bytes, kind: int, flags: int, count: int, corr: int, payload: list
+    ) -> None:
+        if flags:
+            messages = [decode(flags, payload)]
+        else:
+            messages = [pickle.loads(data) for data in unpack_batch(count, payload)]
         for message in messages:
             self.inbox.put((ActorRef(sender.decode()), message))
 

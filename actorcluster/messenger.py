@@ -7,10 +7,11 @@ tells, then a run of asks, ... each run one ZeroMQ message.
 
 Flow control: when a destination's mailbox is full the router says "pause" for it; the messenger
 keeps that destination's messages in its own queue (so the router's memory does not grow) until
-"resume". ``tell`` returns an awaitable that completes at once normally, and only once the
-destination has room when it is paused, so ``await tell(...)`` is the waiting form; past
-QUEUE_LIMIT queued messages ``tell`` raises MailboxFull, and an ask still queued when its timeout
-ends raises MailboxFull.
+"resume". The same happens when ZeroMQ refuses a send because this process's own pipe to the
+router is full. ``tell`` returns an awaitable that completes at once normally, and only once there
+is room again in those two cases, so ``await tell(...)`` is the waiting form; past QUEUE_LIMIT
+queued messages ``tell`` raises MailboxFull, and an ask still queued when its timeout ends raises
+MailboxFull.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import threading
 from collections.abc import Callable, Generator
 from itertools import count as counter
+from pickle import loads
 from typing import Any
 
 from .errors import MailboxFull, error_from_payload
@@ -32,6 +34,8 @@ from .wire import (
     decode,
     dumps_json,
     encode,
+    pack_batch,
+    unpack_batch,
 )
 
 BATCH = 256  # messages per ZeroMQ message at most
@@ -58,7 +62,7 @@ class _Done:
 
 SENT = _Done()
 
-Deliver = Callable[[bytes, int, int, int, list], None]
+Deliver = Callable[[bytes, int, int, int, int, list], None]  # sender kind flags count corr
 
 
 def target_bytes(target: Any) -> bytes:
@@ -93,6 +97,7 @@ class Messenger:
         self._corr = counter(1)
         self._scheduled = False
         self._blocked = False  # ZeroMQ refused: retry on a timer
+        self._room: asyncio.Future | None = None  # done when the pipe takes messages again
         self.sent = 0
         self.received = 0
 
@@ -185,9 +190,11 @@ class Messenger:
                 runs.append([kind, flags, frames, extra])
             size = 1
         resumed = self._paused.get(dest)
+        if resumed is None and self._blocked:
+            resumed = self._room  # our own pipe is full: the sender waits as for a pause
         if resumed is None:
-            if size >= BATCH and not self._blocked:
-                self._flush_one(dest, runs)
+            if size >= BATCH and not self._flush_one(dest, runs):
+                self._block()
             return SENT
         if kind == TELL:
             if self.queued_for(dest) > QUEUE_LIMIT:
@@ -217,9 +224,19 @@ class Messenger:
             if dest in self._paused:
                 continue
             if not self._flush_one(dest, self._out[dest]):
-                self._blocked = True
-                self.loop.call_later(RETRY, self._unblock)
+                self._block()
                 return
+        room, self._room = self._room, None
+        if room is not None and not room.done():
+            room.set_result(None)
+
+    def _block(self) -> None:
+        """ZeroMQ refused a send (our pipe to the router is full): retry on a short timer."""
+        if not self._blocked:
+            self._blocked = True
+            if self._room is None:
+                self._room = self.loop.create_future()
+            self.loop.call_later(RETRY, self._unblock)
 
     def _unblock(self) -> None:
         self._blocked = False
@@ -252,7 +269,7 @@ class Messenger:
                     corr = extra
                 else:
                     corr = 0
-                if not send([dest, _pack(kind, 0, n, corr), *chunk]):
+                if not send([dest, _pack(kind, 0, n, corr), *pack_batch(chunk)]):
                     return False
                 if kind == ASK:
                     pending = self._pending
@@ -294,10 +311,10 @@ class Messenger:
                     value = json.loads(payload[0]) if flags & FLAG_JSON else decode(flags, payload)
                     future.set_result(value)
                 return
-            for i in range(count):
+            for i, data in enumerate(unpack_batch(count, payload)):
                 future = pending.pop(corr + i, None)
                 if future is not None and not future.done():
-                    future.set_result(decode(0, payload[i : i + 1]))
+                    future.set_result(loads(data))
             return
         if kind == ERROR:
             future = self._pending.pop(corr, None)
@@ -306,7 +323,7 @@ class Messenger:
             return
         self.received += count
         if self.deliver is not None:
-            self.deliver(sender, kind, flags, corr, payload)
+            self.deliver(sender, kind, flags, count, corr, payload)
 
     def on_flow(self, op: str, dest: bytes) -> None:
         """The router's flow control: "pause" or "resume" sending to ``dest``."""

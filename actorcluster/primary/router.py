@@ -38,6 +38,7 @@ from ..wire import (
     decode_system,
     dumps_json,
     error_payload,
+    split_batch,
     system_frames,
 )
 from ..zmqio import LoopSocket
@@ -190,7 +191,7 @@ class Router:
             if count != 1:
                 self._malformed(frames, "a single-message frame says count != 1")
                 return
-        elif count != len(frames) - 3:
+        elif len(frames) != (4 if count == 1 else 5):
             self._malformed(frames, f"count {count} but {len(frames) - 3} payload frames")
             return
         if dest == PRIMARY:
@@ -421,12 +422,13 @@ def _count(header: bytes) -> int:
 
 
 def _split(frames: list, n: int) -> tuple[list, list]:
-    """A coalesced batch [sender, dest, header, p1..pk] cut after n messages (frames only: the
-    payloads are not read)."""
+    """A coalesced batch [sender, dest, header, sizes, data] cut after n messages (by the sizes
+    frame: nothing is unpickled)."""
     kind, flags, count, corr = _unpack(frames[2])
-    head = [frames[0], frames[1], _pack(kind, flags, n, corr), *frames[3 : 3 + n]]
+    first, rest = split_batch(count, frames[3:], n)
+    head = [frames[0], frames[1], _pack(kind, flags, n, corr), *first]
     later = corr + n if kind in (ASK, REPLY) else corr
-    tail = [frames[0], frames[1], _pack(kind, flags, count - n, later), *frames[3 + n :]]
+    tail = [frames[0], frames[1], _pack(kind, flags, count - n, later), *rest]
     return head, tail
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..actor import Actor, ActorRef
 from ..messenger import Messenger
-from ..wire import Kind, decode, error_payload
+from ..wire import Kind, decode, error_payload, unpack_batch
 
 log = logging.getLogger("actorcluster.actor")
 
@@ -69,13 +69,15 @@ class ActorHost:
         except Exception:  # noqa: BLE001
             log.exception("Actor %s failed in on_stop", self.name)
 
-    def deliver(self, sender: bytes, kind: int, flags: int, corr: int, payload: list) -> None:
+    def deliver(
+        self, sender: bytes, kind: int, flags: int, count: int, corr: int, payload: list
+    ) -> None:
         if self._crashed:
             return
         if flags:
             messages = [decode(flags, payload)]
         else:
-            messages = [loads(frame) for frame in payload]
+            messages = [loads(data) for data in unpack_batch(count, payload)]
         if self._async:
             for i, message in enumerate(messages):
                 self._mailbox.append((sender, kind, message, corr + i))

@@ -180,9 +180,11 @@ class ProcessActor:
         except Exception:  # noqa: BLE001 - a malformed frame must not take the worker down
             log.exception("dropping a message from %r that could not be read", sender)
 
-    def _deliver(self, sender: bytes, kind: int, flags: int, corr: int, payload: list) -> None:
+    def _deliver(
+        self, sender: bytes, kind: int, flags: int, count: int, corr: int, payload: list
+    ) -> None:
         if self.host is not None:
-            self.host.deliver(sender, kind, flags, corr, payload)
+            self.host.deliver(sender, kind, flags, count, corr, payload)
             return
         why = (f"{self.identity.decode()} takes no messages: its handler is a function, not an "
                "Actor with receive()")
