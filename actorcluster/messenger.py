@@ -21,6 +21,7 @@ import json
 import threading
 from collections.abc import Callable, Generator
 from itertools import count as counter
+from pickle import dumps as _dumps
 from pickle import loads
 from typing import Any
 
@@ -36,6 +37,9 @@ from .wire import (
     encode,
     pack_batch,
     unpack_batch,
+)
+from .wire import (
+    MAIN_MARK as _MAIN,
 )
 
 BATCH = 256  # messages per ZeroMQ message at most
@@ -92,6 +96,7 @@ class Messenger:
         self._thread = threading.get_ident()
         self._out: dict[bytes, list[list]] = {}  # destination -> runs
         self._dests: dict[str, bytes] = {}  # name -> destination frame, cached
+        self._oob: list = []  # out-of-band buffers of the fast path (loop thread only)
         self._paused: dict[bytes, asyncio.Future] = {}  # destination -> resumed
         self._pending: dict[int, asyncio.Future] = {}
         self._corr = counter(1)
@@ -107,6 +112,27 @@ class Messenger:
     # is the ask futures of an ASK run, the first correlation id of a REPLY run.
 
     def tell(self, target: Any, message: Any, *, broadcast: bool = False) -> Any:
+        # The fast path: a plain message on the loop's thread joins the last run of the same
+        # destination in this loop turn: one pickle.dumps and one list.append.
+        runs = self._out.get(self._dests.get(target))  # type: ignore[arg-type]
+        if runs and not broadcast and not self._blocked and not self._paused:
+            last = runs[-1]
+            kind = type(message)
+            if (last[0] == TELL and last[1] == 0 and kind is not bytes and kind is not bytearray
+                    and kind is not memoryview and threading.get_ident() == self._thread):
+                oob = self._oob
+                try:
+                    data = _dumps(message, 5, buffer_callback=oob.append)
+                except Exception:  # noqa: BLE001 - the full path below raises the right error
+                    data = None
+                if oob:
+                    oob.clear()
+                elif data is not None and _MAIN not in data:
+                    payloads = last[2]
+                    payloads.append(data)
+                    if len(payloads) >= BATCH and not self._flush_one(self._dests[target], runs):
+                        self._block()
+                    return SENT
         dest = self._dests.get(target) if type(target) is str else None
         if dest is None:
             dest = self._dest(target)

@@ -141,7 +141,7 @@ class ExitCode(IntEnum):
 # into the pickle.
 
 OOB_MIN = 64 * 1024
-_MAIN = b"__main__"
+MAIN_MARK = _MAIN = b"__main__"
 _dumps = pickle.dumps
 
 
