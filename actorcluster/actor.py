@@ -8,6 +8,7 @@ the message being handled and ``self.ref`` the actor's own reference.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from .errors import ActorError
@@ -46,9 +47,9 @@ class ActorRef:
         """Send and return at once (``await`` the result to wait while the mailbox is full)."""
         return _current().tell(self.name, message)
 
-    async def ask(self, message: Any, timeout: float = 5.0) -> Any:
-        """Send and wait for the reply (the return value of the actor's ``receive``)."""
-        return await _current().ask(self.name, message, timeout)
+    def ask(self, message: Any, timeout: float = 5.0) -> Awaitable[Any]:
+        """Send; ``await`` the result for the reply (the return value of ``receive``)."""
+        return ask(self.name, message, timeout)
 
     def ask_sync(self, message: Any, timeout: float = 5.0) -> Any:
         return _current().ask_threadsafe(self.name, message, timeout)
@@ -101,14 +102,24 @@ def tell(target: str | ActorRef, message: Any) -> Any:
     return _current().tell(target, message)
 
 
-async def ask(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
-    """Send ``message`` and return the reply. Raises ActorNotFound (no such name, at once),
-    AskTimeout, ActorCrashed, RemoteError or MailboxFull."""
+def ask(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Awaitable[Any]:
+    """Send ``message``; ``await`` the result for the reply. It raises ActorNotFound (no such
+    name, at once), AskTimeout, ActorCrashed, RemoteError or MailboxFull.
+
+    The result is a future, not a coroutine: ``asyncio.gather`` of many asks creates no task per
+    ask (use ``asyncio.ensure_future``, not ``create_task``, to hold one)."""
     messenger = _current()
-    if asyncio.get_running_loop() is not messenger.loop:  # e.g. a client's caller's own loop
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(
-            messenger.ask(target, message, timeout), messenger.loop))
-    return await messenger.ask(target, message, timeout)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not messenger.loop:  # a client used from its caller's own loop
+        async def _ask() -> Any:
+            return await messenger.ask(target, message, timeout)
+
+        future = asyncio.run_coroutine_threadsafe(_ask(), messenger.loop)
+        return asyncio.wrap_future(future)
+    return messenger.ask(target, message, timeout)
 
 
 def ask_sync(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:

@@ -20,6 +20,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable, Generator
+from heapq import heapify, heappop, heappush
 from itertools import count as counter
 from pickle import dumps as _dumps
 from pickle import loads
@@ -97,6 +98,9 @@ class Messenger:
         self._out: dict[bytes, list[list]] = {}  # destination -> runs
         self._dests: dict[str, bytes] = {}  # name -> destination frame, cached
         self._oob: list = []  # out-of-band buffers of the fast path (loop thread only)
+        self._deadlines: list = []  # heap of (deadline, seq, future, dest, timeout) for asks
+        self._seq = counter()
+        self._timer: asyncio.TimerHandle | None = None
         self._paused: dict[bytes, asyncio.Future] = {}  # destination -> resumed
         self._pending: dict[int, asyncio.Future] = {}
         self._corr = counter(1)
@@ -153,7 +157,9 @@ class Messenger:
             self._dests[target] = dest
         return dest
 
-    async def ask(self, target: Any, message: Any, timeout: float = 5.0) -> Any:
+    def ask(self, target: Any, message: Any, timeout: float = 5.0) -> asyncio.Future:
+        """Send an ask; the returned future (await it) gets the reply or the error. A plain
+        future, not a coroutine, so gathering many asks creates no task per ask."""
         dest = self._dests.get(target) if type(target) is str else None
         if dest is None:
             dest = self._dest(target)
@@ -163,11 +169,29 @@ class Messenger:
             flags, frames = encode(message)
         future = self.loop.create_future()
         self._enqueue(dest, ASK, flags, frames, future)
-        timer = self.loop.call_later(timeout, self._ask_timed_out, future, dest, timeout)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        # One timer for all asks (a heap of deadlines), not a timer handle per ask.
+        deadline = self.loop.time() + timeout
+        heap = self._deadlines
+        heappush(heap, (deadline, next(self._seq), future, dest, timeout))
+        if self._timer is None or deadline < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._expire)
+        if len(heap) > 4096 and len(heap) > 4 * len(self._pending):
+            self._deadlines = [entry for entry in heap if not entry[2].done()]
+            heapify(self._deadlines)
+        return future
+
+    def _expire(self) -> None:
+        self._timer = None
+        heap = self._deadlines
+        now = self.loop.time()
+        while heap and (heap[0][0] <= now or heap[0][2].done()):
+            _deadline, _seq, future, dest, timeout = heappop(heap)
+            if not future.done():
+                self._ask_timed_out(future, dest, timeout)
+        if heap:
+            self._timer = self.loop.call_at(heap[0][0], self._expire)
 
     def ask_threadsafe(self, target: Any, message: Any, timeout: float) -> Any:
         """ask() from a thread that is not the loop's: blocks that thread, never the loop."""
@@ -176,7 +200,10 @@ class Messenger:
                 "ask_sync() was called on the event loop's own thread, which it would stall; "
                 "use `await ask(...)` there (ask_sync is for plain def handlers and threads)"
             )
-        future = asyncio.run_coroutine_threadsafe(self.ask(target, message, timeout), self.loop)
+        async def _ask() -> Any:
+            return await self.ask(target, message, timeout)
+
+        future = asyncio.run_coroutine_threadsafe(_ask(), self.loop)
         return future.result(timeout + 1.0)
 
     def reply(self, to: bytes, correlation: int, result: Any) -> None:
