@@ -18,6 +18,16 @@ from .errors import ConfigError
 
 
 def _option(setting: Setting) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    if setting.type is bool:
+        return click.option(
+            f"{setting.flag}/--no-{setting.flag[2:]}",
+            setting.name,
+            default=setting.default,
+            envvar=setting.envvar,
+            show_envvar=True,
+            show_default=True,
+            help=setting.help,
+        )
     kind: Any = click.Choice(setting.choices) if setting.choices else setting.type
     return click.option(
         setting.flag,

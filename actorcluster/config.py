@@ -54,6 +54,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("threads", int, 32, "threads per worker for plain (sync) handlers", minimum=1),
     Setting("keepalive", float, 5.0, "seconds an idle keep-alive connection is kept", minimum=0),
     Setting("max_body", int, 1 << 20, "largest request body in bytes (larger: 413)", minimum=0),
+    Setting("standby", bool, True, "keep one forked, ready HTTP worker out of rotation to "
+            "replace a dead worker at once"),
     Setting("hold_messages", int, 1000,
             "messages held for an actor that is restarting (more: dead letters)", minimum=0),
     Setting("hold_seconds", float, 5.0,
@@ -133,6 +135,7 @@ class ClusterConfig:
     threads: int = 32
     keepalive: float = 5.0
     max_body: int = 1 << 20
+    standby: bool = True
     hold_messages: int = 1000
     hold_seconds: float = 5.0
     actors: tuple[tuple[str, str], ...] = ()  # (name, MODULE:Class), started before the pool

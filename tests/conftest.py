@@ -109,7 +109,8 @@ class Cluster:
             children = psutil.Process(self.proc.pid).children()
         except psutil.NoSuchProcess:
             return set()
-        return {c.pid for c in children if _name(c).startswith("ac web/")}
+        return {c.pid for c in children
+                if _name(c).startswith("ac web/") and _name(c) != "ac web/standby"}
 
     def wait_workers(self, n: int, timeout: float = 10.0, exclude: set[int] = frozenset()) -> set:
         deadline = time.monotonic() + timeout

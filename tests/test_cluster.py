@@ -320,3 +320,39 @@ def test_bad_option_is_a_usage_error():
                          cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert out.returncode == 2
     assert "--bind 'nope'" in out.stderr
+
+
+def test_a_standby_worker_replaces_a_dead_one_at_once(cluster):
+    c = cluster("ac_testapp:pid", "--workers", "2")
+    import psutil as _ps
+
+    def standby() -> int:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for p in _ps.Process(c.proc.pid).children():
+                if p.name() == "ac web/standby":
+                    return p.pid
+            time.sleep(0.02)
+        raise AssertionError("no standby worker")
+
+    spare = standby()
+    victim = min(c.wait_workers(2))
+    os.kill(victim, signal.SIGKILL)
+    assert spare in c.wait_workers(2, timeout=2, exclude={victim})  # promoted, not forked
+    deadline = time.monotonic() + 2
+    while _ps.Process(spare).name() == "ac web/standby" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _ps.Process(spare).name() in ("ac web/1", "ac web/2")  # renamed on promotion
+    served = {int(get(c.url).text) for _ in range(6)}
+    assert spare in served
+    assert standby() != spare  # and a new standby was forked
+    assert c.stop() == 0
+
+
+def test_no_standby_option(cluster):
+    c = cluster("ac_testapp:pid", "--workers", "1", "--no-standby")
+    c.wait_workers(1)
+    time.sleep(0.3)
+    names = [p.name() for p in psutil.Process(c.proc.pid).children()]
+    assert "ac web/standby" not in names
+    assert c.stop() == 0

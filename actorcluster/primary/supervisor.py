@@ -33,6 +33,10 @@ from .spawner import Spawner
 log = logging.getLogger("actorcluster.supervisor")
 
 STARTING, READY, STOPPING, DOWN = "starting", "ready", "stopping", "down"
+PROMOTED = "promoted"  # a standby serving under its new name, not yet re-identified on the router
+SPARE = "web/standby"
+SPARE_RETRY = 1.0
+SPARE_DELAY = 0.1
 STACK_DUMP_WAIT = 0.3
 
 
@@ -88,6 +92,10 @@ class Supervisor:
             Intensity(config.max_restarts, config.within),
         )
         self.started = False  # every child has been ready once: the cluster is up
+        # A standby HTTP worker, forked and ready, not in rotation: a worker that dies is
+        # replaced by promoting it (no fork, no start-up on the critical path of a crash).
+        self.spare: Child | None = None
+        self._spare_serial = Child(SPARE, "http", config.target)
         self.by_pid: dict[int, Child] = {}
         self.by_id: dict[str, Child] = {}
         self._early_exits: dict[int, int] = {}
@@ -109,6 +117,12 @@ class Supervisor:
 
     def start_child(self, child: Child) -> None:
         if self.stopping:
+            return
+        spare = self.spare
+        if child.kind == "http" and spare is not None and spare is not child and (
+            spare.state == READY
+        ):
+            self._promote(child)
             return
         child.incarnation += 1
         child.pid = None
@@ -132,6 +146,40 @@ class Supervisor:
             self._changed.clear()
             await self._changed.wait()
         self.started = True
+        self._start_spare()
+
+    def _start_spare(self) -> None:
+        if self.stopping or self.spare is not None or not self.config.standby:
+            return
+        if not any(c.kind == "http" for c in self.children.values()):
+            return
+        self.spare = self._spare_serial  # one Child object; its incarnation counts the spares
+        self.start_child(self.spare)
+
+    def _promote(self, child: Child) -> None:
+        """Replace ``child`` by the ready standby: it takes the name and goes into rotation."""
+        spare = self.spare
+        assert spare is not None and spare.pid is not None and spare.link is not None
+        self.spare = None
+        self.by_id.pop(spare.identity, None)
+        old_identity = spare.identity.encode()
+        child.incarnation += 1
+        child.pid, child.link = spare.pid, spare.link
+        child.link.name = child.name
+        spare.pid, spare.link, spare.state = None, None, DOWN
+        child.state = PROMOTED
+        child.stop_requested = False
+        child.kill_detail = ""
+        child.since = child.last_heard = self.loop.time()
+        self.by_pid[child.pid] = child
+        self.by_id[child.identity] = child
+        self.router.send_system(old_identity, "promote", name=child.name,
+                                incarnation=child.incarnation)
+        self.gateway.add(child.link)
+        log.info("Worker %s started", child.pid)
+        self._changed.set()
+        # the next standby starts a moment later, off the promoted worker's first requests
+        self.loop.call_later(SPARE_DELAY, self._start_spare)
 
     def on_spawned(self, identity: str, pid: int) -> None:
         child = self.by_id.get(identity)
@@ -152,6 +200,14 @@ class Supervisor:
             return  # a message from an incarnation that is already gone
         child.last_heard = self.loop.time()
         op = message["op"]
+        if op == "ready" and child is self.spare:
+            child.state = READY
+            log.debug("standby worker %s ready", child.pid)
+            return
+        if op == "ready" and child.state == PROMOTED:
+            child.state = READY  # re-identified on the router under its new name
+            self.router.bind(child.name, identity)
+            return
         if op == "ready" and child.state == STARTING:
             child.state = READY
             child.since = self.loop.time()
@@ -182,6 +238,13 @@ class Supervisor:
         child.state = DOWN
         child.pid = None
         self._changed.set()
+        if child is self.spare:
+            self.spare = None
+            if not self.stopping:
+                log.warning("standby worker %d died (%s); starting another in %.0f s", pid,
+                            reason.describe(), SPARE_RETRY)
+                self.loop.call_later(SPARE_RETRY, self._start_spare)
+            return
         uptime = self.loop.time() - child.since if not was_starting else 0.0
         decision = self.logic.child_exited(child.name, reason, time.monotonic(), uptime)
         if self.stopping or child.stop_requested:
@@ -228,10 +291,10 @@ class Supervisor:
     def tick(self) -> None:
         """Send heartbeats and kill children that stopped sending theirs."""
         now = self.loop.time()
-        for child in self.children.values():
+        for child in self._all():
             if child.pid is None or child.state in (DOWN, STOPPING):
                 continue
-            if child.state == READY:
+            if child.state in (READY, PROMOTED):
                 self.router.send_system(child.identity.encode(), "heartbeat")
             silent = now - child.last_heard
             if silent > self.config.timeout and not child.kill_detail:
@@ -256,14 +319,20 @@ class Supervisor:
 
     # -- stopping -------------------------------------------------------------------------------
 
+    def _all(self) -> list[Child]:
+        children = list(self.children.values())
+        return children + [self.spare] if self.spare is not None else children
+
     def live(self) -> list[Child]:
-        return [c for c in self.children.values() if c.pid is not None or c.state == STARTING]
+        return [c for c in self._all() if c.pid is not None or c.state == STARTING]
 
     async def stop_all(self, timeout: float) -> None:
         """Stop every child in reverse start order: SIGTERM, wait up to ``timeout``, SIGKILL."""
         self.stopping = True
         self.logic.shutdown()
         order = [self.children[name] for name in self.logic.shutdown_order()]
+        if self.spare is not None:
+            order.insert(0, self.spare)
         for child in order:
             if child.link is not None:
                 self.gateway.withdraw(child.link)
@@ -318,4 +387,6 @@ class Supervisor:
                 }
                 for c in self.children.values()
             ],
+            "standby": {"pid": self.spare.pid, "state": self.spare.state}
+            if self.spare is not None else None,
         }

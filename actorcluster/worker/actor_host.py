@@ -42,6 +42,10 @@ class ActorHost:
         self._crashed = False
         self.handled = 0
 
+    def rename(self, name: str, identity: bytes) -> None:
+        self.name = name
+        self.actor.ref = ActorRef(identity.decode())
+
     async def start(self) -> bool:
         """Run on_start; False (and the traceback logged) if it raised."""
         try:

@@ -23,6 +23,7 @@ import zmq
 from .. import actor
 from ..errors import ActorCrashed
 from ..messenger import Messenger
+from ..oslink import set_process_name
 from ..wire import (
     PRIMARY,
     ExitCode,
@@ -51,13 +52,7 @@ class ProcessActor:
         self.timeout: float = spec["timeout"]
         self.graceful_timeout: float = spec["graceful_timeout"]
         self._context = zmq.Context(1)
-        dealer = self._context.socket(zmq.DEALER)
-        dealer.setsockopt(zmq.IDENTITY, self.identity)
-        dealer.setsockopt(zmq.LINGER, 1000)
-        dealer.setsockopt(zmq.SNDHWM, 256)
-        dealer.setsockopt(zmq.RCVHWM, 256)
-        dealer.connect(spec["router"])
-        self.channel = LoopSocket(loop, dealer, self._on_frames)
+        self.channel = self._connect_router()
         self.messenger = Messenger(loop, self.channel.send, self._deliver)
         actor._install(self.messenger)
         self.host: ActorHost | None = None
@@ -65,6 +60,29 @@ class ProcessActor:
         self._last_heard = loop.time()
         self._finished: asyncio.Future[int] = loop.create_future()
         self._stopping = False
+
+    def _connect_router(self) -> LoopSocket:
+        dealer = self._context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.IDENTITY, self.identity)
+        dealer.setsockopt(zmq.LINGER, 1000)
+        dealer.setsockopt(zmq.SNDHWM, 256)
+        dealer.setsockopt(zmq.RCVHWM, 256)
+        dealer.connect(self.spec["router"])
+        return LoopSocket(self.loop, dealer, self._on_frames)
+
+    def promote(self, name: str, incarnation: int) -> None:
+        """A standby takes a dead worker's place: reconnect under the new incarnation id (a
+        DEALER's identity is fixed at connect) and report ready under it."""
+        old = self.channel
+        self.spec["name"], self.spec["incarnation"] = name, incarnation
+        self.identity = incarnation_id(name, incarnation)
+        self.channel = self._connect_router()
+        self.messenger._send = self.channel.send
+        old.close(linger=0)
+        set_process_name(f"ac {name}")
+        if self.host is not None:
+            self.host.rename(name, self.identity)
+        self.send_system("ready", pid=os.getpid())
 
     # -- behaviour hooks ------------------------------------------------------------------------
 
@@ -172,6 +190,8 @@ class ProcessActor:
                 self.stop()
             elif op in ("pause", "resume"):
                 self.messenger.on_flow(op, str(message.get("dest", "")).encode())
+            elif op == "promote":
+                self.promote(str(message["name"]), int(message["incarnation"]))
             elif op == "bye" and self._bye is not None and not self._bye.done():
                 self._bye.set_result(None)
             return
