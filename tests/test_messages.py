@@ -276,3 +276,35 @@ def test_random_frames_never_take_the_router_down(cluster, attach):
     finally:
         dealer.close()
         context.term()
+
+
+def test_full_mailbox_pauses_the_sender_and_loses_nothing(cluster, attach):
+    """A receiver that stops reading (SIGSTOP) fills ZeroMQ's pipes, then the router's bounded
+    outbox; the router pauses the sender, whose messages wait in its own process; an ask stuck
+    behind them raises MailboxFull; once the receiver reads again everything arrives."""
+    from actorcluster import MailboxFull
+
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    receiver = client.ask("recorder", "pid")
+    big = b"x" * 65536  # each one travels as its own ZeroMQ message
+    os.kill(receiver, signal.SIGSTOP)
+    try:
+        for _ in range(1500):
+            client.tell("recorder", big)
+        with pytest.raises(MailboxFull):
+            client.ask("recorder", "get", timeout=1.0)
+        stats = status(client)["messages"]
+        assert stats["dead_letters"] == {}
+        assert client.messenger.queued > 0  # waiting in the sender, not in the router
+    finally:
+        os.kill(receiver, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while True:
+        seen = client.ask("recorder", "count", timeout=10)
+        if seen == 1500 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert seen == 1500
+    assert client.ask("recorder", "sizes") == [65536]
+    assert status(client)["messages"]["dead_letters"] == {}

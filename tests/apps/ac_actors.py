@@ -16,6 +16,10 @@ class Recorder(Actor):
     def receive(self, message):
         if message == "get":
             return self.seen
+        if message == "count":
+            return len(self.seen)
+        if message == "sizes":
+            return sorted({len(m) for m in self.seen if isinstance(m, bytes)})
         if message == "pid":
             return os.getpid()
         self.seen.append(message)
