@@ -308,3 +308,13 @@ def test_full_mailbox_pauses_the_sender_and_loses_nothing(cluster, attach):
     assert seen == 1500
     assert client.ask("recorder", "sizes") == [65536]
     assert status(client)["messages"]["dead_letters"] == {}
+
+
+@pytest.mark.parametrize("target", ["ac_actors:sync_handler", "ac_actors:loop_handler"])
+def test_ask_sync_from_a_sync_handler_and_refused_on_the_loop(cluster, target):
+    c = cluster(target, "--workers", "1", *ACTORS)
+    body = httpx.get(c.url).json()
+    if target.endswith("sync_handler"):
+        assert body == {"count": 1}
+    else:
+        assert "event loop's own thread" in body["refused"]

@@ -87,3 +87,22 @@ class WebActor(Actor):
             tell("recorder", request.query.get("v", ""))
             return {"recorded": await ask("recorder", "get", timeout=2.0)}
         return str(os.getpid())
+
+
+def sync_handler(request):
+    """A plain def handler (it runs in the worker's thread pool) asking an actor with ask_sync."""
+    from actorcluster import ask_sync
+
+    tell("recorder", "from a thread")
+    return {"count": ask_sync("recorder", "count", timeout=2.0)}
+
+
+async def loop_handler(request):
+    """ask_sync on the event loop's own thread is refused, not a stall."""
+    from actorcluster import ask_sync
+
+    try:
+        ask_sync("recorder", "count")
+    except RuntimeError as exc:
+        return {"refused": str(exc)}
+    return {"refused": None}
