@@ -152,6 +152,8 @@ def test_sigterm_lets_the_in_flight_request_finish(cluster):
     t.start()
     time.sleep(0.3)
     c.signal(signal.SIGTERM)
+    time.sleep(0.1)
+    c.signal(signal.SIGTERM)  # a repeated SIGTERM (as `timeout` sends) does not hurry the stop
     t.join(10)
     assert result["response"].status_code == 200
     assert result["response"].text.startswith("slow done")

@@ -144,21 +144,24 @@ class Primary:
             signals = loop.create_task(self._signals.get())
             if sig in (signal.SIGTERM, signal.SIGINT):
                 name = signal.Signals(sig).name
-                log.info("Primary %d got %s: stopping gracefully (again to stop at once)",
+                log.info("Primary %d got %s: stopping gracefully (Ctrl-C again to stop at once)",
                          self.pid, name)
                 self._exit_code = EXIT_OK
-                self._graceful = loop.create_task(self._graceful_stop())
-                second = loop.create_task(self._signals.get())
-                signals.cancel()
-                done, _ = await asyncio.wait({self._graceful, second},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if second in done:
-                    log.warning("Primary %d stopping at once", self.pid)
-                    self._exit_code = EXIT_FORCED
-                    self.supervisor.kill_all()
-                    await self._graceful
-                else:
-                    second.cancel()
+                graceful = loop.create_task(self._graceful_stop())
+                while not graceful.done():
+                    done, _ = await asyncio.wait({graceful, signals},
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if signals not in done:
+                        break
+                    again = signals.result()
+                    signals = loop.create_task(self._signals.get())
+                    # Only a second Ctrl-C (or SIGQUIT) hurries: a repeated SIGTERM, as `timeout`
+                    # or a process manager may send, lets the graceful stop finish.
+                    if again in (signal.SIGINT, signal.SIGQUIT):
+                        log.warning("Primary %d stopping at once", self.pid)
+                        self._exit_code = EXIT_FORCED
+                        self.supervisor.kill_all()
+                        await graceful
             elif sig == signal.SIGQUIT:
                 self.halt(EXIT_FORCED, f"Primary {self.pid} got SIGQUIT: stopping at once")
         signals.cancel()
