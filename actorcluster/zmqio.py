@@ -9,11 +9,13 @@ cannot starve the loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 import zmq
 
 DRAIN_BATCH = 512
+log = logging.getLogger("actorcluster.zmq")
 
 
 class LoopSocket:
@@ -53,7 +55,10 @@ class LoopSocket:
                 if self._closed:
                     return
                 raise
-            self.on_message(frames)
+            try:
+                self.on_message(frames)
+            except Exception:  # noqa: BLE001 - one bad message must not stall the socket
+                log.exception("a message could not be handled; dropping it")
         self._schedule()  # more may be waiting; let the rest of the loop run first
 
     def send(self, frames: list[bytes]) -> bool:

@@ -266,7 +266,11 @@ def test_random_frames_never_take_the_router_down(cluster, attach):
     def throw(frames):
         dealer.send_multipart(frames)
 
+    from actorcluster.wire import FLAG_JSON, Kind
+
     try:
+        for odd in (b"1", b"[]", b"null", b'"members"', b'{"op": 3}'):  # JSON, not a request
+            dealer.send_multipart([b"primary", HEADER.pack(Kind.TELL, FLAG_JSON, 1, 0), odd])
         throw()
         # the router (and every actor it may have forwarded garbage to) still works
         assert client.ask("echo", "still here", timeout=5) == "still here"

@@ -244,10 +244,11 @@ class Primary:
 
     def _on_request(self, sender: bytes, request: Any) -> Any:
         """A JSON tell/ask to "primary" (``ask("primary", "status")``)."""
-        op = request if isinstance(request, str) else (request or {}).get("op")
+        op = request if isinstance(request, str) else (
+            request.get("op") if isinstance(request, dict) else None)
         if op == "status":
             return self.status()
-        if op == "members":
+        if op == "members" and isinstance(request, dict):
             return self.router.members(str(request.get("group", "")))
         raise ActorError(f"the primary does not know {op!r}; it answers: status, members")
 

@@ -107,8 +107,12 @@ class ActorHost:
             except BaseException as exc:  # noqa: BLE001 - let it crash, after answering
                 self._crash(exc, sender, kind, corr + i)
                 return
-            self.handled += 1
-            self._reply(reply, sender, corr + i, result)
+            try:
+                reply(sender, corr + i, result)
+            except TypeError as exc:  # the result cannot be pickled: the asker must hear of it
+                self.messenger.reply_error(sender, corr + i, error_payload(
+                    "RemoteError", str(exc), "TypeError", ""))
+        self.handled += len(messages)
 
     async def _consume(self) -> None:
         mailbox = self._mailbox
