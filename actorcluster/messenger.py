@@ -122,19 +122,11 @@ class Messenger:
         runs = self._out.get(self._dests.get(target))  # type: ignore[arg-type]
         if runs and not broadcast and not self._blocked and not self._paused:
             last = runs[-1]
-            kind = type(message)
-            if (last[0] == TELL and last[1] == 0 and kind is not bytes and kind is not bytearray
-                    and kind is not memoryview and threading.get_ident() == self._thread):
-                oob = self._oob
-                try:
-                    data = _dumps(message, 5, buffer_callback=oob.append)
-                except Exception:  # noqa: BLE001 - the full path below raises the right error
-                    data = None
-                if oob:
-                    oob.clear()
-                elif data is not None and _MAIN not in data:
+            if last[0] == TELL and last[1] == 0 and threading.get_ident() == self._thread:
+                flags, frames = self._encode(message)
+                if flags == 0:
                     payloads = last[2]
-                    payloads.append(data)
+                    payloads.append(frames[0])
                     if len(payloads) >= BATCH and not self._flush_one(self._dests[target], runs):
                         self._block()
                     return SENT
@@ -144,7 +136,7 @@ class Messenger:
         if dest == PRIMARY:
             flags, frames = FLAG_JSON, [dumps_json(message)]
         else:
-            flags, frames = encode(message)  # TypeError here, at the sender: nothing is sent
+            flags, frames = self._encode(message)  # TypeError here, at the sender: nothing sent
         if broadcast:
             flags |= FLAG_BROADCAST
         if threading.get_ident() != self._thread:

@@ -94,16 +94,15 @@ class Spawner:
         if self._proc is not None:
             self._proc.returncode = -1  # reaped by the primary's waitpid loop, not Popen
         self.pid = None
-        if self._sock is not None:
-            try:
-                self.loop.remove_reader(self._sock.fileno())
-            except (ValueError, OSError):
-                pass
-            self._sock.close()
-            self._sock = None
+        self._close_channel()
 
     def stop(self) -> None:
         """Ask the zygote to exit: closing its channel is the request; SIGKILL if it lingers."""
+        self._close_channel()
+        if self.pid is not None:
+            self.loop.call_later(1.0, self._kill_lingering, self.pid)
+
+    def _close_channel(self) -> None:
         if self._sock is not None:
             try:
                 self.loop.remove_reader(self._sock.fileno())
@@ -111,8 +110,6 @@ class Spawner:
                 pass
             self._sock.close()
             self._sock = None
-        if self.pid is not None:
-            self.loop.call_later(1.0, self._kill_lingering, self.pid)
 
     def _kill_lingering(self, pid: int) -> None:
         if self.pid == pid:  # not reaped yet, so the pid is still the zygote's
