@@ -130,19 +130,24 @@ class Messenger:
                     if len(payloads) >= BATCH and not self._flush_one(self._dests[target], runs):
                         self._block()
                     return SENT
-        dest = self._dests.get(target) if type(target) is str else None
-        if dest is None:
-            dest = self._dest(target)
-        if dest == PRIMARY:
-            flags, frames = FLAG_JSON, [dumps_json(message)]
-        else:
-            flags, frames = self._encode(message)  # TypeError here, at the sender: nothing sent
+        dest, flags, frames = self._address(target, message)
         if broadcast:
             flags |= FLAG_BROADCAST
         if threading.get_ident() != self._thread:
             self.loop.call_soon_threadsafe(self._enqueue, dest, TELL, flags, frames, None)
             return SENT
         return self._enqueue(dest, TELL, flags, frames, None)
+
+    def _address(self, target: Any, message: Any) -> tuple[bytes, int, list]:
+        """(destination frame, flags, payload frames); TypeError here, at the sender, when the
+        message cannot be pickled: nothing is sent. The primary gets JSON, never pickle."""
+        dest = self._dests.get(target) if type(target) is str else None
+        if dest is None:
+            dest = self._dest(target)
+        if dest == PRIMARY:
+            return dest, FLAG_JSON, [dumps_json(message)]
+        flags, frames = self._encode(message)
+        return dest, flags, frames
 
     def _encode(self, message: Any) -> tuple[int, list]:
         """wire.encode, cheaper for plain data on the loop's thread (a reused buffer list)."""
@@ -169,13 +174,7 @@ class Messenger:
     def ask(self, target: Any, message: Any, timeout: float = 5.0) -> asyncio.Future:
         """Send an ask; the returned future (await it) gets the reply or the error. A plain
         future, not a coroutine, so gathering many asks creates no task per ask."""
-        dest = self._dests.get(target) if type(target) is str else None
-        if dest is None:
-            dest = self._dest(target)
-        if dest == PRIMARY:
-            flags, frames = FLAG_JSON, [dumps_json(message)]
-        else:
-            flags, frames = self._encode(message)
+        dest, flags, frames = self._address(target, message)
         future = self.loop.create_future()
         self._enqueue(dest, ASK, flags, frames, future)
         # One timer for all asks (a heap of deadlines), not a timer handle per ask.
