@@ -10,9 +10,10 @@ where ``app = make_app(user_handler)``. See docs/handlers.md for writing handler
 """
 
 from .handler import make_app
-from .protocol import HttpLimits, HttpProtocol, HttpServerState
+from .protocol import HttpProtocol
 from .request import Headers, QueryParams, Request
 from .response import Response
+from .state import HttpLimits, HttpServerState
 
 __all__ = [
     "Headers",

@@ -1,12 +1,12 @@
 """The HTTP/1.1 server protocol that runs inside each worker process.
 
 One `HttpProtocol` per connection (TCP or Unix, adopted with ``loop.connect_accepted_socket``),
-one `HttpServerState` per worker. The path of a request::
+one `HttpServerState` (state.py) per worker. The path of a request::
 
     data_received -> httptools parser callbacks -> Request queued (on_message_complete)
         -> _run_queue: one request at a time per connection, in order
-        -> app(request): a coroutine is driven right here, in the carrier task (below);
-           a future (a sync handler in the thread pool) calls back when done
+        -> app(request): a coroutine is driven right here, in the connection's carrier task
+           (runner.py); a future (a sync handler in the thread pool) calls back when done
         -> _respond: status line + headers + body joined once, one transport.write
 
 Handler code never runs inside a parser callback: requests are queued while the parser runs and
@@ -15,26 +15,16 @@ error found later in the same burst is answered after the responses before it.
 
 Speed: no timer per request (the state's 1 s sweep closes idle connections with a coarse
 clock), a cached Date header, cached status lines, and no new task for an async handler that
-finishes without waiting. Such a handler is driven eagerly (``coro.send(None)``) while a spare
-*carrier* task of the connection is entered as the current task, in that task's context, so
-``asyncio.current_task()``, ``asyncio.timeout()`` and ``TaskGroup`` behave as in any task; when
-the handler does wait, the carrier task carries on driving the same coroutine and the connection
-makes a new spare for its next request. A handler that sets a context variable also retires the
-spare, so every request starts from the same context, as it would in a task of its own.
+finishes without waiting (see runner.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import email.utils
 import logging
 import socket
-import sys
-from asyncio import CancelledError
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import CoroutineType
 from typing import Any
 
@@ -44,149 +34,22 @@ from .request import Request
 from .response import (
     CACHED_LENGTHS,
     LENGTH_END,
-    TEXT_200,
     Stream,
     connection_line,
     error_response,
     render,
     send_stream,
 )
-
-try:  # a carrier task is entered around the eager first step of a handler (see above)
-    from asyncio.tasks import _enter_task, _leave_task
-except ImportError:  # pragma: no cover - CPython 3.11 to 3.13 have them
-
-    def _enter_task(loop: Any, task: Any) -> None:
-        raise RuntimeError("no eager start: the carrier task starts every handler")
-
-    def _leave_task(loop: Any, task: Any) -> None:
-        pass
-
+from .runner import _Carrier, _enter_task, _HandlerRunner, _leave_task
+from .state import HttpLimits, HttpServerState
 
 __all__ = ["HttpLimits", "HttpServerState", "HttpProtocol"]
 
 log = logging.getLogger("actorcluster.http")
 _new_request = Request.__new__
 
-SWEEP_INTERVAL = 1.0  # seconds between two sweeps (Date header, coarse clock, idle connections)
 MAX_PIPELINE = 32  # parsed requests waiting on one connection before it stops reading
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-@dataclass(frozen=True)
-class HttpLimits:
-    """Limits of one worker's HTTP server.
-
-    Attributes:
-        max_header_bytes: request line + headers; over it the answer is 431 and the connection
-            closes.
-        max_body_bytes: over it the answer is 413, before the body is read when Content-Length
-            says so.
-        keepalive_timeout: an idle keep-alive connection is closed after this many seconds
-            (checked by a 1 s sweep, so it closes between this and this + 2 s).
-    """
-
-    max_header_bytes: int = 16384
-    max_body_bytes: int = 1 << 20
-    keepalive_timeout: float = 5.0
-
-
-def _date_header() -> bytes:
-    return b"Date: %s\r\n" % email.utils.formatdate(usegmt=True).encode("ascii")
-
-
-class HttpServerState:
-    """What the connections of one worker share: the Date header, a coarse clock, the sweep.
-
-    Attributes:
-        connections: the live `HttpProtocol` instances.
-        requests_served: responses written since the state was made.
-        draining: set by `drain`; every response from then on carries ``Connection: close``.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, limits: HttpLimits) -> None:
-        self.loop = loop
-        self.limits = limits
-        self.connections: set[HttpProtocol] = set()
-        self.requests_served = 0
-        self.draining = False
-        self.sweep_interval = SWEEP_INTERVAL
-        # refreshed by the sweep; read by every response and request
-        self.now = loop.time()
-        self.date_header = self.text_head = b""
-        self._set_date()
-        self._timer: asyncio.TimerHandle | None = None
-        self._waiters: list[asyncio.Future[None]] = []
-
-    def start(self) -> None:
-        """Start the periodic sweep: refresh the Date header and the coarse clock, close
-        keep-alive connections idle for longer than ``keepalive_timeout``."""
-        if self._timer is None:
-            self.now = self.loop.time()
-            self._set_date()
-            self._timer = self.loop.call_later(self.sweep_interval, self._sweep)
-
-    def _set_date(self) -> None:
-        self.date_header = date = _date_header()
-        self.text_head = TEXT_200 + date  # the head of a str result, up to Content-Length
-
-    def _sweep(self) -> None:
-        self.now = now = self.loop.time()
-        self._set_date()
-        interval = self.sweep_interval
-        if self.draining:
-            max_idle = interval
-        else:
-            # `now` is coarse: a connection's last activity was recorded up to one interval late
-            max_idle = self.limits.keepalive_timeout + interval
-        for conn in list(self.connections):
-            conn._sweep(now, max_idle, self.draining)
-        self._timer = self.loop.call_later(interval, self._sweep)
-
-    def drain(self) -> None:
-        """Stop gracefully: close idle connections now; a connection in the middle of a request
-        finishes it, answers with ``Connection: close`` and closes. No new request is started."""
-        self.draining = True
-        for conn in list(self.connections):
-            conn._drain()
-
-    async def wait_closed(self, timeout: float) -> bool:
-        """Wait until no connection is left: True when none is, False after ``timeout`` s."""
-        if not self.connections:
-            return True
-        waiter = self.loop.create_future()
-        self._waiters.append(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-        return not self.connections
-
-    def close_all(self) -> None:
-        """Abort every connection and stop the sweep (a hard stop)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        for conn in list(self.connections):
-            conn._abort()
-
-    def _forget(self, conn: HttpProtocol) -> None:
-        self.connections.discard(conn)
-        if not self.connections and self._waiters:
-            waiters, self._waiters = self._waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-
-# (task, its context, the future through which a suspended handler is handed to the task,
-#  a copy of the context as it was when the task was made)
-_Carrier = tuple[
-    "asyncio.Task[None]", contextvars.Context, "asyncio.Future[Any]", contextvars.Context
-]
 
 
 class _HttpError(Exception):
@@ -197,52 +60,7 @@ class _HttpError(Exception):
         self.status = status
 
 
-class _Resume:
-    """``await _Resume(coro, yielded)`` goes on driving a coroutine that was started by hand and
-    suspended with ``yielded``, inside whatever task awaits it (as ``yield from`` would)."""
-
-    __slots__ = ("coro", "yielded", "error")
-
-    def __init__(self, coro: Any, yielded: Any, error: BaseException | None = None) -> None:
-        self.coro = coro
-        self.yielded = yielded
-        self.error = error  # to throw in first, instead of waiting for `yielded`
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, value, error = self.coro, self.yielded, self.error
-        self.coro = self.yielded = self.error = None
-        if error is not None:
-            try:
-                value = coro.throw(error)
-            except StopIteration as stop:
-                return stop.value
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
-async def _await(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
-
-
-def _raise(exc: BaseException) -> None:
-    raise exc
-
-
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(asyncio.Protocol, _HandlerRunner):
     """One HTTP/1.1 connection: parses requests, runs ``app`` for each in order, writes responses.
 
     ``app(request)`` returns an awaitable (see `make_app`) or, for a sync app, the result itself.
@@ -637,113 +455,6 @@ class HttpProtocol(asyncio.Protocol):
     def _run_queue_soon(self) -> None:
         if self._queue or self._error or self._eof or self._continue_pending:
             self._loop.call_soon(self._run_queue)
-
-    def _drive(self, request: Request, coro: Any) -> None:
-        """Run a handler's coroutine up to its first real wait, in the carrier task's context
-        (the same as the loop in `_run_queue`, for the less common callers)."""
-        task, context, slot, base = self._carrier or self._new_carrier()
-        loop = self._loop
-        try:
-            _enter_task(loop, task)
-        except RuntimeError:  # inside another task: let the carrier start the coroutine itself
-            self._carrier = None
-            self._running = task
-            slot.set_result((request, coro, None))
-            return
-        try:
-            yielded = context.run(coro.send, None)
-        except StopIteration as stop:
-            result = stop.value
-        except BaseException:
-            _leave_task(loop, task)
-            self._drive_failed(request)
-            return
-        else:
-            _leave_task(loop, task)
-            self._carrier = None
-            self._running = task
-            slot.set_result((request, coro, yielded))
-            return
-        _leave_task(loop, task)
-        if context != base:
-            self._retire_carrier()
-        self._respond(request, result)
-
-    def _handle_other(self, request: Request, result: Any) -> None:
-        """``app`` returned something else than a coroutine: a future, an awaitable, a value."""
-        if asyncio.isfuture(result):
-            self._current = request
-            result.add_done_callback(self._future_done)
-        elif hasattr(result, "__await__"):
-            self._drive(request, _await(result))
-        else:
-            self._respond(request, result)
-
-    def _drive_failed(self, request: Request) -> None:
-        """The first step of a handler raised (call inside the ``except``): answer 500."""
-        exc = sys.exc_info()[1]
-        if not isinstance(exc, Exception | CancelledError):
-            # SystemExit, KeyboardInterrupt: stop the worker, as they would from a task. (Raised
-            # here they would not: uvloop turns them into a "fatal error on transport".)
-            self._loop.call_soon(_raise, exc)
-            return
-        self._fail(request)
-
-    def _new_carrier(self) -> _Carrier:
-        context = contextvars.copy_context()
-        slot = self._loop.create_future()
-        task = self._loop.create_task(self._carry(slot), context=context)
-        # `base` shares the context's variables until a handler sets one (then they differ)
-        self._carrier = carrier = (task, context, slot, context.copy())
-        return carrier
-
-    def _retire_carrier(self) -> None:
-        carrier, self._carrier = self._carrier, None
-        if carrier is not None:
-            carrier[0].cancel()
-
-    async def _carry(self, slot: asyncio.Future[Any]) -> None:
-        error = None
-        try:
-            request, coro, yielded = await slot
-        except CancelledError as exc:
-            if not slot.done() or slot.cancelled():
-                return  # a spare that was never used: the connection is gone
-            # cancelled (by the handler's own timeout or task group) before its first step here
-            request, coro, yielded = slot.result()
-            error = exc
-        try:
-            result = await _Resume(coro, yielded, error)
-        except CancelledError:
-            self._running = None
-            if self._aborted:
-                return  # close_all: nobody is left to answer
-            self._fail(request)
-        except Exception:
-            self._running = None
-            self._fail(request)
-        else:
-            self._running = None
-            self._respond(request, result)
-        self._run_queue_soon()
-
-    def _future_done(self, future: asyncio.Future[Any]) -> None:
-        request = self._current
-        assert request is not None
-        if future.cancelled():
-            self._fail(request, CancelledError())
-        elif (exc := future.exception()) is not None:
-            if not isinstance(exc, Exception):
-                raise exc  # SystemExit & co. from a sync handler stop the worker too
-            self._fail(request, exc)
-        else:
-            result = future.result()
-            if type(result) is CoroutineType:  # a sync callable that returned a coroutine
-                self._drive(request, result)
-            else:
-                self._respond(request, result)
-        if not self._busy:
-            self._run_queue()
 
     def _fail(self, request: Request, exc: BaseException | None = None) -> None:
         """Answer 500 for a handler that raised (call inside the ``except`` or pass ``exc``)."""

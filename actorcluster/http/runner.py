@@ -1,0 +1,218 @@
+"""Running a handler's result on the loop: the carrier task, `_Resume`, futures.
+
+`HttpProtocol` inherits `_HandlerRunner`. ``app(request)`` returns a coroutine (an async
+handler), a future (a sync handler in the thread pool), another awaitable, or the result itself.
+
+No new task for an async handler that finishes without waiting: it is driven eagerly
+(``coro.send(None)``) while a spare *carrier* task of the connection is entered as the current
+task, in that task's context, so ``asyncio.current_task()``, ``asyncio.timeout()`` and
+``TaskGroup`` behave as in any task; when the handler does wait, the carrier task carries on
+driving the same coroutine (`_Resume`) and the connection makes a new spare for its next request.
+A handler that sets a context variable also retires the spare, so every request starts from the
+same context, as it would in a task of its own. The common path, one async handler after
+another, is inlined in `HttpProtocol._run_queue`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import sys
+from asyncio import CancelledError
+from collections.abc import Awaitable, Generator
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any
+
+from .request import Request
+
+try:  # the carrier task is entered around the eager first step of a handler (see above)
+    from asyncio.tasks import _enter_task, _leave_task
+except ImportError:  # pragma: no cover - CPython 3.11 to 3.13 have them
+
+    def _enter_task(loop: Any, task: Any) -> None:
+        raise RuntimeError("no eager start: the carrier task starts every handler")
+
+    def _leave_task(loop: Any, task: Any) -> None:
+        pass
+
+
+log = logging.getLogger("actorcluster.http")
+
+# (task, its context, the future through which a suspended handler is handed to the task,
+#  a copy of the context as it was when the task was made)
+_Carrier = tuple[
+    "asyncio.Task[None]", contextvars.Context, "asyncio.Future[Any]", contextvars.Context
+]
+
+
+class _Resume:
+    """``await _Resume(coro, yielded)`` goes on driving a coroutine that was started by hand and
+    suspended with ``yielded``, inside whatever task awaits it (as ``yield from`` would)."""
+
+    __slots__ = ("coro", "yielded", "error")
+
+    def __init__(self, coro: Any, yielded: Any, error: BaseException | None = None) -> None:
+        self.coro = coro
+        self.yielded = yielded
+        self.error = error  # to throw in first, instead of waiting for `yielded`
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value, error = self.coro, self.yielded, self.error
+        self.coro = self.yielded = self.error = None
+        if error is not None:
+            try:
+                value = coro.throw(error)
+            except StopIteration as stop:
+                return stop.value
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+class _HandlerRunner:
+    """The handler-running half of `HttpProtocol` (a mixin: the state lives in its slots)."""
+
+    __slots__ = ()
+
+    _loop: asyncio.AbstractEventLoop
+    _busy: bool
+    _aborted: bool
+    _current: Request | None
+    _carrier: _Carrier | None
+    _running: asyncio.Task[None] | None
+
+    if TYPE_CHECKING:
+
+        def _run_queue(self) -> None: ...
+        def _run_queue_soon(self) -> None: ...
+        def _respond(self, request: Request, result: Any) -> None: ...
+        def _fail(self, request: Request, exc: BaseException | None = None) -> None: ...
+
+    def _drive(self, request: Request, coro: Any) -> None:
+        """Run a handler's coroutine up to its first real wait, in the carrier task's context
+        (the same as the loop in `_run_queue`, for the less common callers)."""
+        task, context, slot, base = self._carrier or self._new_carrier()
+        loop = self._loop
+        try:
+            _enter_task(loop, task)
+        except RuntimeError:  # inside another task: let the carrier start the coroutine itself
+            self._carrier = None
+            self._running = task
+            slot.set_result((request, coro, None))
+            return
+        try:
+            yielded = context.run(coro.send, None)
+        except StopIteration as stop:
+            result = stop.value
+        except BaseException:
+            _leave_task(loop, task)
+            self._drive_failed(request)
+            return
+        else:
+            _leave_task(loop, task)
+            self._carrier = None
+            self._running = task
+            slot.set_result((request, coro, yielded))
+            return
+        _leave_task(loop, task)
+        if context != base:
+            self._retire_carrier()
+        self._respond(request, result)
+
+    def _handle_other(self, request: Request, result: Any) -> None:
+        """``app`` returned something else than a coroutine: a future, an awaitable, a value."""
+        if asyncio.isfuture(result):
+            self._current = request
+            result.add_done_callback(self._future_done)
+        elif hasattr(result, "__await__"):
+            self._drive(request, _await(result))
+        else:
+            self._respond(request, result)
+
+    def _drive_failed(self, request: Request) -> None:
+        """The first step of a handler raised (call inside the ``except``): answer 500."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, Exception | CancelledError):
+            # SystemExit, KeyboardInterrupt: stop the worker, as they would from a task. (Raised
+            # here they would not: uvloop turns them into a "fatal error on transport".)
+            self._loop.call_soon(_raise, exc)
+            return
+        self._fail(request)
+
+    def _new_carrier(self) -> _Carrier:
+        context = contextvars.copy_context()
+        slot = self._loop.create_future()
+        task = self._loop.create_task(self._carry(slot), context=context)
+        # `base` shares the context's variables until a handler sets one (then they differ)
+        self._carrier = carrier = (task, context, slot, context.copy())
+        return carrier
+
+    def _retire_carrier(self) -> None:
+        carrier, self._carrier = self._carrier, None
+        if carrier is not None:
+            carrier[0].cancel()
+
+    async def _carry(self, slot: asyncio.Future[Any]) -> None:
+        error = None
+        try:
+            request, coro, yielded = await slot
+        except CancelledError as exc:
+            if not slot.done() or slot.cancelled():
+                return  # a spare that was never used: the connection is gone
+            # cancelled (by the handler's own timeout or task group) before its first step here
+            request, coro, yielded = slot.result()
+            error = exc
+        try:
+            result = await _Resume(coro, yielded, error)
+        except CancelledError:
+            self._running = None
+            if self._aborted:
+                return  # close_all: nobody is left to answer
+            self._fail(request)
+        except Exception:
+            self._running = None
+            self._fail(request)
+        else:
+            self._running = None
+            self._respond(request, result)
+        self._run_queue_soon()
+
+    def _future_done(self, future: asyncio.Future[Any]) -> None:
+        request = self._current
+        assert request is not None
+        if future.cancelled():
+            self._fail(request, CancelledError())
+        elif (exc := future.exception()) is not None:
+            if not isinstance(exc, Exception):
+                raise exc  # SystemExit & co. from a sync handler stop the worker too
+            self._fail(request, exc)
+        else:
+            result = future.result()
+            if type(result) is CoroutineType:  # a sync callable that returned a coroutine
+                self._drive(request, result)
+            else:
+                self._respond(request, result)
+        if not self._busy:
+            self._run_queue()
