@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections import deque
 from collections.abc import Callable, Generator
-from heapq import heapify, heappop, heappush
 from itertools import count as counter
 from pickle import dumps as _dumps
 from pickle import loads
@@ -98,8 +98,7 @@ class Messenger:
         self._out: dict[bytes, list[list]] = {}  # destination -> runs
         self._dests: dict[str, bytes] = {}  # name -> destination frame, cached
         self._oob: list = []  # out-of-band buffers of the fast path (loop thread only)
-        self._deadlines: list = []  # heap of (deadline, seq, future, dest, timeout) for asks
-        self._seq = counter()
+        self._deadlines: dict[float, deque] = {}  # timeout -> (deadline, future, dest), in order
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._paused: dict[bytes, asyncio.Future] = {}  # destination -> resumed
@@ -177,31 +176,40 @@ class Messenger:
         dest, flags, frames = self._address(target, message)
         future = self.loop.create_future()
         self._enqueue(dest, ASK, flags, frames, future)
-        # One timer for all asks (a heap of deadlines), not a timer handle per ask.
+        # One timer for all asks, not a timer handle per ask: asks with the same timeout expire
+        # in the order they were made, so one deque per timeout value is kept in deadline order.
         deadline = self.loop.time() + timeout
-        heap = self._deadlines
-        heappush(heap, (deadline, next(self._seq), future, dest, timeout))
+        queue = self._deadlines.get(timeout)
+        if queue is None:
+            queue = self._deadlines[timeout] = deque()
+        queue.append((deadline, future, dest))
         if self._timer is None or deadline < self._timer_when:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.loop.call_at(deadline, self._expire)
-            self._timer_when = deadline
-        if len(heap) > 4096 and len(heap) > 4 * len(self._pending):
-            self._deadlines = [entry for entry in heap if not entry[2].done()]
-            heapify(self._deadlines)
+            self._arm(deadline)
+        if len(queue) > 4096 and len(queue) > 4 * len(self._pending):
+            self._deadlines[timeout] = deque(e for e in queue if not e[1].done())
         return future
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = self.loop.call_at(when, self._expire)
 
     def _expire(self) -> None:
         self._timer = None
-        heap = self._deadlines
         now = self.loop.time()
-        while heap and (heap[0][0] <= now or heap[0][2].done()):
-            _deadline, _seq, future, dest, timeout = heappop(heap)
-            if not future.done():
-                self._ask_timed_out(future, dest, timeout)
-        if heap:
-            self._timer_when = heap[0][0]
-            self._timer = self.loop.call_at(self._timer_when, self._expire)
+        earliest = None
+        for timeout, queue in list(self._deadlines.items()):
+            while queue and (queue[0][0] <= now or queue[0][1].done()):
+                _deadline, future, dest = queue.popleft()
+                if not future.done():
+                    self._ask_timed_out(future, dest, timeout)
+            if not queue:
+                del self._deadlines[timeout]
+            elif earliest is None or queue[0][0] < earliest:
+                earliest = queue[0][0]
+        if earliest is not None:
+            self._arm(earliest)
 
     def ask_threadsafe(self, target: Any, message: Any, timeout: float) -> Any:
         """ask() from a thread that is not the loop's: blocks that thread, never the loop."""
@@ -218,6 +226,14 @@ class Messenger:
 
     def reply(self, to: bytes, correlation: int, result: Any) -> None:
         flags, frames = self._encode(result)
+        runs = self._out.get(to)
+        if flags == 0 and runs and not self._blocked and not self._paused:
+            last = runs[-1]  # the fast path: the next reply of an open run of replies
+            if last[0] == REPLY and last[1] == 0 and last[3] + len(last[2]) == correlation:
+                last[2].append(frames[0])
+                if len(last[2]) >= BATCH and not self._flush_one(to, runs):
+                    self._block()
+                return
         self._enqueue(to, REPLY, flags, frames, correlation)
 
     def reply_error(self, to: bytes, correlation: int, payload: bytes) -> None:
