@@ -99,7 +99,10 @@ def tell(target: str | ActorRef, message: Any) -> Any:
     """Send ``message`` to ``target`` (a name, an ActorRef, or a group name: one member, in
     turn) and return at once. Raises TypeError at once if the message cannot be pickled.
     The return value may be awaited: it completes when the destination has room."""
-    return _current().tell(target, message)
+    messenger = _messenger
+    if messenger is None:
+        messenger = _current()  # raises the explanation
+    return messenger.tell(target, message)
 
 
 def ask(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Awaitable[Any]:

@@ -122,10 +122,10 @@ class Messenger:
         if runs and not broadcast and not self._blocked and not self._paused:
             last = runs[-1]
             if last[0] == TELL and last[1] == 0 and threading.get_ident() == self._thread:
-                flags, frames = self._encode(message)
-                if flags == 0:
+                data = self._plain(message)
+                if data is not None:
                     payloads = last[2]
-                    payloads.append(frames[0])
+                    payloads.append(data)
                     if len(payloads) >= BATCH and not self._flush_one(self._dests[target], runs):
                         self._block()
                     return SENT
@@ -148,19 +148,28 @@ class Messenger:
         flags, frames = self._encode(message)
         return dest, flags, frames
 
-    def _encode(self, message: Any) -> tuple[int, list]:
-        """wire.encode, cheaper for plain data on the loop's thread (a reused buffer list)."""
+    def _plain(self, message: Any) -> bytes | None:
+        """The pickle of a plain message (no out-of-band buffer, no reference to __main__, not a
+        large bytes-like), or None when it needs wire.encode. Loop thread only: the buffer list
+        is reused."""
         kind = type(message)
-        if (kind is not bytes and kind is not bytearray and kind is not memoryview
-                and threading.get_ident() == self._thread):
-            oob = self._oob
-            try:
-                data = _dumps(message, 5, buffer_callback=oob.append)
-            except Exception:  # noqa: BLE001 - encode() below raises the right error
-                data = None
-            if oob:
-                oob.clear()
-            elif data is not None and _MAIN not in data:
+        if kind is bytes or kind is bytearray or kind is memoryview:
+            return None
+        oob = self._oob
+        try:
+            data = _dumps(message, 5, buffer_callback=oob.append)
+        except Exception:  # noqa: BLE001 - wire.encode raises the right error
+            return None
+        if oob:
+            oob.clear()
+            return None
+        return None if _MAIN in data else data
+
+    def _encode(self, message: Any) -> tuple[int, list]:
+        """wire.encode, cheaper for plain data on the loop's thread."""
+        if threading.get_ident() == self._thread:
+            data = self._plain(message)
+            if data is not None:
                 return 0, [data]
         return encode(message)
 

@@ -92,12 +92,12 @@ class ActorHost:
         receive = actor.receive
         actor.sender = ActorRef(sender.decode())  # one sender for the whole batch
         if kind != ASK:
-            for i, message in enumerate(messages):
-                try:
+            try:
+                for message in messages:
                     receive(message)
-                except BaseException as exc:  # noqa: BLE001 - let it crash
-                    self._crash(exc, sender, kind, corr + i)
-                    return
+            except BaseException as exc:  # noqa: BLE001 - let it crash
+                self._crash(exc, sender, kind, corr)
+                return
             self.handled += len(messages)
             return
         reply = self.messenger.reply
