@@ -98,13 +98,6 @@ def incarnation_id(name: str, incarnation: int) -> bytes:
     return f"{name}#{incarnation}".encode()
 
 
-def split_incarnation(identity: bytes) -> tuple[str, int]:
-    name, _, number = identity.decode().rpartition("#")
-    if not name or not number.isdigit():
-        raise ValueError(f"not an incarnation id: {identity!r}")
-    return name, int(number)
-
-
 # -- spawner and hand-off channels ----------------------------------------------------------------
 
 SPAWNER_MAX = 1 << 16  # largest spawner datagram
