@@ -1,4 +1,4 @@
-"""The public API is what actorcluster/__init__.py exports: pinned here, so a change is deliberate."""
+"""The public API is what actorcluster/__init__.py exports, pinned so a change is deliberate."""
 
 import actorcluster
 
