@@ -358,3 +358,17 @@ def test_no_standby_option(cluster):
     names = [p.name() for p in psutil.Process(c.proc.pid).children()]
     assert "ac web/standby" not in names
     assert c.stop() == 0
+
+
+def test_a_dead_zygote_is_replaced_and_workers_keep_serving(cluster):
+    c = cluster("ac_testapp:pid", "--workers", "2", "--no-standby")
+    workers = c.wait_workers(2)
+    zygote = next(p for p in psutil.Process(c.proc.pid).children() if p.name() == "ac zygote")
+    zygote.kill()
+    c.wait_for_log(rf"the zygote \(pid {zygote.pid}\) died \(signal SIGKILL\); starting a new one")
+    assert {int(get(c.url).text) for _ in range(4)} == workers  # served meanwhile
+    c.wait_for_log(r"zygote \d+ started")
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)  # the replacement comes from the new zygote
+    assert len(c.wait_workers(2, timeout=5, exclude={victim})) == 2
+    assert c.stop() == 0

@@ -26,6 +26,7 @@ from ..config import Bind, ClusterConfig
 from ..errors import ActorClusterError, ActorError, ClusterError
 from ..loops import new_loop
 from ..oslink import become_subreaper
+from ..supervision import ExitReason
 from .gateway import Gateway
 from .router import Router
 from .spawner import Spawner
@@ -68,6 +69,7 @@ class Primary:
         self._exit_code: int | None = None
         self._exit_message = ""
         self._stopped: asyncio.Event | None = None
+        self._zygote_died_at = float("-inf")
 
     def run(self) -> int:
         """Run the cluster until it is stopped; return the process exit code."""
@@ -105,9 +107,8 @@ class Primary:
             self.supervisor = Supervisor(
                 loop, self.config, self.spawner, self.router, self.gateway, self.halt
             )
-            targets = [(target, "actor") for _name, target in self.config.actors]
-            targets.append((self.config.target, "http"))
-            await self.spawner.start(targets, self.config.log_level, self.config.timeout)
+            await self.spawner.start(self._targets(), self.config.log_level,
+                                     self.config.timeout)
             self._watch(self.spawner.pid)
             code = await self._serve(loop)
         except ActorClusterError as exc:
@@ -231,9 +232,37 @@ class Primary:
             if pid == self.spawner.pid:
                 self.spawner.reaped()
                 if self._exit_code is None and getattr(self, "supervisor", None) is not None:
-                    self.halt(EXIT_GAVE_UP, f"the zygote (pid {pid}) died; stopping")
+                    self._zygote_died(pid, status)
             elif getattr(self, "supervisor", None) is not None:
                 self.supervisor.on_exit(pid, status)
+
+    def _zygote_died(self, pid: int, status: int) -> None:
+        """Let it crash, for the zygote too: start a new one (it imports the app again); the
+        workers keep serving meanwhile. Twice within --within seconds and the cluster stops."""
+        now = self.loop.time()
+        reason = ExitReason.from_wait_status(status).describe()
+        if now - self._zygote_died_at < self.config.within:
+            self.halt(EXIT_GAVE_UP, f"the zygote (pid {pid}) died ({reason}) twice within "
+                      f"{self.config.within:g} s; stopping")
+            return
+        self._zygote_died_at = now
+        log.warning("the zygote (pid %d) died (%s); starting a new one", pid, reason)
+        self.loop.create_task(self._restart_zygote())
+
+    async def _restart_zygote(self) -> None:
+        try:
+            await self.spawner.restart(self._targets(), self.config.log_level,
+                                       self.config.timeout)
+        except ActorClusterError as exc:
+            self.halt(EXIT_GAVE_UP, f"a new zygote could not start: {exc}")
+            return
+        self._watch(self.spawner.pid)
+        log.info("zygote %s started", self.spawner.pid)
+
+    def _targets(self) -> list[tuple[str, str]]:
+        targets = [(target, "actor") for _name, target in self.config.actors]
+        targets.append((self.config.target, "http"))
+        return targets
 
     def _on_spawned(self, identity: str, pid: int) -> None:
         self._watch(pid)

@@ -30,6 +30,8 @@ class Spawner:
         self.loop = loop
         self.on_spawned = on_spawned
         self.pid: int | None = None
+        self.restarting = False
+        self._waiting: list[tuple[dict[str, Any], int]] = []
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
 
@@ -65,13 +67,30 @@ class Spawner:
         self.loop.add_reader(ours.fileno(), self._on_readable)
 
     def spawn(self, spec: dict[str, Any], handoff_fd: int) -> None:
-        """Ask the zygote for a worker; its pid arrives through ``on_spawned``."""
-        assert self._sock is not None
+        """Ask the zygote for a worker; its pid arrives through ``on_spawned``. While a new
+        zygote is starting, the request waits (with its own copy of the fd)."""
+        if self._sock is None or self.restarting:
+            self._waiting.append((spec, os.dup(handoff_fd)))
+            return
         self._sock.setblocking(True)  # tiny datagrams the zygote reads at once
         try:
             socket.send_fds(self._sock, [encode_control("spawn", spec=spec)], [handoff_fd])
         finally:
             self._sock.setblocking(False)
+
+    async def restart(self, targets: list[tuple[str, str]], log_level: str, timeout: float) -> None:
+        """A new zygote after the last one died; spawn requests made meanwhile go to it."""
+        self.restarting = True
+        try:
+            await self.start(targets, log_level, timeout)
+        finally:
+            self.restarting = False
+        waiting, self._waiting = self._waiting, []
+        for spec, fd in waiting:
+            try:
+                self.spawn(spec, fd)
+            finally:
+                os.close(fd)
 
     def _on_readable(self) -> None:
         assert self._sock is not None
