@@ -85,6 +85,8 @@ class Sender(Actor):
                                        -> seconds from the first tell to the last one counted
     ``("ask1", target, n, kind)``      ``n`` asks, one outstanding -> their round trips in seconds
     ``("asks", target, waves, width, kind)``  ``waves`` x gather of ``width`` asks -> seconds
+    ``("window", target, total, width, kind)``  ``total`` asks, ``width`` always outstanding
+                                       (each reply starts the next) -> seconds
     ``("flood", target, n, kind)``     ``n`` x ``await tell`` -> (seconds, seconds waited, waits)
     ``("ping_start", target)``         ask ``target`` in a loop, one outstanding, until
     ``"ping_stop"``                    -> the round trips in seconds (``None`` for a failed ask)
@@ -102,6 +104,8 @@ class Sender(Actor):
                 return await self._ask1(target, n, kind)
             case ("asks", str(target), int(waves), int(width), str(kind)):
                 return await self._asks(target, waves, width, kind)
+            case ("window", str(target), int(total), int(width), str(kind)):
+                return await self._window(target, total, width, kind)
             case ("flood", str(target), int(n), str(kind)):
                 return await self._flood(target, n, kind)
             case ("ping_start", str(target)):
@@ -138,6 +142,18 @@ class Sender(Actor):
         for w in range(waves):
             await asyncio.gather(*(ask(target, payload(kind, w * width + i))
                                    for i in range(width)))
+        return time.perf_counter() - start
+
+    async def _window(self, target: str, total: int, width: int, kind: str) -> float:
+        # ``width`` lanes, each one ask outstanding: as soon as a reply lands its lane asks again
+        lanes = [range(lane, total, width) for lane in range(width)]
+
+        async def lane(numbers: range) -> None:
+            for i in numbers:
+                await ask(target, payload(kind, i))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(lane(numbers) for numbers in lanes))
         return time.perf_counter() - start
 
     async def _flood(self, target: str, n: int, kind: str) -> tuple[float, float, int]:

@@ -145,6 +145,24 @@ class Sender:
                 recv()
         return time.perf_counter() - start
 
+    def window(self, total: int, width: int, kind: str) -> float:
+        """Seconds for ``total`` asks, ``width`` always outstanding: each reply sends the next."""
+        send, recv, dumps = self.sock.send_multipart, self.sock.recv_multipart, pickle.dumps
+        pack = HEADER.pack
+        start = time.perf_counter()
+        sent = 0
+        for sent in range(min(width, total)):
+            self.corr += 1
+            send([RECEIVER, pack(ASK, self.corr), dumps(message(kind, sent), 5)])
+        sent = min(width, total)
+        for _ in range(total):
+            recv()
+            if sent < total:
+                self.corr += 1
+                send([RECEIVER, pack(ASK, self.corr), dumps(message(kind, sent), 5)])
+                sent += 1
+        return time.perf_counter() - start
+
 
 def sender(endpoint: str, n_tells: int, n_ask1: int, waves: int, width: int, kind: str) -> None:
     s = Sender(endpoint)
@@ -163,6 +181,7 @@ def sender(endpoint: str, n_tells: int, n_ask1: int, waves: int, width: int, kin
         result["tell_packed"] = n_tells / s.tells(n_tells, packed=True)
     result["ask1"] = s.ask1(n_ask1, kind)
     result["asks"] = waves * width / s.asks(waves, width, kind)
+    result["window"] = waves * width / s.window(waves * width, width, kind)
     print(json.dumps(result), flush=True)
 
 
