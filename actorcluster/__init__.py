@@ -2,6 +2,14 @@
 
 from .actor import Actor, ActorRef, ask, ask_all, ask_sync, broadcast, lookup, tell
 from .client import Client, connect
+from .dynamic import (
+    count_children,
+    delete_child,
+    restart_child,
+    start_child,
+    terminate_child,
+    which_children,
+)
 from .errors import (
     ActorClusterError,
     ActorCrashed,
@@ -17,11 +25,13 @@ from .errors import (
     TargetImportError,
 )
 from .http import Request, Response
+from .specs import ActorSpec, Pool, Supervisor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Actor",
+    "ActorSpec",
     "ActorClusterError",
     "ActorCrashed",
     "ActorError",
@@ -34,9 +44,11 @@ __all__ = [
     "ClusterNotFound",
     "ConfigError",
     "MailboxFull",
+    "Pool",
     "RemoteError",
     "Request",
     "Response",
+    "Supervisor",
     "TargetImportError",
     "__version__",
     "ask",
@@ -44,6 +56,12 @@ __all__ = [
     "ask_sync",
     "broadcast",
     "connect",
+    "count_children",
+    "delete_child",
     "lookup",
+    "restart_child",
+    "start_child",
     "tell",
+    "terminate_child",
+    "which_children",
 ]

@@ -14,7 +14,7 @@ import click
 
 from . import __version__
 from .config import SETTINGS, ClusterConfig, Setting, parse_actor
-from .errors import ConfigError
+from .errors import ActorClusterError, ConfigError
 
 
 def _option(setting: Setting) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -47,29 +47,96 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Commands are spelled with dashes (start-child); OTP's underscores work too."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name.replace("_", "-"))
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="actorcluster")
 def main() -> None:
     """actorcluster: process actors, supervision trees and a round-robin HTTP cluster."""
 
 
 @main.command()
-@click.argument("target", envvar="ACTORCLUSTER_TARGET")
+@click.argument("target", envvar="ACTORCLUSTER_TARGET", required=False)
+@click.option("--config", "config_file", metavar="FILE", envvar="ACTORCLUSTER_CONFIG",
+              show_envvar=True, type=click.Path(dir_okay=False),
+              help="a TOML file describing the supervision tree (instead of TARGET)")
 @click.option("--actor", "actors", multiple=True, metavar="NAME=MODULE:Class",
               envvar="ACTORCLUSTER_ACTOR", show_envvar=True,
-              help="run a user actor as its own supervised process (repeatable)")
+              help="run a user actor as its own supervised process, a child of the root "
+                   "supervisor after the others (repeatable)")
 @settings_options
-def run(target: str, actors: tuple[str, ...], **options: Any) -> None:
-    """Serve TARGET (MODULE:ATTR, e.g. examples.hello:handler) with a cluster of workers."""
-    options = {k: v for k, v in options.items() if v is not None}
+@click.pass_context
+def run(ctx: click.Context, target: str | None, config_file: str | None,
+        actors: tuple[str, ...], **options: Any) -> None:
+    """Run a cluster: TARGET is MODULE:ATTR, an HTTP handler (e.g. examples.hello:handler)
+    served by a pool of --workers, or a supervision tree built in Python (e.g.
+    examples.tree:tree); or give the tree as a TOML file with --config FILE.
+
+    Options given on the command line or in the environment win over the file's settings.
+    """
+    if (target is None) == (config_file is None):
+        raise click.UsageError("give TARGET (MODULE:ATTR) or --config FILE (one of them)")
     try:
+        tree, source = None, ""
+        if config_file is not None:
+            from .config_file import load_file
+
+            loaded = load_file(config_file)
+            tree, source = loaded.tree, loaded.path
+            for key, value in loaded.settings.items():
+                if ctx.get_parameter_source(key) in (None, click.core.ParameterSource.DEFAULT):
+                    options[key] = value
+        options = {k: v for k, v in options.items() if v is not None}
         parsed = tuple(parse_actor(a) for a in actors)
-        config = ClusterConfig(target=target, actors=parsed, **options)
+        config = ClusterConfig(target=target, actors=parsed, tree=tree, source=source,
+                               **options)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     from .primary.runtime import run as run_primary
 
     sys.exit(run_primary(config))
+
+
+@main.command()
+@click.argument("target", required=False)
+@click.option("--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False),
+              help="the TOML file to check")
+@click.option("--workers", type=int, default=None,
+              help='what workers = "auto" means [default: the CPUs this process may use]')
+def tree(target: str | None, config_file: str | None, workers: int | None) -> None:
+    """Check a supervision tree (values, names, targets) and print it: a TOML file
+    (--config FILE) or a tree built in Python (TARGET, e.g. examples.tree:tree)."""
+    import os
+
+    from . import specs
+    from .config import available_cpus
+    from .config_file import check_targets, check_tree, load_file, render_tree
+    from .importer import import_target
+
+    if (target is None) == (config_file is None):
+        raise click.UsageError("give TARGET (MODULE:ATTR) or --config FILE (one of them)")
+    try:
+        if config_file is not None:
+            loaded = load_file(config_file)
+            checked, source = loaded.tree, loaded.path
+        else:
+            assert target is not None
+            sys.path.insert(0, os.getcwd())  # as `actorcluster run` imports: from here
+            obj = import_target(target)
+            if not isinstance(obj, specs.Supervisor):
+                raise ConfigError(f"{target!r} is a {type(obj).__name__}, not a Supervisor")
+            checked, source = check_tree(obj, source=target), target
+    except ActorClusterError as exc:
+        raise click.ClickException(str(exc)) from None
+    errors = check_targets(checked, source=source)
+    click.echo(render_tree(checked, auto_workers=workers or available_cpus()))
+    if errors:
+        raise click.ClickException("\n".join(errors))
 
 
 def _client(name: str | None):  # noqa: ANN202 - click helper
@@ -124,3 +191,91 @@ def ask(actor: str, message: str, cluster: str | None, timeout: float) -> None:
         except ActorError as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     click.echo(json.dumps(reply, default=repr))
+
+
+@main.command()
+@_cluster_name
+@click.option("--json", "as_json", is_flag=True, help="print the status as JSON (for machines)")
+def status(cluster: str | None, as_json: bool) -> None:
+    """Show the live supervision tree: name, pid, state, uptime and restarts of every child."""
+    import json
+
+    from .status_view import render_status
+
+    reply = _primary(cluster, "status")
+    click.echo(json.dumps(reply, indent=2, sort_keys=True) if as_json else render_status(reply))
+
+
+def _primary(cluster: str | None, request: Any, timeout: float = 10.0) -> Any:
+    from .errors import ActorError
+
+    with _client(cluster) as client:
+        try:
+            return client.ask("primary", request, timeout)
+        except ActorError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@main.command("start-child")
+@click.argument("supervisor")
+@click.argument("spec")
+@_cluster_name
+@click.option("--timeout", type=float, default=60.0, show_default=True)
+def start_child(supervisor: str, spec: str, cluster: str | None, timeout: float) -> None:
+    """Start a new child of SUPERVISOR; SPEC is JSON, as a child in the TOML file:
+    '{"name": "c2", "actor": "examples.counter:Counter", "restart": "transient"}'."""
+    import json
+
+    value = _json_argument(spec)
+    reply = _primary(cluster, {"op": "start_child", "supervisor": supervisor, "spec": value},
+                     timeout)
+    click.echo(json.dumps(reply))
+
+
+def _child_command(op: str, doc: str) -> None:
+    @click.argument("supervisor")
+    @click.argument("child")
+    @_cluster_name
+    @click.option("--timeout", type=float, default=120.0, show_default=True)
+    def command(supervisor: str, child: str, cluster: str | None, timeout: float) -> None:
+        import json
+
+        reply = _primary(cluster, {"op": op, "supervisor": supervisor, "name": child}, timeout)
+        if reply is not None:
+            click.echo(json.dumps(reply))
+
+    command.__doc__ = doc
+    main.command(op.replace("_", "-"))(command)
+
+
+_child_command("terminate_child", "Stop CHILD of SUPERVISOR; it stays listed, not running.")
+_child_command("restart_child", "Start again CHILD of SUPERVISOR after terminate-child.")
+_child_command("delete_child", "Forget CHILD of SUPERVISOR (it must not be running).")
+
+
+@main.command("which-children")
+@click.argument("supervisor")
+@_cluster_name
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def which_children(supervisor: str, cluster: str | None, as_json: bool) -> None:
+    """List the children of SUPERVISOR: name, type, state, pid, restart type."""
+    import json
+
+    reply = _primary(cluster, {"op": "which_children", "supervisor": supervisor})
+    if as_json:
+        click.echo(json.dumps(reply))
+        return
+    for child in reply:
+        click.echo(f"{child['name']}\t{child['type']}\t{child['state']}\t"
+                   f"{child['pid'] or '-'}\t{child['restart']}")
+
+
+@main.command("count-children")
+@click.argument("supervisor")
+@_cluster_name
+def count_children(supervisor: str, cluster: str | None) -> None:
+    """Count the children of SUPERVISOR (specs, active, supervisors, workers) as JSON."""
+    import json
+
+    click.echo(json.dumps(_primary(cluster, {"op": "count_children",
+                                             "supervisor": supervisor})))

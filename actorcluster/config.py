@@ -120,9 +120,11 @@ def available_cpus() -> int:
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Everything `actorcluster run` needs; built by the CLI (and later by config files)."""
+    """Everything `actorcluster run` needs, built by the CLI from its options and, with --config,
+    a TOML file. ``target`` is MODULE:ATTR: a handler (served by the pool "web") or a supervision
+    tree built in Python; ``tree`` is a tree already read from a file (``source``)."""
 
-    target: str
+    target: str | None = None
     workers: int = field(default_factory=available_cpus)
     bind: str = "127.0.0.1:8000"
     name: str = ""
@@ -139,9 +141,14 @@ class ClusterConfig:
     hold_messages: int = 1000
     hold_seconds: float = 5.0
     actors: tuple[tuple[str, str], ...] = ()  # (name, MODULE:Class), started before the pool
+    tree: Any = None  # an actorcluster.specs.Supervisor read from ``source``
+    source: str = ""  # the config file the tree came from
 
     def __post_init__(self) -> None:
-        split_target(self.target)
+        if (self.target is None) == (self.tree is None):
+            raise ConfigError("give TARGET (MODULE:ATTR) or --config FILE, not both or neither")
+        if self.target is not None:
+            split_target(self.target)
         seen = set(RESERVED_NAMES)
         for name, target in self.actors:
             check_actor_name(name)
@@ -151,8 +158,11 @@ class ClusterConfig:
             seen.add(name)
             split_target(target)
         if not self.name:
-            module = self.target.partition(":")[0]
-            object.__setattr__(self, "name", module.rpartition(".")[2])
+            if self.target is not None:
+                name = self.target.partition(":")[0].rpartition(".")[2]
+            else:
+                name = os.path.splitext(os.path.basename(self.source))[0] or "actorcluster"
+            object.__setattr__(self, "name", name)
         check_name(self.name)
         parse_bind(self.bind)
         for f in fields(self):

@@ -285,6 +285,31 @@ class SupervisorLogic:
             self._state[n].running = True
         return Decision(stop, start, self.backoff.delay(len(earlier)), remove)
 
+    def member_exited(
+        self, pool: str, member: str, reason: ExitReason, now: float, uptime: float | None = None
+    ) -> Decision | GiveUp:
+        """Decide what follows the exit of ``member``, one of the interchangeable workers of the
+        child ``pool`` (not OTP: a pool is one child whose members are restarted alone).
+
+        The pool's restart type applies to the member, the restart counts toward this
+        supervisor's intensity, and backoff is per member; the strategy does not apply (the pool
+        itself did not fail). ``Decision.start`` is ``(member,)`` or empty; a GiveUp stops every
+        child as for any other failure. A member the runtime stops on purpose reports nothing."""
+        state = self._state.get(pool)
+        if state is None or self._stopped or state.stopping or not state.running:
+            return _NOTHING
+        if state.restart is Restart.TEMPORARY:
+            return _NOTHING
+        if state.restart is Restart.TRANSIENT and not reason.abnormal:
+            return _NOTHING
+        self._restarts = [*self._in_window(self._restarts, now), now]
+        if len(self._restarts) > self.intensity.max_restarts:
+            return self._give_up(member, reason)
+        stable = uptime is not None and uptime >= self.backoff.reset_after
+        earlier = [] if stable else self._in_window(self._history.get(member, ()), now)
+        self._history[member] = [*earlier, now]
+        return Decision((), (member,), self.backoff.delay(len(earlier)))
+
     # -- changes from the runtime --------------------------------------------------------------
 
     def add_child(self, name: str, restart: Restart | str) -> None:

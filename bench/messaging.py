@@ -269,7 +269,8 @@ def wait_ready(server: Spawned, name: str, timeout: float = 60.0) -> actorcluste
             continue
         try:
             while time.monotonic() < deadline:
-                children = client.status(timeout=5.0)["tree"]["children"]
+                tree = client.status(timeout=5.0)["tree"]
+                children = [c for node in tree["children"] for c in node.get("children", [node])]
                 states = {c["name"]: c["state"] for c in children}
                 if len(states) == len(ACTORS) + 1 and set(states.values()) == {"ready"}:
                     server.note_descendants()

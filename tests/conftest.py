@@ -101,7 +101,7 @@ class Cluster:
             time.sleep(0.02)
 
     def wait_ready(self, timeout: float = 15.0) -> Cluster:
-        self.wait_for_log(r"Listening at", timeout)
+        self.wait_for_log(r"Listening at|Cluster \S+ is up", timeout)
         return self
 
     def worker_pids(self) -> set[int]:

@@ -9,6 +9,9 @@ def test_public_names_are_pinned():
         "AskTimeout", "Client", "ClusterError", "ClusterExists", "ClusterNotFound", "ConfigError",
         "MailboxFull", "RemoteError", "Request", "Response", "TargetImportError", "__version__",
         "ask", "ask_all", "ask_sync", "broadcast", "connect", "lookup", "tell",
+        # supervision trees
+        "ActorSpec", "Pool", "Supervisor", "count_children", "delete_child", "restart_child",
+        "start_child", "terminate_child", "which_children",
     ])
     for name in actorcluster.__all__:
         assert hasattr(actorcluster, name), name

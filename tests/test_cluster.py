@@ -329,12 +329,17 @@ def test_a_standby_worker_replaces_a_dead_one_at_once(cluster):
     import psutil as _ps
 
     def standby() -> int:
+        """The standby worker's pid, once it is ready (only a ready one is promoted)."""
+        import actorcluster
+
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            for p in _ps.Process(c.proc.pid).children():
-                if p.name() == "ac web/standby":
-                    return p.pid
-            time.sleep(0.02)
+        with actorcluster.connect(c.name) as client:
+            while time.monotonic() < deadline:
+                spare = client.status()["tree"]["standby"]
+                if spare and spare["state"] == "ready":
+                    assert _ps.Process(spare["pid"]).name() == "ac web/standby"
+                    return spare["pid"]
+                time.sleep(0.02)
         raise AssertionError("no standby worker")
 
     spare = standby()

@@ -38,8 +38,14 @@ def status(client):
     return client.ask("primary", "status")
 
 
+def walk(node):
+    yield node
+    for c in node.get("children", ()):
+        yield from walk(c)
+
+
 def child(client, name):
-    return next(c for c in status(client)["tree"]["children"] if c["name"] == name)
+    return next(c for c in walk(status(client)["tree"]) if c["name"] == name)
 
 
 def test_order_per_pair_under_load(cluster, attach):
@@ -219,9 +225,13 @@ def test_primary_answers_status(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "2", *ACTORS)
     client = attach(c)
     tree = status(client)["tree"]
-    names = [ch["name"] for ch in tree["children"]]
-    assert names == ["recorder", "echo", "web/1", "web/2"]
-    assert all(ch["state"] == "ready" and ch["pid"] for ch in tree["children"])
+    assert (tree["name"], tree["type"], tree["strategy"]) == ("root", "supervisor", "one_for_one")
+    assert [(ch["name"], ch["type"]) for ch in tree["children"]] == [
+        ("recorder", "actor"), ("echo", "actor"), ("web", "pool")]
+    pool = tree["children"][2]
+    assert [w["name"] for w in pool["children"]] == ["web/1", "web/2"]
+    processes = [*tree["children"][:2], *pool["children"]]
+    assert all(ch["state"] == "ready" and ch["pid"] and ch["restarts"] == 0 for ch in processes)
 
 
 def test_send_and_ask_from_the_command_line(cluster):

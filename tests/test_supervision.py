@@ -441,3 +441,59 @@ def test_backoff_starts_over_for_a_child_that_ran_long_enough():
     # it then ran 2 s: stable, restarted at once; the next quick crash backs off from the start
     assert logic.child_exited("a", crash, 2.5, uptime=2.0).delay == 0.0
     assert logic.child_exited("a", crash, 2.6, uptime=0.05).delay == 0.05
+
+
+# -- pool members: interchangeable workers, restarted alone ---------------------------------------
+
+NORMAL, KILLED = EXITS["normal"], EXITS["signal"]
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_a_pool_member_is_restarted_alone_whatever_the_strategy(strategy) -> None:
+    logic = SupervisorLogic("root", strategy, [("a", "permanent"), ("web", "permanent"),
+                                               ("b", "permanent")])
+    decision = logic.member_exited("web", "web/2", KILLED, 0.0)
+    assert decision == Decision((), ("web/2",), 0.0)
+    assert logic.running == ("a", "web", "b")
+
+
+@pytest.mark.parametrize(("restart", "reason", "restarted"), [
+    ("permanent", NORMAL, True), ("permanent", KILLED, True),
+    ("transient", NORMAL, False), ("transient", KILLED, True),
+    ("temporary", NORMAL, False), ("temporary", KILLED, False),
+])
+def test_the_pool_restart_type_applies_to_its_members(restart, reason, restarted) -> None:
+    logic = SupervisorLogic("root", "one_for_one", [("web", restart)])
+    decision = logic.member_exited("web", "web/1", reason, 0.0)
+    assert decision.start == (("web/1",) if restarted else ())
+
+
+def test_member_restarts_count_toward_the_supervisor_intensity() -> None:
+    logic = SupervisorLogic("root", "one_for_one", [("a", "permanent"), ("web", "permanent")],
+                            Intensity(3, 10))
+    assert logic.child_exited("a", KILLED, 0.0).start == ("a",)
+    assert logic.member_exited("web", "web/1", KILLED, 1.0).start == ("web/1",)
+    assert logic.member_exited("web", "web/2", KILLED, 2.0).start == ("web/2",)
+    gave_up = logic.member_exited("web", "web/1", KILLED, 3.0)
+    assert isinstance(gave_up, GiveUp)
+    assert gave_up.stop == ("web", "a") and gave_up.child == "web/1"
+    assert "4 restarts within 10 s; last: child 'web/1' died" in gave_up.reason
+
+
+def test_member_backoff_is_per_member() -> None:
+    logic = SupervisorLogic("root", "one_for_one", [("web", "permanent")], Intensity(10, 10),
+                            Backoff(0.1, 1.0))
+    assert logic.member_exited("web", "web/1", KILLED, 0.0).delay == 0.0
+    assert logic.member_exited("web", "web/1", KILLED, 0.1).delay == 0.1
+    assert logic.member_exited("web", "web/2", KILLED, 0.2).delay == 0.0
+    assert logic.member_exited("web", "web/1", KILLED, 0.3).delay == 0.2
+
+
+def test_members_of_a_stopping_pool_or_supervisor_are_not_restarted() -> None:
+    logic = SupervisorLogic("root", "one_for_one", [("web", "permanent")])
+    logic.stop_requested("web")
+    assert logic.member_exited("web", "web/1", KILLED, 0.0) == Decision((), (), 0.0)
+    other = SupervisorLogic("root", "one_for_one", [("web", "permanent")])
+    other.shutdown()
+    assert other.member_exited("web", "web/1", KILLED, 0.0) == Decision((), (), 0.0)
+    assert other.member_exited("nosuch", "x/1", KILLED, 0.0) == Decision((), (), 0.0)

@@ -50,10 +50,13 @@ class Link:
 
 
 class Gateway:
-    def __init__(self, loop: asyncio.AbstractEventLoop, listener: socket.socket) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, listener: socket.socket | None) -> None:
+        """``listener`` is None for a tree without an HTTP pool: nothing to accept."""
         self.loop = loop
         self.listener = listener
-        listener.setblocking(False)
+        self.family = listener.family if listener is not None else socket.AF_UNIX
+        if listener is not None:
+            listener.setblocking(False)
         self.rotation: list[Link] = []
         self._next = 0
         self._waiting: deque[int] = deque()
@@ -112,21 +115,26 @@ class Gateway:
             self._grace.cancel()
         while self._waiting:
             self._reject(self._waiting.popleft())
-        self.listener.close()
+        if self.listener is not None:
+            self.listener.close()
+
+    @property
+    def open(self) -> bool:
+        return self.listener is not None and self.listener.fileno() != -1
 
     def _resume_accepting(self) -> None:
-        if not self._accepting and self.listener.fileno() != -1:
+        if not self._accepting and self.open:
             self._accepting = True
             self.loop.add_reader(self.listener.fileno(), self._on_accept)
 
     def _pause_accepting(self) -> None:
         if self._accepting:
             self._accepting = False
-            self.loop.remove_reader(self.listener.fileno())
+            self.loop.remove_reader(self.listener.fileno())  # type: ignore[union-attr]
 
     def _on_accept(self) -> None:
         accepted = []
-        accept = self.listener._accept  # the raw fd: a socket object per connection costs 10%
+        accept = self.listener._accept  # type: ignore[union-attr]  # the raw fd: a socket object per connection costs 10%
         for _ in range(ACCEPT_BATCH):
             try:
                 conn, _addr = accept()

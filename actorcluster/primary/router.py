@@ -18,6 +18,7 @@ unpickles anything. Per message it:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 from collections import Counter, deque
@@ -95,6 +96,7 @@ class Router:
         self.asks: dict[bytes, dict[bytes, set[int]]] = {}  # incarnation -> asker -> corrs
         self.dead_letters: Counter[str] = Counter()
         self._burst: dict[str, int] = {}
+        self._requests: set[asyncio.Future] = set()  # requests to the primary still running
         self.routed = 0
         self.malformed = 0
 
@@ -412,9 +414,32 @@ class Router:
             if kind == ASK:
                 self._error(sender, corr, type(exc).__name__, str(exc))
             return
+        if inspect.isawaitable(result):  # a request that takes time (start_child): reply later
+            task = asyncio.ensure_future(result)
+            self._requests.add(task)
+            task.add_done_callback(lambda t: self._answer(t, sender, kind, corr))
+            return
         if kind == ASK:
-            self.channel.send([sender, PRIMARY, _pack(REPLY, FLAG_JSON, 1, corr),
-                               dumps_json(result)])
+            self._reply(sender, corr, result)
+
+    def _answer(self, task: asyncio.Future, sender: bytes, kind: int, corr: int) -> None:
+        self._requests.discard(task)
+        if task.cancelled():
+            if kind == ASK:
+                self._error(sender, corr, "ActorError", "the primary is stopping")
+            return
+        exc = task.exception()
+        if exc is not None:
+            if not isinstance(exc, ActorError):
+                log.error("request to the primary failed", exc_info=exc)
+            if kind == ASK:
+                self._error(sender, corr, type(exc).__name__ if isinstance(exc, ActorError)
+                            else "ActorError", str(exc))
+        elif kind == ASK:
+            self._reply(sender, corr, task.result())
+
+    def _reply(self, sender: bytes, corr: int, result: Any) -> None:
+        self.channel.send([sender, PRIMARY, _pack(REPLY, FLAG_JSON, 1, corr), dumps_json(result)])
 
 
 def _count(header: bytes) -> int:

@@ -18,19 +18,21 @@ import logging
 import os
 import signal
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .. import logs, rundir
+from .. import logs, rundir, specs
 from ..config import Bind, ClusterConfig
-from ..errors import ActorClusterError, ActorError, ClusterError
+from ..config_file import check_tree, child_from_mapping, tree_from_mapping
+from ..errors import ActorClusterError, ActorError, ClusterError, ConfigError, TargetImportError
 from ..loops import new_loop
 from ..oslink import become_subreaper
 from ..supervision import ExitReason
 from .gateway import Gateway
 from .router import Router
 from .spawner import Spawner
-from .supervisor import Supervisor
+from .supervisor import SupervisionTree, SupervisorError
 
 log = logging.getLogger("actorcluster.primary")
 
@@ -38,6 +40,8 @@ EXIT_OK = 0
 EXIT_GAVE_UP = 1
 EXIT_START_FAILED = 2
 EXIT_FORCED = 130
+REQUESTS = ("members", "start_child", "terminate_child", "restart_child", "delete_child",
+            "which_children", "count_children")
 
 
 def listen(bind: Bind, backlog: int = 2048) -> socket.socket:
@@ -96,20 +100,19 @@ class Primary:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             loop.add_signal_handler(sig, self._signals.put_nowait, sig)
         self.loop = loop
-        self.spawner = Spawner(loop, self._on_spawned)
+        self.spawner = Spawner(loop, self._on_spawned, self._on_spawn_error)
         code = EXIT_START_FAILED
         try:
-            listener = listen(self.config.listen)
-            self.gateway = Gateway(loop, listener)
+            tree = await self._load_tree()
+            self._watch(self.spawner.pid)
+            has_pool = any(isinstance(node, specs.Pool) for _path, node in tree.walk())
+            self.gateway = Gateway(loop, listen(self.config.listen) if has_pool else None)
             self.router = Router(loop, f"ipc://{directory}/router", self._on_system,
                                  self._on_request, self.config.hold_messages,
                                  self.config.hold_seconds)
-            self.supervisor = Supervisor(
-                loop, self.config, self.spawner, self.router, self.gateway, self.halt
+            self.supervisor = SupervisionTree(
+                loop, self.config, tree, self.spawner, self.router, self.gateway, self.halt
             )
-            await self.spawner.start(self._targets(), self.config.log_level,
-                                     self.config.timeout)
-            self._watch(self.spawner.pid)
             code = await self._serve(loop)
         except ActorClusterError as exc:
             log.error("%s", exc)
@@ -136,8 +139,12 @@ class Primary:
                 break
         if starting.done() and not starting.cancelled():
             self.gateway.start()
-            log.info("Listening at %s (%d workers)", self.config.listen.url,
-                     self.config.workers)
+            pool = self.supervisor.pool
+            if pool is not None:
+                log.info("Listening at %s (%d workers)", self.config.listen.url,
+                         len(pool.members))
+            else:
+                log.info("Cluster %s is up (no HTTP pool: nothing listens)", self.config.name)
         elif self._exit_code is None and not signals.done():
             raise ClusterError(f"workers not ready within --timeout {self.config.timeout} s")
         while self._exit_code is None:
@@ -189,13 +196,14 @@ class Primary:
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
         gateway = getattr(self, "gateway", None)
-        if gateway is not None and gateway.listener.fileno() != -1:
+        if gateway is not None and gateway.open:
             gateway.close()
         supervisor = getattr(self, "supervisor", None)
         if supervisor is not None and supervisor.live():
             await supervisor.stop_all(0 if self._exit_code else self.config.graceful_timeout)
         self.spawner.stop()
         for _ in range(100):  # wait (bounded) for the zygote to be reaped
+            self._reap()  # its pidfd may not be watched yet (it failed while importing)
             if self.spawner.pid is None:
                 break
             await asyncio.sleep(0.02)
@@ -259,33 +267,94 @@ class Primary:
         self._watch(self.spawner.pid)
         log.info("zygote %s started", self.spawner.pid)
 
+    async def _load_tree(self) -> specs.Supervisor:
+        """Start the zygote (it imports every target) and return the supervision tree: from
+        the file, from TARGET when it is a tree built in Python, or the one the options
+        describe; --actor children come last under the root. Every mistake is reported here,
+        before any worker starts, naming where it is."""
+        c = self.config
+        actors = [(target, "actor") for _name, target in c.actors]
+        tree: specs.Supervisor | None = c.tree
+        targets = actors + ([(t, k) for _p, t, k in tree.targets()] if tree else [])
+        try:
+            described = await self.spawner.start(targets, c.log_level, c.timeout,
+                                                 entry=c.target)
+        except TargetImportError as exc:
+            where = [path for path, t, _k in tree.targets() if t == getattr(exc, "target", "")
+                     ] if tree else []
+            if where:
+                raise ConfigError(f"{c.source}: {where[0]}: {exc}") from None
+            raise
+        if tree is None and described is not None:
+            data = {k: v for k, v in described.items()
+                    if k not in ("name", "restart", "shutdown")}
+            tree = tree_from_mapping(data, source=str(c.target), path="tree")
+        if tree is None:
+            assert c.target is not None
+            return specs.default_tree(c.target, c.workers, c.actors, c.max_restarts, c.within)
+        if c.actors:
+            extra = tuple(specs.ActorSpec(name, target) for name, target in c.actors)
+            tree = check_tree(replace(tree, children=(*tree.children, *extra)),
+                              source=c.source or str(c.target))
+        return tree
+
     def _targets(self) -> list[tuple[str, str]]:
-        targets = [(target, "actor") for _name, target in self.config.actors]
-        targets.append((self.config.target, "http"))
-        return targets
+        """What a new zygote imports: the target of every process child now in the tree."""
+        seen: dict[str, str] = {}
+        for leaf in self.supervisor._all():
+            seen.setdefault(leaf.target, leaf.kind)
+        return list(seen.items())
 
     def _on_spawned(self, identity: str, pid: int) -> None:
         self._watch(pid)
         self.supervisor.on_spawned(identity, pid)
 
+    def _on_spawn_error(self, identity: str, error: str) -> None:
+        self.supervisor.on_spawn_error(identity, error)
+
     def _on_system(self, identity: bytes, message: dict) -> None:
         self.supervisor.on_system(identity, message)
 
     def _on_request(self, sender: bytes, request: Any) -> Any:
-        """A JSON tell/ask to "primary" (``ask("primary", "status")``)."""
+        """A JSON tell/ask to "primary": ``"status"``, ``{"op": "members", "group": ...}`` and
+        the dynamic-children requests (``{"op": "start_child", "supervisor": ..., "spec":
+        {...}}``, ...); those that take time return awaitables, answered when done."""
         op = request if isinstance(request, str) else (
             request.get("op") if isinstance(request, dict) else None)
         if op == "status":
             return self.status()
-        if op == "members" and isinstance(request, dict):
+        if not isinstance(request, dict) or op not in REQUESTS:
+            raise ActorError(f"the primary does not know {op!r}; it answers: status, "
+                             + ", ".join(REQUESTS))
+        if op == "members":
             return self.router.members(str(request.get("group", "")))
-        raise ActorError(f"the primary does not know {op!r}; it answers: status, members")
+        tree = self.supervisor
+        supervisor = str(request.get("supervisor", ""))
+        name = str(request.get("name", ""))
+        if op == "start_child":
+            spec = request.get("spec")
+            if not isinstance(spec, dict):
+                raise SupervisorError('start_child needs a spec: {"name": ..., "actor": ...}')
+            try:
+                child = child_from_mapping(spec, source="start_child", path="spec")
+            except ConfigError as exc:
+                raise SupervisorError(str(exc)) from None
+            return tree.start_child(supervisor, child)
+        if op == "terminate_child":
+            return tree.terminate_child(supervisor, name)
+        if op == "restart_child":
+            return tree.restart_child(supervisor, name)
+        if op == "delete_child":
+            return tree.delete_child(supervisor, name)
+        if op == "which_children":
+            return tree.which_children(supervisor)
+        return tree.count_children(supervisor)
 
     def status(self) -> dict[str, Any]:
         return {
             "cluster": self.config.name,
             "primary": {"pid": self.pid},
-            "listen": self.config.listen.url,
+            "listen": self.config.listen.url if self.gateway.listener is not None else None,
             "tree": self.supervisor.status(),
             "messages": self.router.stats(),
             "gateway": {"handed_off": self.gateway.handed_off, "rejected": self.gateway.rejected},

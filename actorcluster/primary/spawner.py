@@ -25,18 +25,23 @@ log = logging.getLogger("actorcluster.spawner")
 
 class Spawner:
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, on_spawned: Callable[[str, int], None]
+        self, loop: asyncio.AbstractEventLoop, on_spawned: Callable[[str, int], None],
+        on_spawn_error: Callable[[str, str], None],
     ) -> None:
         self.loop = loop
         self.on_spawned = on_spawned
+        self.on_spawn_error = on_spawn_error
         self.pid: int | None = None
         self.restarting = False
         self._waiting: list[tuple[dict[str, Any], int]] = []
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
 
-    async def start(self, targets: list[tuple[str, str]], log_level: str, timeout: float) -> None:
-        """Start the zygote and wait until it imported every (target, kind)."""
+    async def start(self, targets: list[tuple[str, str]], log_level: str, timeout: float,
+                    entry: str | None = None) -> dict[str, Any] | None:
+        """Start the zygote and wait until it imported every (target, kind) and ``entry``;
+        returns the supervision tree ``entry`` describes (as a dict), or None for a handler.
+        A target that fails raises TargetImportError with the target in ``.target``."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         # `actorcluster run` imports the app from the current directory, like `python -m` does.
@@ -51,20 +56,23 @@ class Spawner:
         theirs.close()
         self.pid = self._proc.pid
         self._sock = ours
-        ours.send(encode_control("load", targets=targets, log_level=log_level))
+        ours.send(encode_control("load", targets=targets, log_level=log_level, entry=entry))
         ours.setblocking(False)
         try:
             data = await asyncio.wait_for(self.loop.sock_recv(ours, SPAWNER_MAX), timeout)
         except TimeoutError:
-            names = ", ".join(t for t, _ in targets)
+            names = ", ".join([t for t, _ in targets] + ([entry] if entry else []))
             raise ClusterError(f"importing {names} took more than {timeout} s") from None
         if not data:
-            names = ", ".join(t for t, _ in targets)
+            names = ", ".join([t for t, _ in targets] + ([entry] if entry else []))
             raise ClusterError(f"the zygote exited while importing {names}")
         reply = decode_control(data)
         if reply["op"] == "load_error":
-            raise TargetImportError(reply["error"])
+            error = TargetImportError(reply["error"])
+            error.target = reply.get("target")  # type: ignore[attr-defined]
+            raise error
         self.loop.add_reader(ours.fileno(), self._on_readable)
+        return reply.get("tree")
 
     def spawn(self, spec: dict[str, Any], handoff_fd: int) -> None:
         """Ask the zygote for a worker; its pid arrives through ``on_spawned``. While a new
@@ -107,6 +115,8 @@ class Spawner:
             message = decode_control(data)
             if message["op"] == "spawned":
                 self.on_spawned(message["id"], int(message["pid"]))
+            elif message["op"] == "spawn_error":
+                self.on_spawn_error(message["id"], str(message["error"]))
 
     def reaped(self) -> None:
         """The primary reaped the zygote."""

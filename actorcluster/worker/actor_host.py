@@ -32,7 +32,7 @@ class ActorHost:
         self.actor = instance
         self.name = name
         self.messenger = messenger
-        self.crash: Callable[[], None] = lambda: os._exit(1)
+        self.crash: Callable[..., None] = lambda code=1: os._exit(code)
         instance.ref = ActorRef(identity.decode())
         instance.sender = None
         self._async = inspect.iscoroutinefunction(instance.receive)
@@ -145,6 +145,13 @@ class ActorHost:
 
     def _crash(self, exc: BaseException, sender: bytes, kind: int, corr: int) -> None:
         self._crashed = True
+        if isinstance(exc, SystemExit):  # sys.exit() in receive: the actor ends, with that code
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            log.info("Actor %s exits (sys.exit(%r))", self.name, exc.code)
+            if kind == ASK:
+                self.messenger.reply(sender, corr, None)
+            self.crash(code)
+            return
         text = "".join(traceback.format_exception(exc))
         log.error("Actor %s crashed handling a message from %s:\n%s", self.name,
                   sender.decode(errors="replace"), text.rstrip())

@@ -130,15 +130,16 @@ class ProcessActor:
         await self.goodbye()
         self.finish(ExitCode.OK)
 
-    def crash(self) -> None:
-        """Let it crash: the hosted actor raised; flush what it sent (its error reply) and exit."""
+    def crash(self, code: int = ExitCode.CRASHED) -> None:
+        """Let it crash: the hosted actor raised; flush what it sent (its error reply) and exit
+        (with ``code``: a ``sys.exit(0)`` in ``receive`` is a normal exit)."""
         if self._stopping:
             return
         self._stopping = True
 
         async def _crash() -> None:
             await self.goodbye()
-            self.finish(ExitCode.CRASHED)
+            self.finish(code)
 
         self.loop.create_task(_crash())
 

@@ -20,30 +20,59 @@ import sys
 import traceback
 from typing import Any
 
-from .. import logs
-from ..errors import TargetImportError
-from ..importer import import_actor, import_handler
+from .. import logs, specs
+from ..errors import ConfigError, TargetImportError
+from ..importer import import_actor, import_handler, import_target
 from ..oslink import die_with_parent, set_process_name
 from ..wire import SPAWNER_MAX, ExitCode, decode_control, encode_control
 
 
-def _load(control: socket.socket, targets: list[list[str]]) -> dict[str, Any]:
+def _import(target: str, kind: str) -> Any:
+    return import_actor(target) if kind == "actor" else import_handler(target)
+
+
+def _load(control: socket.socket, targets: list[list[str]], entry: str | None) -> dict[str, Any]:
+    """Import every target; ``entry`` (``actorcluster run TARGET``) is a handler or a supervision
+    tree built in Python, whose targets are imported too and whose description goes back to the
+    primary (which never imports user code)."""
     # Import the worker runtime here, once, so a forked worker starts with it loaded (importing
     # zmq and uvloop creates no context and no thread).
     from . import main  # noqa: F401
 
     apps: dict[str, Any] = {}
-    for target, kind in targets:
-        try:
-            apps[target] = import_actor(target) if kind == "actor" else import_handler(target)
-        except TargetImportError as exc:
-            control.send(encode_control("load_error", target=target, error=str(exc)))
-            os._exit(ExitCode.APP_LOAD_ERROR)
-    control.send(encode_control("loaded", pid=os.getpid()))
+    tree = None
+    todo = [tuple(t) for t in targets]
+    current = entry
+    try:
+        if entry is not None:
+            obj = import_target(entry)
+            if isinstance(obj, specs.Supervisor):
+                from ..config_file import check_tree
+
+                checked = check_tree(obj, source=entry)
+                tree = checked.to_dict()
+                todo += [(target, kind) for _path, target, kind in checked.targets()]
+            else:
+                todo.append((entry, "http"))
+        for current, kind in todo:
+            if current not in apps:
+                apps[current] = _import(current, kind)
+    except (TargetImportError, ConfigError) as exc:
+        control.send(encode_control("load_error", target=current, error=str(exc)))
+        os._exit(ExitCode.APP_LOAD_ERROR)
+    control.send(encode_control("loaded", pid=os.getpid(), tree=tree))
     return apps
 
 
 def _spawn(control: socket.socket, spec: dict[str, Any], fds: list[int], apps: dict) -> None:
+    if spec["target"] not in apps:  # a child started at run time: import it here, once
+        try:
+            apps[spec["target"]] = _import(spec["target"], spec["kind"])
+        except TargetImportError as exc:
+            for fd in fds:
+                os.close(fd)
+            control.send(encode_control("spawn_error", id=spec["id"], error=str(exc)))
+            return
     intermediate = os.fork()
     if intermediate:
         for fd in fds:
@@ -85,7 +114,7 @@ def main(argv: list[str]) -> None:
     control = socket.socket(fileno=control_fd)
     first = decode_control(control.recv(SPAWNER_MAX))
     logs.setup(first.get("log_level", "info"))
-    apps = _load(control, first["targets"])
+    apps = _load(control, first["targets"], first.get("entry"))
     # Move every object imported so far out of the collector's reach: a collection in a worker
     # would otherwise write to their headers and copy the zygote's pages (copy-on-write).
     gc.collect()

@@ -1,0 +1,69 @@
+"""``actorcluster status`` for people: the live supervision tree as an aligned table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = ("NAME", "TYPE", "PID", "STATE", "UPTIME", "RESTARTS")
+
+
+def _uptime(seconds: float | None) -> str:
+    if not seconds:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def _type(node: dict[str, Any]) -> str:
+    kind = node.get("type", "?")
+    if kind == "supervisor":
+        return f"supervisor {node.get('strategy', '')}".strip()
+    if kind == "pool":
+        return f"pool ({node.get('workers', len(node.get('children', ())))} workers)"
+    return kind
+
+
+def _rows(node: dict[str, Any], prefix: str, last: bool, top: bool) -> list[tuple[str, ...]]:
+    branch = "" if top else ("└── " if last else "├── ")
+    row = (
+        prefix + branch + str(node.get("name", "?")),
+        _type(node),
+        str(node["pid"]) if node.get("pid") else "-",
+        str(node.get("state", "?")),
+        _uptime(node.get("uptime")),
+        str(node.get("restarts", 0)),
+    )
+    rows = [row]
+    children = node.get("children") or []
+    inner = prefix + ("" if top else ("    " if last else "│   "))
+    for i, child in enumerate(children):
+        rows += _rows(child, inner, i == len(children) - 1, False)
+    return rows
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """The reply of ``ask("primary", "status")`` as text."""
+    rows = [COLUMNS, *_rows(status["tree"], "", True, True)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
+    lines = [
+        f"cluster {status.get('cluster')}  primary {status.get('primary', {}).get('pid')}"
+        + (f"  listening {status['listen']}" if status.get("listen") else ""),
+        "",
+    ]
+    for r in rows:
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    standby = status["tree"].get("standby")
+    if standby:
+        lines.append(f"standby worker: pid {standby.get('pid') or '-'} ({standby.get('state')})")
+    dead = status.get("messages", {}).get("dead_letters") or {}
+    lines.append("dead letters: " + (", ".join(f"{k} {v}" for k, v in sorted(dead.items()))
+                                     if dead else "none"))
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""Actors for the supervision-tree tests (tests/test_tree.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+from actorcluster import (
+    Actor,
+    count_children,
+    delete_child,
+    restart_child,
+    start_child,
+    terminate_child,
+    which_children,
+)
+
+
+class Member(Actor):
+    def receive(self, message: Any) -> Any:
+        match message:
+            case "pid":
+                return os.getpid()
+            case "exit":  # a normal exit
+                sys.exit(0)
+        raise ValueError(f"unknown {message!r}")
+
+
+class Stubborn(Member):
+    """Ignores SIGTERM: only the SIGKILL at the end of its shutdown time stops it."""
+
+    def on_start(self) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class Manager(Actor):
+    """Drives the dynamic-children API from inside the cluster, as a user's actor would."""
+
+    async def receive(self, message: Any) -> Any:
+        op, *args = message
+        calls = {"start_child": start_child, "terminate_child": terminate_child,
+                 "restart_child": restart_child, "delete_child": delete_child,
+                 "which_children": which_children, "count_children": count_children}
+        return await calls[op](*args)
+
+
+async def handler(request: Any) -> str:
+    return f"{os.getpid()}\n"

@@ -1,0 +1,326 @@
+"""Supervision trees with real processes: strategies, restart types, escalation, shutdown,
+dynamic children, file errors and the examples. Every cluster is a real `actorcluster run`;
+children are killed with real signals; the fixture proves no process is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT
+
+import actorcluster
+
+pytestmark = pytest.mark.timeout(60)
+
+ACTORS = """
+[[supervisor.children]]
+name = "{name}"
+actor = "ac_tree:{cls}"
+{extra}
+"""
+
+
+def tree_file(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "tree.toml"
+    path.write_text(textwrap.dedent(text))
+    return f"--config={path}"
+
+
+def flat(node: dict) -> dict[str, dict]:
+    found = {node["name"]: node}
+    for child in node.get("children", ()):
+        found.update(flat(child))
+    return found
+
+
+def status(c) -> dict[str, dict]:
+    with actorcluster.connect(c.name) as client:
+        return flat(client.status()["tree"])
+
+
+def pids(c, *names: str) -> dict[str, int]:
+    nodes = status(c)
+    return {n: nodes[n]["pid"] for n in names}
+
+
+def wait_changed(c, before: dict[str, int], changed: set[str], timeout: float = 10.0) -> dict:
+    """Wait until exactly ``changed`` have new, ready pids; return the new pids."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = status(c)
+        now = {n: nodes[n]["pid"] for n in before}
+        ready = all(nodes[n]["state"] == "ready" for n in before)
+        moved = {n for n in before if now[n] != before[n]}
+        if ready and moved == changed:
+            return now
+        assert time.monotonic() < deadline, f"changed {moved}, wanted {changed}:\n{c.log()}"
+        time.sleep(0.05)
+
+
+def events(log: str, after: str) -> list[tuple[str, str]]:
+    """(name, "started" | "stopped") in log order, from the first line matching ``after``."""
+    tail = log[log.index(after):] if after in log else ""
+    return [(m[0], m[1]) for m in re.findall(r"Actor (\w+) \(pid \d+\) (started|stopped)", tail)]
+
+
+def three(tmp_path: Path, strategy: str) -> str:
+    return tree_file(tmp_path, f"""
+        [supervisor]
+        strategy = "{strategy}"
+        """ + "".join(ACTORS.format(name=n, cls="Member", extra="") for n in "abc"))
+
+
+@pytest.mark.parametrize(("strategy", "changed", "order"), [
+    ("one_for_one", {"b"}, [("b", "started")]),
+    ("one_for_all", {"a", "b", "c"},
+     [("c", "stopped"), ("a", "stopped"), ("a", "started"), ("b", "started"),
+      ("c", "started")]),
+    ("rest_for_one", {"b", "c"}, [("c", "stopped"), ("b", "started"), ("c", "started")]),
+])
+def test_strategy_restarts_exactly_the_right_children_in_order(cluster, tmp_path, strategy,
+                                                               changed, order):
+    c = cluster(three(tmp_path, strategy))
+    before = pids(c, "a", "b", "c")
+    os.kill(before["b"], signal.SIGKILL)
+    after = wait_changed(c, before, changed)
+    assert all(after[n] != before[n] for n in changed)
+    marker = f"Actor b (pid {before['b']}) died (signal SIGKILL), restarting"
+    c.wait_for_log(re.escape(marker))
+    assert events(c.log(), marker) == order
+    assert status(c)["b"]["restarts"] == 1
+    assert c.stop() == 0
+
+
+def test_a_nested_supervisor_that_gives_up_escalates_to_its_parent(cluster, tmp_path):
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        strategy = "one_for_one"
+
+        [[supervisor.children]]
+        name = "a"
+        actor = "ac_tree:Member"
+
+        [[supervisor.children]]
+        name = "inner"
+        strategy = "one_for_one"
+        max_restarts = 1
+        within = 30
+        backoff = false
+        children = [ { name = "x", actor = "ac_tree:Member" } ]
+        """))
+    a = pids(c, "a")["a"]
+    x1 = pids(c, "x")["x"]
+    os.kill(x1, signal.SIGKILL)
+    x2 = wait_changed(c, {"x": x1}, {"x"})["x"]  # inner restarts x: 1 restart, allowed
+    assert status(c)["inner"]["restarts"] == 0
+    os.kill(x2, signal.SIGKILL)  # the 2nd within 30 s: inner gives up, root restarts inner
+    x3 = wait_changed(c, {"x": x2}, {"x"})["x"]
+    log = c.wait_for_log(r"Supervisor inner died \(supervisor 'inner' gave up[^\n]*restarting")[0]
+    assert "2 restarts within 30 s; last: child 'x' died (signal SIGKILL)" in c.log(), log
+    nodes = status(c)
+    assert nodes["inner"]["restarts"] == 1 and nodes["inner"]["state"] == "ready"
+    assert nodes["x"]["pid"] == x3 and nodes["a"]["pid"] == a  # the sibling never stopped
+    assert c.stop() == 0
+
+
+def test_the_root_giving_up_stops_the_cluster_with_the_chain_of_failures(cluster, tmp_path):
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        max_restarts = 0
+
+        [[supervisor.children]]
+        name = "inner"
+        max_restarts = 0
+        children = [ { name = "x", actor = "ac_tree:Member" } ]
+        """))
+    os.kill(pids(c, "x")["x"], signal.SIGKILL)
+    assert c.wait(15) == 1
+    lines = [line for line in c.log().splitlines() if "supervisor 'root' gave up" in line]
+    assert lines, c.log()
+    assert ("child 'inner' died (supervisor 'inner' gave up: 1 restart within 10 s; "
+            "last: child 'x' died (signal SIGKILL))") in lines[-1]
+
+
+def test_transient_and_temporary_children(cluster, tmp_path):
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        """ + ACTORS.format(name="trans", cls="Member", extra='restart = "transient"')
+        + ACTORS.format(name="temp", cls="Member", extra='restart = "temporary"')
+        + ACTORS.format(name="trans2", cls="Member", extra='restart = "transient"')))
+    before = pids(c, "trans", "temp", "trans2")
+    with actorcluster.connect(c.name) as client:
+        assert client.ask("trans", "exit") is None  # sys.exit(0): a normal exit
+    c.wait_for_log(r"Actor trans \(pid \d+\) died \(exit code 0\), not restarting")
+    os.kill(before["trans2"], signal.SIGKILL)  # abnormal: a transient child is restarted
+    wait_changed(c, {"trans2": before["trans2"]}, {"trans2"})
+    os.kill(before["temp"], signal.SIGKILL)  # a temporary child never is, and is dropped
+    c.wait_for_log(r"Actor temp \(pid \d+\) died \(signal SIGKILL\), not restarting")
+    nodes = status(c)
+    assert nodes["trans"]["state"] == "down" and nodes["trans"]["pid"] is None
+    assert "temp" not in nodes
+    assert c.stop() == 0
+
+
+def test_shutdown_is_in_reverse_order_and_kills_a_child_that_ignores_sigterm(cluster, tmp_path):
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        """ + ACTORS.format(name="first", cls="Member", extra="")
+        + ACTORS.format(name="stubborn", cls="Stubborn", extra="shutdown = 0.5")
+        + ACTORS.format(name="brutal", cls="Member", extra='shutdown = "brutal_kill"')
+        + ACTORS.format(name="last", cls="Member", extra="")))
+    c.signal(signal.SIGTERM)
+    start = time.monotonic()
+    assert c.wait(15) == 0
+    assert time.monotonic() - start >= 0.5
+    log = c.log()
+    assert events(log, "got SIGTERM") == [("last", "stopped"), ("brutal", "stopped"),
+                                          ("stubborn", "stopped"), ("first", "stopped")]
+    assert re.search(r"Actor stubborn \(pid \d+\) did not stop within 0.5 s; killing it", log)
+    assert re.search(r"Actor stubborn \(pid \d+\) stopped \(signal SIGKILL\)", log), log
+    assert re.search(r"Actor brutal \(pid \d+\) stopped \(signal SIGKILL\)", log), log
+    assert re.search(r"Actor last \(pid \d+\) stopped \(exit code 0\)", log), log
+
+
+def cli(c, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "actorcluster", *args, "--name", c.name],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+
+def test_dynamic_children_from_the_command_line(cluster, tmp_path):
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        """ + ACTORS.format(name="a", cls="Member", extra="")
+        + """
+        [[supervisor.children]]
+        name = "inner"
+        children = []
+        """))
+    spec = json.dumps({"name": "d", "actor": "ac_tree:Member", "restart": "transient"})
+    started = cli(c, "start-child", "inner", spec)
+    assert started.returncode == 0, started.stderr
+    pid = json.loads(started.stdout)["pid"]
+    with actorcluster.connect(c.name) as client:
+        assert client.ask("d", "pid") == pid  # the new child is addressable by name
+    listed = cli(c, "which-children", "inner", "--json")
+    assert [(ch["name"], ch["pid"], ch["restart"]) for ch in json.loads(listed.stdout)] == [
+        ("d", pid, "transient")]
+    assert json.loads(cli(c, "count-children", "inner").stdout) == {
+        "specs": 1, "active": 1, "supervisors": 0, "workers": 1}
+    assert cli(c, "terminate-child", "inner", "d").returncode == 0
+    assert status(c)["d"]["state"] == "down"
+    restarted = cli(c, "restart_child", "inner", "d")  # OTP's spelling works too
+    assert restarted.returncode == 0, restarted.stderr
+    assert json.loads(restarted.stdout)["pid"] not in (None, pid)
+    busy = cli(c, "delete-child", "inner", "d")
+    assert busy.returncode != 0 and "is running; terminate_child it first" in busy.stderr
+    assert cli(c, "terminate-child", "inner", "d").returncode == 0
+    assert cli(c, "delete-child", "inner", "d").returncode == 0
+    assert "d" not in status(c)
+    dup = cli(c, "start-child", "root", json.dumps({"name": "a", "actor": "ac_tree:Member"}))
+    assert dup.returncode != 0 and "'a' is already used" in dup.stderr
+    missing = cli(c, "start-child", "nosuch", spec)
+    assert missing.returncode != 0 and "no supervisor named 'nosuch'" in missing.stderr
+    bad = cli(c, "start-child", "root", json.dumps({"name": "e", "actor": "nosuch_mod:X"}))
+    assert bad.returncode != 0 and "failed to start" in bad.stderr
+    assert "no module named 'nosuch_mod'" in bad.stderr
+    assert "e" not in status(c)
+    assert c.stop() == 0
+
+
+def test_dynamic_children_from_an_actor(cluster, tmp_path):
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        """ + ACTORS.format(name="manager", cls="Manager", extra="")))
+    with actorcluster.connect(c.name) as client:
+        spec = {"name": "w", "actor": "ac_tree:Member"}
+        child = client.ask("manager", ("start_child", "root", spec), timeout=30)
+        assert child["name"] == "w" and child["state"] == "ready"
+        assert client.ask("w", "pid") == child["pid"]
+        assert client.ask("manager", ("count_children", "root")) == {
+            "specs": 2, "active": 2, "supervisors": 0, "workers": 2}
+        os.kill(child["pid"], signal.SIGKILL)  # a dynamic child is supervised like the rest
+        wait_changed(c, {"w": child["pid"]}, {"w"})
+        client.ask("manager", ("terminate_child", "root", "w"), timeout=30)
+        client.ask("manager", ("delete_child", "root", "w"))
+        names = [ch["name"] for ch in client.ask("manager", ("which_children", "root"))]
+        assert names == ["manager"]
+    assert c.stop() == 0
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ('[supervisor]\nstratgy = "one_for_one"\n',
+     r'tree.toml:2: supervisor.stratgy: unknown key "stratgy".*did you mean "strategy"'),
+    ('[supervisor]\n[[supervisor.children]]\nname = "a"\nactor = "ac_tree:Member"\n'
+     'restart = "sometimes"\n',
+     r'tree.toml:5: supervisor.children\[0\].restart: "sometimes" is not a restart type; '
+     r"allowed: permanent, transient, temporary"),
+    ('[supervisor]\nmax_restarts = -1\n', r"supervisor.max_restarts: .*-1"),
+])
+def test_a_bad_file_is_refused_before_anything_starts(cluster, tmp_path, text, expected):
+    c = cluster(tree_file(tmp_path, text), ready=False)
+    assert c.wait(15) == 2
+    assert re.search(expected, c.log()), c.log()
+    assert "Primary" not in c.log()  # nothing started
+
+
+def test_a_target_that_does_not_import_is_named_by_its_path(cluster, tmp_path):
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        [[supervisor.children]]
+        name = "ok"
+        actor = "ac_tree:Member"
+        [[supervisor.children]]
+        name = "inner"
+        children = [ { name = "bad", actor = "ac_tree:handler" } ]
+        """), ready=False)
+    assert c.wait(15) != 0
+    log = c.log()
+    assert "tree.toml: supervisor.children[1].children[0].actor" in log, log
+    assert "is not an Actor subclass" in log
+    assert "Actor ok" not in log  # no child started
+
+
+def test_tree_command_checks_and_prints_a_file(tmp_path):
+    good = subprocess.run([sys.executable, "-m", "actorcluster", "tree", "--config",
+                           "examples/actorcluster.toml", "--workers", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert good.returncode == 0, good.stderr
+    assert "└── pipeline  supervisor rest_for_one" in good.stdout
+    assert "├── web  http examples.counter:handler, 2 workers (auto)" in good.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[supervisor]\n[[supervisor.children]]\nname = "x"\n'
+                   'actor = "examples.counter:handler"\n')
+    out = subprocess.run([sys.executable, "-m", "actorcluster", "tree", "--config", str(bad)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1
+    assert f"{bad}: supervisor.children[0].actor" in out.stderr
+    assert "is not an Actor subclass" in out.stderr
+
+
+@pytest.mark.parametrize("how", ["file", "python"])
+def test_the_examples_run_as_documented(cluster, how):
+    target = ("--config=examples/actorcluster.toml" if how == "file"
+              else "examples.tree:tree")
+    c = cluster(target, "--workers", "2")
+    assert httpx.get(c.url + "/").json() == {"hits": 1}
+    with actorcluster.connect(c.name) as client:
+        assert client.ask("source", ("emit", 3)) == 3
+        deadline = time.monotonic() + 5
+        while client.ask("sink", "count") != 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        tree = client.status()["tree"]
+    assert [ch["name"] for ch in tree["children"]] == ["counter", "web", "pipeline"]
+    assert tree["children"][2]["strategy"] == "rest_for_one"
+    assert len(tree["children"][1]["children"]) == 2
+    assert c.stop() == 0
