@@ -279,3 +279,57 @@ def count_children(supervisor: str, cluster: str | None) -> None:
 
     click.echo(json.dumps(_primary(cluster, {"op": "count_children",
                                              "supervisor": supervisor})))
+
+
+@main.command()
+@click.argument("child", required=False)
+@_cluster_name
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="workers replaced at a time")
+@click.option("--ready-timeout", type=float, default=None,
+              help="seconds a replacement gets to be ready [default: the cluster's --timeout]")
+def reload(child: str | None, cluster: str | None, batch: int, ready_timeout: float | None
+           ) -> None:
+    """Rolling restart with the code now on disk, without dropping a request: CHILD (any name
+    in the tree) or every child. Also on SIGHUP to the primary."""
+    reply = _primary(cluster, {"op": "reload", "child": child, "batch": batch,
+                               "ready_timeout": ready_timeout}, timeout=3600.0)
+    for item in reply["replaced"]:
+        click.echo(f"{item['name']}: pid {item['old_pid']} -> {item['pid']}")
+    click.echo(f"reloaded {len(reply['replaced'])} process(es)")
+
+
+@main.command()
+@click.argument("pool")
+@click.argument("workers", type=click.IntRange(min=1))
+@_cluster_name
+def scale(pool: str, workers: int, cluster: str | None) -> None:
+    """Grow or shrink the HTTP pool POOL to WORKERS (also SIGTTIN / SIGTTOU: one more / one
+    fewer); workers that leave finish their requests first."""
+    reply = _primary(cluster, {"op": "scale", "pool": pool, "workers": workers},
+                     timeout=3600.0)
+    click.echo(f"{reply['pool']}: {reply['before']} -> {reply['workers']} workers "
+               f"({reply['ready']} ready)")
+
+
+@main.command()
+@_cluster_name
+@click.option("--timeout", type=float, default=None,
+              help="seconds in-flight work gets [default: the cluster's --graceful-timeout]")
+def stop(cluster: str | None, timeout: float | None) -> None:
+    """Stop the cluster gracefully (as SIGTERM does) and wait until it has exited."""
+    import time
+
+    import psutil
+
+    pid = _primary(cluster, {"op": "stop", "timeout": timeout})["pid"]
+    deadline = time.monotonic() + (timeout if timeout is not None else 3600.0) + 30.0
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                raise psutil.NoSuchProcess(pid)
+        except psutil.NoSuchProcess:
+            click.echo(f"stopped (primary {pid})")
+            return
+        time.sleep(0.05)
+    raise click.ClickException(f"the primary {pid} is still running")

@@ -60,6 +60,14 @@ SETTINGS: tuple[Setting, ...] = (
             "messages held for an actor that is restarting (more: dead letters)", minimum=0),
     Setting("hold_seconds", float, 5.0,
             "seconds a message is held for an actor that is restarting", minimum=0),
+    Setting("max_requests", int, 0, "replace a worker gracefully after it served this many "
+            "requests (0: never)", minimum=0),
+    Setting("max_requests_jitter", int, 0, "add 0..J to each worker's --max-requests so they "
+            "are not all replaced at once", minimum=0),
+    Setting("max_memory", int, 0, "replace a worker gracefully when its RSS goes above this "
+            "many MB (0: never)", minimum=0),
+    Setting("metrics_bind", str, None, "HOST:PORT to serve Prometheus metrics on "
+            "[default: none]"),
 )
 RESERVED_NAMES = ("primary", "web")
 SETTING_BY_NAME = {s.name: s for s in SETTINGS}
@@ -140,6 +148,10 @@ class ClusterConfig:
     standby: bool = True
     hold_messages: int = 1000
     hold_seconds: float = 5.0
+    max_requests: int = 0
+    max_requests_jitter: int = 0
+    max_memory: int = 0
+    metrics_bind: str | None = None
     actors: tuple[tuple[str, str], ...] = ()  # (name, MODULE:Class), started before the pool
     tree: Any = None  # an actorcluster.specs.Supervisor read from ``source``
     source: str = ""  # the config file the tree came from
@@ -165,6 +177,10 @@ class ClusterConfig:
             object.__setattr__(self, "name", name)
         check_name(self.name)
         parse_bind(self.bind)
+        if self.metrics_bind is not None:
+            metrics = parse_bind(self.metrics_bind)
+            if metrics.path is not None:
+                raise ConfigError("--metrics-bind takes HOST:PORT, not a unix: path")
         for f in fields(self):
             setting = SETTING_BY_NAME.get(f.name)
             if setting is None:

@@ -57,7 +57,8 @@ Spec = ActorSpec | Pool | Supervisor
 TOP_KEYS = ("cluster", "http", "supervisor")
 HTTP_KEYS = ("bind", "keepalive", "max_body", "threads")
 CLUSTER_KEYS = ("name", "log_level", "graceful_timeout", "timeout", "loop", "standby",
-                "hold_messages", "hold_seconds")
+                "hold_messages", "hold_seconds", "max_requests", "max_requests_jitter",
+                "max_memory", "metrics_bind")
 ACTOR_KEYS = ("name", "actor", "restart", "shutdown")
 POOL_KEYS = ("name", "http", "workers", "restart", "shutdown")
 SUPERVISOR_KEYS = ("name", "strategy", "max_restarts", "within", "backoff", "children", "restart",

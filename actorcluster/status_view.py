@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-COLUMNS = ("NAME", "TYPE", "PID", "STATE", "UPTIME", "RESTARTS")
+COLUMNS = ("NAME", "TYPE", "PID", "STATE", "UPTIME", "RESTARTS", "REQUESTS", "MESSAGES",
+           "RSS", "CPU")
 
 
 def _uptime(seconds: float | None) -> str:
@@ -20,6 +21,10 @@ def _uptime(seconds: float | None) -> str:
         return f"{hours}h{minutes:02d}m"
     days, hours = divmod(hours, 24)
     return f"{days}d{hours:02d}h"
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -40,6 +45,10 @@ def _rows(node: dict[str, Any], prefix: str, last: bool, top: bool) -> list[tupl
         str(node.get("state", "?")),
         _uptime(node.get("uptime")),
         str(node.get("restarts", 0)),
+        _count(node.get("requests")),
+        _count(node.get("messages")) if node.get("pid") else "-",
+        f"{node['rss'] / 2**20:.1f}M" if node.get("rss") else "-",
+        f"{node['cpu']:.0f}%" if node.get("cpu") is not None else "-",
     )
     rows = [row]
     children = node.get("children") or []

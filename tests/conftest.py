@@ -75,7 +75,9 @@ class Cluster:
             cmd += ["--bind", f"127.0.0.1:{self.port}"]
         cmd += list(args)
         full_env = dict(os.environ, **(env or {}))
-        full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "apps"), str(ROOT)])
+        extra = [(env or {}).get("PYTHONPATH", "")]  # a test's own modules (tmp_path) first
+        full_env["PYTHONPATH"] = os.pathsep.join(
+            [p for p in extra if p] + [str(ROOT / "tests" / "apps"), str(ROOT)])
         with open(self.logfile, "wb") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                          env=full_env, stdin=subprocess.DEVNULL)

@@ -12,6 +12,7 @@ import asyncio
 import functools
 import inspect
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,13 +38,29 @@ def is_async_handler(handler: Any) -> bool:
 class ThreadedApp:
     """Runs a synchronous handler in a thread pool that is created on the first request."""
 
-    __slots__ = ("handler", "threads", "_executor", "_lock")
+    __slots__ = ("handler", "threads", "_executor", "_lock", "_started")
 
     def __init__(self, handler: Callable[[Any], Any], threads: int) -> None:
         self.handler = handler
         self.threads = threads
         self._executor: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._started: dict[int, float] = {}  # thread -> when its current call began
+
+    def _call(self, request: Any) -> Any:
+        thread = threading.get_ident()
+        self._started[thread] = time.monotonic()
+        try:
+            return self.handler(request)
+        finally:
+            del self._started[thread]
+
+    def busy_for(self) -> float:
+        """Seconds the longest-running call has been running (0 when none is): a handler stuck
+        in a loop in a thread does not stop the event loop's heartbeats, so the worker reports
+        this instead and the primary treats a call longer than --timeout as a hang."""
+        started = list(self._started.values())
+        return time.monotonic() - min(started) if started else 0.0
 
     def _start(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -55,7 +72,7 @@ class ThreadedApp:
 
     def __call__(self, request: Any) -> asyncio.Future[Any]:
         executor = self._executor or self._start()
-        return asyncio.get_running_loop().run_in_executor(executor, self.handler, request)
+        return asyncio.get_running_loop().run_in_executor(executor, self._call, request)
 
     def shutdown(self, wait: bool = False) -> None:
         """Stop the thread pool (handlers already running finish unless the process exits)."""

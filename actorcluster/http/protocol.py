@@ -21,8 +21,10 @@ finishes without waiting (see runner.py).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from types import CoroutineType
@@ -34,6 +36,7 @@ from .request import Request
 from .response import (
     CACHED_LENGTHS,
     LENGTH_END,
+    Response,
     Stream,
     connection_line,
     error_response,
@@ -41,12 +44,15 @@ from .response import (
     send_stream,
 )
 from .runner import _Carrier, _enter_task, _HandlerRunner, _leave_task
-from .state import HttpLimits, HttpServerState
+from .state import LATENCY_BUCKETS, HttpLimits, HttpServerState
 
 __all__ = ["HttpLimits", "HttpServerState", "HttpProtocol"]
 
 log = logging.getLogger("actorcluster.http")
 _new_request = Request.__new__
+_clock = time.monotonic
+_bisect = bisect.bisect_left
+FIRST_BUCKET = LATENCY_BUCKETS[0]
 
 MAX_PIPELINE = 32  # parsed requests waiting on one connection before it stops reading
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -100,6 +106,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         "_carrier",
         "_running",
         "_aborted",
+        "_starts",
     )
 
     def __init__(self, app: Callable[[Request], Any], state: HttpServerState, limits: HttpLimits):
@@ -142,6 +149,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._carrier: _Carrier | None = None
         self._running: asyncio.Task[None] | None = None  # a handler that waits, or a stream
         self._aborted = False
+        # with a timed state (metrics on): when each queued request's message was complete
+        self._starts: deque[float] | None = deque() if state.timed else None
 
     # -- protocol interface ----------------------------------------------------------------
 
@@ -169,6 +178,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             # on_message_complete queued the request that asks to switch protocols
             if self._queue:
                 self._queue.pop()
+                if self._starts:
+                    self._starts.pop()
             self._protocol_error(501)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
@@ -201,6 +212,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._closed = True
         self._input_done = True
         self._queue.clear()
+        if self._starts:
+            self._starts.clear()
         self._state._forget(self)
         self._retire_carrier()
         self._wake_writer()
@@ -269,6 +282,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         request.keep_alive = parser.should_keep_alive()
         request._transport = self.transport
         self._queue.append(request)
+        if self._starts is not None:
+            self._starts.append(_clock())
         self._headers = []
         self._headers_done = False
         self._body = None
@@ -338,11 +353,14 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
     def _send_error(self) -> None:
         if not self._closed:
             self.transport.write(error_response(self._error, self._state.date_header))
+            self._state.status_counts[self._error // 100] += 1  # not timed: no complete message
         self._close()
 
     def _close(self) -> None:
         self._input_done = True
         self._queue.clear()
+        if self._starts:
+            self._starts.clear()
         if not self._closed:
             self.transport.close()
 
@@ -350,6 +368,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._input_done = True
         self._aborted = True
         self._queue.clear()
+        if self._starts:
+            self._starts.clear()
         self._retire_carrier()  # now, in case the loop stops before connection_lost
         if self._running is not None:
             self._running.cancel()  # a hard stop: the handler has nobody to answer
@@ -475,7 +495,9 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         conn = connection_line(keep, request.http_version == "1.0")
         data = error_response(status, state.date_header, request._method == b"HEAD", conn)
         self.transport.write(data)
-        state.requests_served += 1
+        state.status_counts[status // 100] += 1
+        if self._starts is not None:
+            self._timed()
         self._done(keep)
 
     def _respond(self, request: Request, result: Any) -> None:
@@ -496,7 +518,9 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             if request._method == b"HEAD":
                 body = b""
             self.transport.write(b"".join((state.text_head, end, body)))
-            state.requests_served += 1
+            state.status_counts[2] += 1
+            if self._starts is not None:
+                self._timed()
             self._busy = False
             if keep:
                 self._last_active = state.now
@@ -516,11 +540,25 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             self._respond_error(request, 500)
             return
         self.transport.write(data)
-        state.requests_served += 1
+        state.status_counts[result.status // 100 if isinstance(result, Response) else 2] += 1
+        if self._starts is not None:
+            self._timed()
         if stream is None:
             self._done(keep)
         else:
             self._running = self._loop.create_task(self._send_stream(request, stream, keep))
+
+    def _timed(self) -> None:
+        """The response to the oldest queued request is written: into the histogram
+        (`HttpServerState.observe`, inlined: it runs for every request when metrics are on)."""
+        starts = self._starts
+        if starts:
+            seconds = _clock() - starts.popleft()
+            state = self._state
+            state.latency_counts[
+                0 if seconds <= FIRST_BUCKET else _bisect(LATENCY_BUCKETS, seconds)
+            ] += 1
+            state.latency_sum += seconds
 
     def _done(self, keep: bool) -> None:
         self._busy = False

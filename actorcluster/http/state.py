@@ -8,18 +8,22 @@ connections idle for too long, so that no connection needs a timer of its own.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import email.utils
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .response import TEXT_200
 
 if TYPE_CHECKING:
     from .protocol import HttpProtocol
 
-__all__ = ["HttpLimits", "HttpServerState"]
+__all__ = ["LATENCY_BUCKETS", "HttpLimits", "HttpServerState"]
 
 SWEEP_INTERVAL = 1.0  # seconds between two sweeps (Date header, coarse clock, idle connections)
+# Upper bounds (seconds, inclusive) of the request latency histogram: Prometheus's defaults. A
+# last bucket, +Inf, takes what is above them.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -45,20 +49,32 @@ def _date_header() -> bytes:
 
 
 class HttpServerState:
-    """What the connections of one worker share: the Date header, a coarse clock, the sweep.
+    """What the connections of one worker share: the Date header, a coarse clock, the sweep,
+    and the counters (responses by status class; with ``timed``, a latency histogram).
 
     Attributes:
         connections: the live `HttpProtocol` instances.
-        requests_served: responses written since the state was made.
+        status_counts: responses written since the state was made, indexed by status // 100
+            (``status_counts[2]``: the 2xx). Always kept: one list increment per response.
+        timed: time every request, from its message complete to its response written (its head,
+            for a streamed body), into ``latency_counts`` / ``latency_sum``.
+        latency_counts: per bucket of `LATENCY_BUCKETS`, then +Inf; not cumulative.
+        latency_sum: seconds, summed over the timed requests.
         draining: set by `drain`; every response from then on carries ``Connection: close``.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, limits: HttpLimits) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, limits: HttpLimits, timed: bool = False
+    ) -> None:
         self.loop = loop
         self.limits = limits
         self.connections: set[HttpProtocol] = set()
-        self.requests_served = 0
+        self.status_counts = [0] * 6
+        self.timed = timed
+        self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
         self.draining = False
+        self.close_idle = True
         self.sweep_interval = SWEEP_INTERVAL
         # refreshed by the sweep; read by every response and request
         self.now = loop.time()
@@ -66,6 +82,27 @@ class HttpServerState:
         self._set_date()
         self._timer: asyncio.TimerHandle | None = None
         self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def requests_served(self) -> int:
+        """Responses written since the state was made (a protocol error's answer included)."""
+        return sum(self.status_counts)
+
+    def observe(self, seconds: float) -> None:
+        """Count one timed request in the latency histogram."""
+        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum += seconds
+
+    def status_summary(self) -> dict[str, int]:
+        """``{"2xx": n, "4xx": n, ...}``: responses by status class, the classes seen only."""
+        return {f"{i}xx": n for i, n in enumerate(self.status_counts) if n}
+
+    def latency_summary(self) -> dict[str, Any]:
+        """The histogram as sent with the heartbeats: ``buckets`` (upper bounds, seconds),
+        ``counts`` (one per bucket, then one for +Inf; NOT cumulative), ``sum``, ``count``."""
+        counts = list(self.latency_counts)
+        return {"buckets": list(LATENCY_BUCKETS), "counts": counts, "sum": self.latency_sum,
+                "count": sum(counts)}
 
     def start(self) -> None:
         """Start the periodic sweep: refresh the Date header and the coarse clock, close
@@ -83,7 +120,7 @@ class HttpServerState:
         self.now = now = self.loop.time()
         self._set_date()
         interval = self.sweep_interval
-        if self.draining:
+        if self.draining and self.close_idle:
             max_idle = interval
         else:
             # `now` is coarse: a connection's last activity was recorded up to one interval late
@@ -92,12 +129,18 @@ class HttpServerState:
             conn._sweep(now, max_idle, self.draining)
         self._timer = self.loop.call_later(interval, self._sweep)
 
-    def drain(self) -> None:
-        """Stop gracefully: close idle connections now; a connection in the middle of a request
-        finishes it, answers with ``Connection: close`` and closes. No new request is started."""
+    def drain(self, close_idle: bool = True) -> None:
+        """Stop gracefully: a connection in the middle of a request finishes it, answers with
+        ``Connection: close`` and closes. Idle keep-alive connections are closed now, or, with
+        ``close_idle`` False (a worker replaced while the cluster goes on), left open until
+        their next request, which gets ``Connection: close``, or until they have been idle for
+        the keep-alive timeout: a client never has a connection closed under a request it is
+        sending."""
         self.draining = True
-        for conn in list(self.connections):
-            conn._drain()
+        self.close_idle = close_idle
+        if close_idle:
+            for conn in list(self.connections):
+                conn._drain()
 
     async def wait_closed(self, timeout: float) -> bool:
         """Wait until no connection is left: True when none is, False after ``timeout`` s."""

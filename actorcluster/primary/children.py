@@ -36,7 +36,7 @@ class Leaf:
 
     __slots__ = ("name", "kind", "target", "parent", "pool", "restart", "shutdown", "incarnation",
                  "pid", "state", "link", "last_heard", "since", "stop_requested", "kill_detail",
-                 "restarts", "last_exit")
+                 "restarts", "last_exit", "replacing", "stats", "usage")
 
     def __init__(self, name: str, kind: str, target: str, parent: SupervisorNode | None,
                  pool: PoolNode | None, restart: str, shutdown: float) -> None:
@@ -57,6 +57,9 @@ class Leaf:
         self.kill_detail = ""
         self.restarts = 0
         self.last_exit = ""  # how the last incarnation ended, for errors and status
+        self.replacing = False  # a replacement being started (reload): not yet in the tree
+        self.stats: dict[str, Any] = {}  # counters from the last heartbeat (requests, messages)
+        self.usage: dict[str, float] = {}  # rss (bytes) and cpu (%), sampled by the primary
 
     @property
     def identity(self) -> str:
@@ -146,6 +149,10 @@ def status_of(node: Node, now: float) -> dict[str, Any]:
             "state": node.state, "incarnation": node.incarnation, "restarts": node.restarts,
             "uptime": round(now - node.since, 3) if node.up else 0.0,
             "restart": node.restart, "last_exit": node.last_exit or None,
+            "requests": node.stats.get("requests") if node.kind == "http" else None,
+            "messages": node.stats.get("messages", 0),
+            "rss": int(node.usage["rss"]) if node.pid and "rss" in node.usage else None,
+            "cpu": node.usage.get("cpu") if node.pid else None,
         }
     if isinstance(node, PoolNode):
         return {

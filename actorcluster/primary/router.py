@@ -99,6 +99,12 @@ class Router:
         self._requests: set[asyncio.Future] = set()  # requests to the primary still running
         self.routed = 0
         self.malformed = 0
+        # actor messages (a coalesced batch counts its messages), for the metrics: received from
+        # senders (to anything but the primary), handed to ZeroMQ for a destination (a broadcast
+        # counts once per member), put on hold for a restarting name (ever)
+        self.sent = 0
+        self.delivered = 0
+        self.held_total = 0
 
     # -- the supervisor's side ------------------------------------------------------------------
 
@@ -112,7 +118,7 @@ class Router:
             if key in members and group in self.held:
                 held.extend(self.held.pop(group))
         for _deadline, frames in held:
-            self._on_frames(frames)
+            self._on_frames(frames, again=True)
 
     def hold(self, name: str) -> None:
         """``name`` is restarting: hold its messages (bounded) until it is bound again."""
@@ -180,7 +186,7 @@ class Router:
 
     # -- routing --------------------------------------------------------------------------------
 
-    def _on_frames(self, frames: list[bytes]) -> None:
+    def _on_frames(self, frames: list[bytes], again: bool = False) -> None:
         if len(frames) < 4 or len(frames[2]) != HEADER.size:
             self._malformed(frames, "fewer than 4 frames or a bad header")
             return
@@ -199,12 +205,14 @@ class Router:
         if dest == PRIMARY:
             self._to_primary(sender, kind, flags, corr, frames)
             return
+        if not again:  # not a held or re-routed message: counted when it first came
+            self.sent += count
         if flags & FLAG_BROADCAST:
             members = [self.names[m] for m in self.groups.get(dest, ()) if m in self.names]
             if not members:
                 self._undeliverable(frames, "no live member")
             for identity in members:
-                self._send(identity, [identity, sender, *frames[2:]], sender, dest)
+                self._send(identity, [identity, sender, *frames[2:]], sender, dest, count)
             return
         identity = self.names.get(dest)
         if identity is None:
@@ -242,7 +250,7 @@ class Router:
                         corrs.difference_update(range(corr, corr + count))
         frames[0] = identity
         frames[1] = sender
-        self._send(identity, frames, sender, dest)
+        self._send(identity, frames, sender, dest, count)
 
     def _resolve_other(self, dest: bytes) -> bytes | None:
         members = self.groups.get(dest)
@@ -259,12 +267,14 @@ class Router:
             return dest  # an incarnation or a client: ZeroMQ says whether it is connected
         return None
 
-    def _send(self, identity: bytes, frames: list, sender: bytes, dest: bytes) -> None:
+    def _send(self, identity: bytes, frames: list, sender: bytes, dest: bytes, count: int
+              ) -> None:
         self.routed += 1
         outbox = self.outboxes.get(identity)
         if outbox is None:
             try:
                 self._sock.send_multipart(frames, zmq.NOBLOCK)
+                self.delivered += count
                 return
             except zmq.Again:
                 outbox = self.outboxes[identity] = deque()
@@ -297,7 +307,7 @@ class Router:
         if self.names.get(name) == identity:
             del self.names[name]
         self.held.setdefault(name, _Held())
-        self._on_frames(frames)  # re-route: another group member, or held
+        self._on_frames(frames, again=True)  # re-route: another group member, or held
 
     def _hold(self, held: _Held, frames: list, count: int) -> None:
         room = self.hold_max - held.messages
@@ -310,6 +320,7 @@ class Router:
             count = room
         held.append((self.loop.time() + self.hold_seconds, frames))
         held.messages += count
+        self.held_total += count
 
     def _retry_soon(self) -> None:
         if not self._retrying:
@@ -329,7 +340,7 @@ class Router:
                     frames = outbox.popleft()
                     self._undeliverable([frames[1], identity, *frames[2:]], "its process is gone")
                     continue
-                outbox.popleft()
+                self.delivered += _count(outbox.popleft()[2])
             if len(outbox) <= OUTBOX_RESUME:
                 self._resume_senders(identity)
             if not outbox:

@@ -23,13 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from .. import logs, rundir, specs
-from ..config import Bind, ClusterConfig
+from ..config import Bind, ClusterConfig, parse_bind
 from ..config_file import check_tree, child_from_mapping, tree_from_mapping
 from ..errors import ActorClusterError, ActorError, ClusterError, ConfigError, TargetImportError
 from ..loops import new_loop
 from ..oslink import become_subreaper
 from ..supervision import ExitReason
 from .gateway import Gateway
+from .metrics import Metrics
+from .rolling import Rolling
 from .router import Router
 from .spawner import Spawner
 from .supervisor import SupervisionTree, SupervisorError
@@ -41,7 +43,7 @@ EXIT_GAVE_UP = 1
 EXIT_START_FAILED = 2
 EXIT_FORCED = 130
 REQUESTS = ("members", "start_child", "terminate_child", "restart_child", "delete_child",
-            "which_children", "count_children")
+            "which_children", "count_children", "reload", "scale", "stop")
 
 
 def listen(bind: Bind, backlog: int = 2048) -> socket.socket:
@@ -97,7 +99,8 @@ class Primary:
     async def _main(self, loop: asyncio.AbstractEventLoop, directory: Path) -> int:
         self._stopped = asyncio.Event()
         log.info("Primary %d is running", self.pid)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
+                    signal.SIGTTOU):
             loop.add_signal_handler(sig, self._signals.put_nowait, sig)
         self.loop = loop
         self.spawner = Spawner(loop, self._on_spawned, self._on_spawn_error)
@@ -113,6 +116,11 @@ class Primary:
             self.supervisor = SupervisionTree(
                 loop, self.config, tree, self.spawner, self.router, self.gateway, self.halt
             )
+            self.rolling = Rolling(self.supervisor, self._new_zygote)
+            if self.config.metrics_bind is not None:  # before any worker: a taken port stops us
+                where = parse_bind(self.config.metrics_bind)
+                self.metrics = Metrics(self.supervisor, self.router, self.config.name)
+                self.metrics.serve(str(where.host), int(where.port or 0))
             code = await self._serve(loop)
         except ActorClusterError as exc:
             log.error("%s", exc)
@@ -172,8 +180,35 @@ class Primary:
                         await graceful
             elif sig == signal.SIGQUIT:
                 self.halt(EXIT_FORCED, f"Primary {self.pid} got SIGQUIT: stopping at once")
+            elif sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+                self._operate(sig)
         signals.cancel()
         return self._exit_code
+
+    def _operate(self, sig: int) -> None:
+        """SIGHUP: reload every child; SIGTTIN / SIGTTOU: one more / one fewer HTTP worker (as
+        gunicorn). Runs in the background; the outcome goes to the log."""
+        name = signal.Signals(sig).name
+        if sig == signal.SIGHUP:
+            log.info("Primary %d got SIGHUP: reloading every child", self.pid)
+            work = self.rolling.reload(None, 1, self.config.timeout)
+        else:
+            pool = self.supervisor.pool
+            if pool is None:
+                log.warning("got %s, but there is no HTTP pool to scale", name)
+                return
+            workers = len(pool.members) + (1 if sig == signal.SIGTTIN else -1)
+            log.info("Primary %d got %s: scaling %s to %d workers", self.pid, name, pool.name,
+                     workers)
+            work = self.rolling.scale(pool.name, workers, self.config.timeout)
+        task = self.loop.create_task(work)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or log.error(
+            "%s failed: %s", name, t.exception()))
+
+    async def _new_zygote(self) -> None:
+        await self.spawner.replace(self._targets(), self.config.log_level, self.config.timeout)
+        self._watch(self.spawner.pid)
+        log.info("zygote %s started with the code on disk", self.spawner.pid)
 
     def halt(self, code: int, message: str) -> None:
         """Stop the cluster and exit with ``code``: the supervisor gave up, or a boot failed."""
@@ -207,6 +242,9 @@ class Primary:
             if self.spawner.pid is None:
                 break
             await asyncio.sleep(0.02)
+        metrics = getattr(self, "metrics", None)
+        if metrics is not None:
+            metrics.close()
         router = getattr(self, "router", None)
         if router is not None:
             router.close()
@@ -237,7 +275,9 @@ class Primary:
                 return
             if pid == 0:
                 return
-            if pid == self.spawner.pid:
+            if pid in self.spawner.retired:
+                self.spawner.retired.discard(pid)  # a zygote a reload replaced
+            elif pid == self.spawner.pid:
                 self.spawner.reaped()
                 if self._exit_code is None and getattr(self, "supervisor", None) is not None:
                     self._zygote_died(pid, status)
@@ -348,7 +388,26 @@ class Primary:
             return tree.delete_child(supervisor, name)
         if op == "which_children":
             return tree.which_children(supervisor)
-        return tree.count_children(supervisor)
+        if op == "count_children":
+            return tree.count_children(supervisor)
+        if op == "reload":
+            child = request.get("child")
+            return self.rolling.reload(None if child is None else str(child),
+                                       int(request.get("batch", 1)),
+                                       float(request.get("ready_timeout") or self.config.timeout))
+        if op == "scale":
+            return self.rolling.scale(str(request.get("pool", "")), int(request["workers"]),
+                                      float(request.get("ready_timeout") or self.config.timeout))
+        return self._stop_request(request.get("timeout"))
+
+    def _stop_request(self, timeout: Any) -> dict[str, Any]:
+        """`actorcluster stop`: the graceful stop of SIGTERM, with its own timeout."""
+        if timeout is not None:
+            self.config = replace(self.config, graceful_timeout=float(timeout))
+            self.supervisor.config = self.config
+        log.info("Primary %d was asked to stop", self.pid)
+        self._signals.put_nowait(signal.SIGTERM)
+        return {"pid": self.pid}
 
     def status(self) -> dict[str, Any]:
         return {

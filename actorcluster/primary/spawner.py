@@ -36,6 +36,7 @@ class Spawner:
         self._waiting: list[tuple[dict[str, Any], int]] = []
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
+        self.retired: set[int] = set()  # zygotes replaced by a reload, reaped as they exit
 
     async def start(self, targets: list[tuple[str, str]], log_level: str, timeout: float,
                     entry: str | None = None) -> dict[str, Any] | None:
@@ -85,6 +86,33 @@ class Spawner:
             socket.send_fds(self._sock, [encode_control("spawn", spec=spec)], [handoff_fd])
         finally:
             self._sock.setblocking(False)
+
+    async def replace(self, targets: list[tuple[str, str]], log_level: str, timeout: float
+                      ) -> None:
+        """A new zygote that imports the code as it is now on disk (a reload); the old one is
+        told to exit once the new one has imported everything. If the new one cannot import
+        the code, it is gone and the old one stays: the error is raised."""
+        old_sock, old_proc, old_pid = self._sock, self._proc, self.pid
+        self._sock = None
+        try:
+            await self.start(targets, log_level, timeout)
+        except BaseException:
+            if self.pid is not None and self.pid != old_pid:
+                self.retired.add(self.pid)
+                if self._proc is not None and self._proc.poll() is None:
+                    self._proc.kill()
+            if self._sock is not None and self._sock is not old_sock:
+                self._sock.close()
+            self._sock, self._proc, self.pid = old_sock, old_proc, old_pid
+            raise
+        if old_pid is not None:
+            self.retired.add(old_pid)
+        if old_sock is not None:
+            try:
+                self.loop.remove_reader(old_sock.fileno())
+            except (ValueError, OSError):
+                pass
+            old_sock.close()  # the old zygote's cue to exit
 
     async def restart(self, targets: list[tuple[str, str]], log_level: str, timeout: float) -> None:
         """A new zygote after the last one died; spawn requests made meanwhile go to it."""

@@ -14,9 +14,11 @@ import asyncio
 import logging
 import math
 import os
+import random
 import signal
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -43,6 +45,7 @@ from .children import (
 from .gateway import Gateway
 from .router import Router
 from .spawner import Spawner
+from .usage import Usage
 
 log = logging.getLogger("actorcluster.supervisor")
 
@@ -89,6 +92,12 @@ class SupervisionTree:
         self._early_exits: dict[int, int] = {}
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
+        self._incarnations: dict[str, int] = {}
+        self.candidates: set[Leaf] = set()  # replacements starting (reload, recycling)
+        self.retiring: set[Leaf] = set()  # replaced processes finishing their work
+        self.restart_counts: Counter[tuple[str, str]] = Counter()  # (child, why) -> restarts
+        self.on_recycle: Callable[[Leaf, str], None] = lambda leaf, why: None
+        self._usage = Usage()
 
     # -- building -------------------------------------------------------------------------------
 
@@ -123,7 +132,7 @@ class SupervisionTree:
         return node
 
     def _unregister(self, node: Node) -> None:
-        for leaf in self._leaves(node):
+        for leaf in self.leaves(node):
             self.names.pop(leaf.name, None)
             self.router.forget(leaf.name)
         if isinstance(node, SupervisorNode):
@@ -135,15 +144,12 @@ class SupervisionTree:
     def pool(self) -> PoolNode | None:
         return next((n for n in self.names.values() if isinstance(n, PoolNode)), None)
 
-    def _leaves(self, node: Node) -> list[Leaf]:
+    def leaves(self, node: Node) -> list[Leaf]:
         if isinstance(node, Leaf):
             return [node]
         if isinstance(node, PoolNode):
             return list(node.members.values())
-        return [leaf for child in node.children.values() for leaf in self._leaves(child)]
-
-    def _spawn_targets(self) -> list[Leaf]:
-        return self._leaves(self.root)
+        return [leaf for child in node.children.values() for leaf in self.leaves(child)]
 
     # -- process children: spawn, ready, stop ---------------------------------------------------
 
@@ -156,9 +162,12 @@ class SupervisionTree:
             "graceful_timeout": c.graceful_timeout, "log_level": c.log_level, "loop": c.loop,
             "threads": c.threads, "keepalive": c.keepalive, "max_body": c.max_body,
             "family": int(self.gateway.family),
+            "metrics": c.metrics_bind is not None,  # time requests for the latency histogram
+            "max_requests": c.max_requests + random.randint(0, c.max_requests_jitter)
+            if c.max_requests else 0,
         }
 
-    def _spawn(self, leaf: Leaf) -> None:
+    def spawn(self, leaf: Leaf) -> None:
         """Start a new incarnation of ``leaf`` (or promote the standby into it)."""
         if self.stopping or leaf.live:
             return
@@ -168,7 +177,7 @@ class SupervisionTree:
         ):
             self._promote(leaf)
             return
-        leaf.incarnation += 1
+        leaf.incarnation = self._next_incarnation(leaf.name)
         leaf.pid = None
         leaf.state = STARTING
         leaf.stop_requested = False
@@ -182,7 +191,14 @@ class SupervisionTree:
         finally:
             theirs.close()
 
-    async def _until(self, done: Callable[[], bool], timeout: float = math.inf) -> bool:
+    def _next_incarnation(self, name: str) -> int:
+        """Incarnation numbers are never reused for a name, even when two processes carry it
+        for a moment (a reload starts the replacement before the old one stops)."""
+        number = self._incarnations.get(name, 0) + 1
+        self._incarnations[name] = number
+        return number
+
+    async def until(self, done: Callable[[], bool], timeout: float = math.inf) -> bool:
         """Wait until ``done()`` (re-checked at every state change); False on timeout."""
         deadline = self.loop.time() + timeout
         while not done():
@@ -198,12 +214,12 @@ class SupervisionTree:
 
     async def _start_leaf(self, leaf: Leaf) -> bool:
         """Start ``leaf`` and wait until it reports ready (True) or dies first (False)."""
-        self._spawn(leaf)
+        self.spawn(leaf)
         incarnation = leaf.incarnation
-        await self._until(lambda: leaf.incarnation != incarnation or leaf.up or not leaf.live)
+        await self.until(lambda: leaf.incarnation != incarnation or leaf.up or not leaf.live)
         return leaf.up
 
-    async def _stop_leaf(self, leaf: Leaf) -> None:
+    async def stop_leaf(self, leaf: Leaf) -> None:
         """The stop ladder: SIGTERM, ``shutdown`` seconds, SIGKILL (brutal_kill: SIGKILL now)."""
         if not leaf.live:
             return
@@ -216,13 +232,13 @@ class SupervisionTree:
             return leaf.incarnation != incarnation or not leaf.live
 
         if leaf.shutdown > 0:
-            self._signal(leaf, signal.SIGTERM)
-            if await self._until(gone, leaf.shutdown):
+            self.send_signal(leaf, signal.SIGTERM)
+            if await self.until(gone, leaf.shutdown):
                 return
             log.warning("%s did not stop within %g s; killing it", _who(leaf, leaf.pid),
                         leaf.shutdown)
-        self._signal(leaf, signal.SIGKILL)
-        await self._until(gone, KILL_WAIT)
+        self.send_signal(leaf, signal.SIGKILL)
+        await self.until(gone, KILL_WAIT)
 
     def _promote(self, leaf: Leaf) -> None:
         """Replace ``leaf`` by the ready standby: it takes the name and goes into rotation."""
@@ -231,7 +247,7 @@ class SupervisionTree:
         self.spare = None
         self.by_id.pop(spare.identity, None)
         old_identity = spare.identity.encode()
-        leaf.incarnation += 1
+        leaf.incarnation = self._next_incarnation(leaf.name)
         leaf.pid, leaf.link = spare.pid, spare.link
         leaf.link.name = leaf.name
         spare.pid, spare.link, spare.state = None, None, DOWN
@@ -247,15 +263,15 @@ class SupervisionTree:
         log.info("Worker %s started", leaf.pid)
         self._changed.set()
         # the next standby starts a moment later, off the promoted worker's first requests
-        self.loop.call_later(SPARE_DELAY, self._start_spare)
+        self.loop.call_later(SPARE_DELAY, self.start_spare)
 
-    def _start_spare(self) -> None:
+    def start_spare(self) -> None:
         if self.stopping or self.spare is not None or not self.config.standby:
             return
         if self._spare_serial is None or self._spare_serial.pool.state != READY:
             return
         self.spare = self._spare_serial  # one Leaf; its incarnation counts the spares
-        self._spawn(self.spare)
+        self.spawn(self.spare)
 
     # -- subtrees: start and stop ---------------------------------------------------------------
 
@@ -267,12 +283,12 @@ class SupervisionTree:
             node.state = STARTING
             members = list(node.members.values())
             for member in members:
-                self._spawn(member)
-            await self._until(lambda: all(m.up or not m.live for m in members))
+                self.spawn(member)
+            await self.until(lambda: all(m.up or not m.live for m in members))
             node.state = READY
             self._changed.set()
             if self.started:
-                self._start_spare()
+                self.start_spare()
             return all(m.up for m in members)
         async with node.lock:
             if node.started_once:
@@ -303,11 +319,11 @@ class SupervisionTree:
     async def _stop(self, node: Node, lock: bool = True) -> None:
         """Stop ``node``; a supervisor stops its children in reverse start order, one by one."""
         if isinstance(node, Leaf):
-            await self._stop_leaf(node)
+            await self.stop_leaf(node)
             return
         if isinstance(node, PoolNode):
             node.state = STOPPING
-            await asyncio.gather(*(self._stop_leaf(m) for m in node.members.values()))
+            await asyncio.gather(*(self.stop_leaf(m) for m in node.members.values()))
             node.state = DOWN
             self._changed.set()
             return
@@ -320,11 +336,11 @@ class SupervisionTree:
         except TimeoutError:
             log.warning("Supervisor %s did not stop within %g s; killing its processes",
                         node.name, node.shutdown)
-            leaves = [leaf for leaf in self._leaves(node) if leaf.live]
+            leaves = [leaf for leaf in self.leaves(node) if leaf.live]
             for leaf in leaves:
                 leaf.stop_requested = True
-                self._signal(leaf, signal.SIGKILL)
-            await self._until(lambda: not any(leaf.live for leaf in leaves), KILL_WAIT)
+                self.send_signal(leaf, signal.SIGKILL)
+            await self.until(lambda: not any(leaf.live for leaf in leaves), KILL_WAIT)
             node.state = DOWN
             self._changed.set()
 
@@ -348,7 +364,7 @@ class SupervisionTree:
         await self._start(self.root)
         if not self.stopping:
             self.started = True
-            self._start_spare()
+            self.start_spare()
 
     # -- events from the zygote, the router and the kernel ---------------------------------------
 
@@ -361,7 +377,7 @@ class SupervisionTree:
         leaf.pid = pid
         self.by_pid[pid] = leaf
         if self.stopping or leaf.stop_requested:
-            self._signal(leaf, signal.SIGTERM)
+            self.send_signal(leaf, signal.SIGTERM)
         if pid in self._early_exits:
             self.on_exit(pid, self._early_exits.pop(pid))
 
@@ -378,7 +394,15 @@ class SupervisionTree:
         if leaf is None or leaf.identity != identity.decode():
             return  # a message from an incarnation that is already gone
         leaf.last_heard = self.loop.time()
-        if message["op"] != "ready":
+        op = message["op"]
+        if op == "heartbeat":
+            leaf.stats = message
+            return
+        if op == "recycle":
+            if leaf.pool is not None and leaf in leaf.pool.members.values():
+                self.on_recycle(leaf, str(message.get("reason", "")))
+            return
+        if op != "ready":
             return
         if leaf is self.spare:
             leaf.state = READY
@@ -419,6 +443,9 @@ class SupervisionTree:
         uptime = 0.0 if was_starting else self.loop.time() - leaf.since
         leaf.state = DOWN
         leaf.pid = None
+        leaf.usage = {}
+        if pid is not None:
+            self._usage.forget(pid)
         leaf.last_exit = reason.describe()
         self._changed.set()
         if leaf.stop_requested:
@@ -428,8 +455,12 @@ class SupervisionTree:
             if not self.stopping:
                 log.warning("standby worker %s died (%s); starting another in %.0f s", pid,
                             reason.describe(), SPARE_RETRY)
-                self.loop.call_later(SPARE_RETRY, self._start_spare)
+                self.loop.call_later(SPARE_RETRY, self.start_spare)
             return
+        if leaf.replacing or leaf in self.retiring:
+            self.candidates.discard(leaf)
+            self.retiring.discard(leaf)
+            return  # a replacement that failed, or a replaced process that finished: no failure
         if self.stopping:
             self.router.forget(leaf.name)
             return
@@ -482,10 +513,11 @@ class SupervisionTree:
                 return
             self.router.hold(leaf.name)
             leaf.restarts += 1
+            self.restart_counts[leaf.name, _why(reason)] += 1
             if decision.delay > 0:
                 await asyncio.sleep(decision.delay)
             if not self.stopping and pool.state not in (STOPPING, DOWN):
-                self._spawn(leaf)
+                self.spawn(leaf)
 
     async def _child_exited(self, node: SupervisorNode, logic: Any, child: Node,
                             pid: int | None, reason: ExitReason, uptime: float | None,
@@ -505,17 +537,19 @@ class SupervisionTree:
             log.warning("%s died (%s), %s%s", _who(child, pid), reason.describe(),
                         "restarting" if restarting else "not restarting",
                         " (it never became ready)" if was_starting else "")
+            if restarting:
+                self.restart_counts[child.name, _why(reason)] += 1
             await self._execute(node, decision)
             if not restarting and child.name not in node.children:
                 self._unregister(child)
             elif not restarting:
-                for leaf in self._leaves(child):
+                for leaf in self.leaves(child):
                     self.router.forget(leaf.name)
 
     async def _execute(self, node: SupervisorNode, decision: Decision) -> None:
         """Stop, forget, wait, start: in that order, each list in its order (OTP's)."""
         for name in (*decision.stop, *decision.start):
-            for leaf in self._leaves(node.children[name]):
+            for leaf in self.leaves(node.children[name]):
                 self.router.hold(leaf.name)
         for name in decision.stop:
             child = node.children[name]
@@ -588,7 +622,7 @@ class SupervisionTree:
                 node.logic.remove_child(child.name)
                 node.children.pop(child.name, None)
                 self._unregister(child)
-                why = "; ".join(f"{leaf.name}: {leaf.last_exit}" for leaf in self._leaves(child)
+                why = "; ".join(f"{leaf.name}: {leaf.last_exit}" for leaf in self.leaves(child)
                                 if leaf.last_exit) or "it stopped before it was ready"
                 raise SupervisorError(f"child {spec.name!r} failed to start ({why})")
             return self._brief(child)
@@ -647,31 +681,51 @@ class SupervisionTree:
     # -- liveness -------------------------------------------------------------------------------
 
     def _all(self) -> list[Leaf]:
-        leaves = self._leaves(self.root)
-        return leaves + [self.spare] if self.spare is not None else leaves
+        """Every process child: the tree's, the standby, replacements starting, replaced ones
+        finishing."""
+        leaves = self.leaves(self.root)
+        if self.spare is not None:
+            leaves.append(self.spare)
+        return leaves + list(self.candidates) + list(self.retiring)
 
     def tick(self) -> None:
-        """Send heartbeats and kill children that stopped sending theirs."""
+        """Send heartbeats and kill children that stopped sending theirs; sample memory and
+        CPU (status, --max-memory)."""
         now = self.loop.time()
+        limit = self.config.max_memory * 1024 * 1024
         for leaf in self._all():
             if leaf.pid is None or leaf.state == DOWN:
                 continue
+            leaf.usage = self._usage.sample(leaf.pid)
+            if limit and leaf.usage.get("rss", 0) > limit and leaf.pool is not None and (
+                    leaf in leaf.pool.members.values() and leaf.up):
+                self.on_recycle(leaf, f"RSS {leaf.usage['rss'] / 2**20:.0f} MB above "
+                                      f"--max-memory {self.config.max_memory} MB")
             if leaf.state in (READY, PROMOTED):
                 self.router.send_system(leaf.identity.encode(), "heartbeat")
             silent = now - leaf.last_heard
-            if silent > self.config.timeout and not leaf.kill_detail and not leaf.stop_requested:
+            if leaf.kill_detail or leaf.stop_requested:
+                continue
+            busy = float(leaf.stats.get("busy") or 0.0)  # a plain-def handler running
+            if busy > self.config.timeout:
+                self._hung(leaf, f"a handler running for {busy:.1f} s")
+            elif silent > self.config.timeout:
                 what = "no heartbeat" if leaf.state == READY else "not ready"
-                leaf.kill_detail = f"{what} for {silent:.1f} s"
-                log.error("%s %d (%s): %s; its Python stack follows, then it is killed",
-                          _what(leaf), leaf.pid, leaf.name, leaf.kill_detail)
-                self._signal(leaf, signal.SIGUSR1)
-                self.loop.call_later(STACK_DUMP_WAIT, self._kill_if_same, leaf, leaf.pid)
+                self._hung(leaf, f"{what} for {silent:.1f} s")
+
+    def _hung(self, leaf: Leaf, detail: str) -> None:
+        """Log the child's Python stack (faulthandler on SIGUSR1), then kill it: a failure."""
+        leaf.kill_detail = detail
+        log.error("%s (%s): %s; its Python stack follows, then it is killed",
+                  _who(leaf, leaf.pid), leaf.name, detail)
+        self.send_signal(leaf, signal.SIGUSR1)
+        self.loop.call_later(STACK_DUMP_WAIT, self._kill_if_same, leaf, leaf.pid)
 
     def _kill_if_same(self, leaf: Leaf, pid: int) -> None:
         if leaf.pid == pid:
-            self._signal(leaf, signal.SIGKILL)
+            self.send_signal(leaf, signal.SIGKILL)
 
-    def _signal(self, leaf: Leaf, sig: int) -> None:
+    def send_signal(self, leaf: Leaf, sig: int) -> None:
         if leaf.pid is None:
             return
         try:
@@ -685,28 +739,33 @@ class SupervisionTree:
         return [leaf for leaf in self._all() if leaf.live]
 
     async def stop_all(self, timeout: float) -> None:
-        """Stop the tree: children in reverse start order, each by its stop ladder (pool members
-        get ``timeout``, the graceful timeout); ``timeout`` 0 kills every process at once."""
+        """Stop the tree: children in reverse start order, each by its stop ladder, the whole
+        within ``timeout`` (the graceful timeout), then SIGKILL; 0 kills every process at once."""
         self.stopping = True
         for leaf in self._all():
             if leaf.link is not None:
                 self.gateway.withdraw(leaf.link)
         if self.spare is not None:
             self.spare.stop_requested = True
-            self._signal(self.spare, signal.SIGTERM)
+            self.send_signal(self.spare, signal.SIGTERM)
         if timeout <= 0:
             self.kill_all()
         else:
-            await self._stop(self.root, lock=False)
-        if not await self._until(lambda: not self.live(), KILL_WAIT):
+            try:
+                await asyncio.wait_for(self._stop(self.root, lock=False), timeout)
+            except TimeoutError:
+                log.warning("the graceful stop took more than %g s; killing what is left",
+                            timeout)
+                self.kill_all()
+        if not await self.until(lambda: not self.live(), KILL_WAIT):
             self.kill_all()
-            await self._until(lambda: not self.live(), KILL_WAIT)
+            await self.until(lambda: not self.live(), KILL_WAIT)
 
     def kill_all(self) -> None:
         self.stopping = True
         for leaf in self.live():
             leaf.stop_requested = True
-            self._signal(leaf, signal.SIGKILL)
+            self.send_signal(leaf, signal.SIGKILL)
 
     # -- what the primary answers ---------------------------------------------------------------
 
@@ -722,6 +781,15 @@ def _what(node: Node) -> str:
     if isinstance(node, Leaf):
         return "Worker" if node.kind == "http" else f"Actor {node.name}"
     return f"Supervisor {node.name}" if isinstance(node, SupervisorNode) else f"Pool {node.name}"
+
+
+def _why(reason: ExitReason) -> str:
+    """A short, bounded label for metrics: "signal SIGKILL", "exit code 1", "no heartbeat"."""
+    if reason.code is None and reason.signal is None:
+        return "supervisor gave up" if "gave up" in reason.detail else "unknown"
+    base = reason.describe().split(":", 1)[0]
+    detail = reason.detail.split(" for ", 1)[0].split(":", 1)[0] if reason.detail else ""
+    return f"{base}: {detail}" if detail else base
 
 
 def _who(node: Node, pid: int | None) -> str:

@@ -8,9 +8,11 @@ which hand-offs were taken up; one not acknowledged when the worker dies is give
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 from ..actor import Actor
@@ -30,18 +32,24 @@ class HttpWorker(ProcessActor):
         self.limits = HttpLimits(
             max_body_bytes=spec["max_body"], keepalive_timeout=spec["keepalive"]
         )
-        self.state = HttpServerState(loop, self.limits)
+        # spec["metrics"] (--metrics-bind): time each request for the latency histogram
+        self.state = HttpServerState(loop, self.limits, timed=bool(spec.get("metrics")))
         if isinstance(handler, type) and issubclass(handler, Actor):
             # An Actor as the handler: handle(request) serves HTTP, receive(message) takes the
             # cluster's messages (Node's process.on('message')).
             instance = handler()
             self.host = ActorHost(instance, spec["name"], self.identity, self.messenger)
             handler = instance.handle
+        # on_ready(): an optional function (plain or async) in the handler's module, run once
+        # per worker before it is put in rotation (warm a cache, open a pool, check a database)
+        module = sys.modules.get(getattr(handler, "__module__", "") or "")
+        self.on_ready = getattr(module, "on_ready", None)
         self.app = make_app(handler, threads=spec["threads"])
         self.family = socket.AddressFamily(spec["family"])
         self.handoff = socket.socket(fileno=handoff_fd)
         self.handoff.setblocking(False)
         self._receiving = False
+        self._recycling = False
 
     def _protocol(self) -> HttpProtocol:
         return HttpProtocol(self.app, self.state, self.limits)
@@ -51,13 +59,46 @@ class HttpWorker(ProcessActor):
         self.loop.add_reader(self.handoff.fileno(), self._on_handoff)
         self._receiving = True
 
-    async def drain(self) -> None:
+    async def ready_hook(self) -> bool:
+        if self.on_ready is None:
+            return True
+        try:
+            result = self.on_ready()
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - the worker cannot serve: say why, exit (boot error)
+            log.exception("Worker %d: on_ready() raised; this worker cannot serve", os.getpid())
+            return False
+        return True
+
+    async def drain(self, retire: bool = False) -> None:
         # Take up what the gateway already sent (it stopped sending before asking us to stop),
         # then serve until every connection is done.
         self._on_handoff()
         self._stop_receiving()
-        self.state.drain()
+        self.state.drain(close_idle=not retire)
         await self.state.wait_closed(self.graceful_timeout)
+
+    def stats(self) -> dict[str, Any]:
+        stats = super().stats()
+        state = self.state
+        stats["requests"] = state.requests_served
+        # pid: the primary's metrics tell one process's counters from its successor's
+        stats["pid"] = os.getpid()
+        stats["status"] = state.status_summary()  # {"2xx": n, "4xx": n, ...}
+        if state.timed:
+            stats["latency"] = state.latency_summary()  # per-bucket counts, not cumulative
+        busy_for = getattr(self.app, "busy_for", None)  # plain def handlers, in threads
+        if busy_for is not None:
+            stats["busy"] = busy_for()
+        return stats
+
+    def check_limits(self) -> None:
+        limit = self.spec.get("max_requests") or 0
+        if limit and self.state.requests_served >= limit and not self._recycling:
+            self._recycling = True  # once: the primary replaces us, one worker at a time
+            self.send_system("recycle", reason=f"served {self.state.requests_served} requests "
+                             f"(--max-requests {limit})")
 
     def _stop_receiving(self) -> None:
         if self._receiving:

@@ -89,8 +89,21 @@ class ProcessActor:
     async def start(self) -> None:
         """Set up the behaviour; the worker reports ready when this returns."""
 
-    async def drain(self) -> None:
-        """Finish in-flight work on a graceful stop (bounded by graceful_timeout)."""
+    async def drain(self, retire: bool = False) -> None:
+        """Finish in-flight work on a graceful stop (bounded by graceful_timeout). ``retire``:
+        the worker is being replaced (reload, scale down, recycling) while the cluster goes on,
+        so idle connections are not cut now but closed between requests."""
+
+    async def ready_hook(self) -> bool:
+        """The behaviour's last step before "ready"; False: the worker cannot serve."""
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Counters sent to the primary with every heartbeat (status, metrics)."""
+        return {"messages": self.host.handled if self.host is not None else 0}
+
+    def check_limits(self) -> None:
+        """Called once per heartbeat: ask to be replaced when a limit is reached."""
 
     def lost_primary(self, why: str) -> None:
         log.error("Worker %d lost the primary (%s); exiting", os.getpid(), why)
@@ -105,6 +118,8 @@ class ProcessActor:
             self.host.crash = self.crash
             if not await self.host.start():
                 return ExitCode.BOOT_ERROR
+        if not await self.ready_hook():
+            return ExitCode.BOOT_ERROR
         self.send_system("ready", pid=os.getpid())
         self._last_heard = self.loop.time()
         self.loop.call_later(self.heartbeat_interval, self._heartbeat)
@@ -113,16 +128,16 @@ class ProcessActor:
         self._context.term()
         return code
 
-    def stop(self) -> None:
-        """Graceful stop (SIGTERM or the primary's stop message)."""
+    def stop(self, retire: bool = False) -> None:
+        """Graceful stop (SIGTERM, or the primary's "stop" / "retire" message)."""
         if self._stopping:
             return
         self._stopping = True
-        self.loop.create_task(self._stop())
+        self.loop.create_task(self._stop(retire))
 
-    async def _stop(self) -> None:
+    async def _stop(self, retire: bool) -> None:
         try:
-            await asyncio.wait_for(self.drain(), self.graceful_timeout)
+            await asyncio.wait_for(self.drain(retire), self.graceful_timeout)
         except TimeoutError:
             log.warning("Worker %d: graceful timeout; closing what is left", os.getpid())
         if self.host is not None:
@@ -147,6 +162,7 @@ class ProcessActor:
         """Flush the outbox and wait until the router has read everything we sent."""
         self.messenger.flush()
         self._bye = self.loop.create_future()
+        self.send_system("heartbeat", **self.stats())  # the last counters, for the metrics
         self.send_system("bye")
         try:
             await asyncio.wait_for(self._bye, timeout)
@@ -171,7 +187,9 @@ class ProcessActor:
         if silent > self.timeout:
             self.lost_primary(f"no heartbeat for {silent:.1f} s")
             return
-        self.send_system("heartbeat")
+        self.send_system("heartbeat", **self.stats())
+        if not self._stopping:
+            self.check_limits()
         self.loop.call_later(self.heartbeat_interval, self._heartbeat)
 
     def _on_frames(self, frames: list[bytes]) -> None:
@@ -189,6 +207,8 @@ class ProcessActor:
             op = message["op"]
             if op == "stop":
                 self.stop()
+            elif op == "retire":
+                self.stop(retire=True)
             elif op in ("pause", "resume"):
                 self.messenger.on_flow(op, str(message.get("dest", "")).encode())
             elif op == "promote":

@@ -35,3 +35,22 @@ async def misbehave(request):
 
 
 not_callable = 42
+
+
+def spin(request):
+    """A plain def handler (it runs in a thread): /spin never returns, burning CPU."""
+    if request.path == "/spin":
+        while True:
+            pass
+    return str(os.getpid())
+
+
+_hog: list[bytearray] = []
+
+
+async def grow(request):
+    """/grow keeps 80 MB alive in this worker (for --max-memory)."""
+    if request.path == "/grow":
+        _hog.append(bytearray(80 * 1024 * 1024))  # zero-filled pages, all touched
+        _hog[-1][::4096] = b"x" * len(range(0, len(_hog[-1]), 4096))
+    return str(os.getpid())

@@ -1,0 +1,241 @@
+"""Changing a running cluster without downtime: reload, scale, recycle.
+
+Every HTTP worker is replaced the same way (``replace``): start the replacement (a new
+incarnation of the same name, forked from the current zygote), wait until it is ready (it is
+then in rotation and the name routes to it), then tell the old process to *retire*: it takes no
+new connection, answers its in-flight requests, closes each keep-alive connection after its next
+response (``Connection: close``) or once it has been idle for the keep-alive timeout, and exits.
+A replacement that does not become ready within the ready timeout is killed and the old worker
+goes on serving: never stopped on a timeout.
+
+A user actor cannot have two processes under one name, so it is reloaded by a stop then a start
+(messages to it are held by the router meanwhile). One operation runs at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .children import DOWN, Leaf, PoolNode, SupervisorNode
+from .supervisor import KILL_WAIT, SupervisionTree, SupervisorError
+
+log = logging.getLogger("actorcluster.supervisor")
+
+
+class Rolling:
+    def __init__(self, tree: SupervisionTree,
+                 new_zygote: Callable[[], Awaitable[None]]) -> None:
+        self.tree = tree
+        self.new_zygote = new_zygote  # replace the zygote, so new code is really imported
+        self.lock = asyncio.Lock()  # one reload / scale / recycle at a time
+        self._recycling: set[str] = set()
+        tree.on_recycle = self.recycle
+
+    # -- one worker -----------------------------------------------------------------------------
+
+    async def replace(self, old: Leaf, ready_timeout: float) -> Leaf:
+        """Start a new incarnation of the pool member ``old``, put it in rotation once ready,
+        then retire ``old``. SupervisorError (and ``old`` untouched) if it does not get ready."""
+        tree = self.tree
+        pool = old.pool
+        assert pool is not None
+        new = Leaf(old.name, old.kind, old.target, old.parent, pool, old.restart, old.shutdown)
+        new.restarts = old.restarts
+        new.replacing = True
+        tree.candidates.add(new)
+        tree.spawn(new)
+        ready = await tree.until(lambda: new.up or not new.live, ready_timeout)
+        if not (ready and new.up):
+            why = new.last_exit or f"not ready within {ready_timeout:g} s"
+            if new.live:
+                new.stop_requested = True
+                tree.send_signal(new, signal.SIGKILL)
+                await tree.until(lambda: not new.live, KILL_WAIT)
+            tree.candidates.discard(new)
+            raise SupervisorError(f"the new {old.name} did not start ({why}); "
+                                  f"{old.name} (pid {old.pid}) goes on serving")
+        new.replacing = False
+        tree.candidates.discard(new)
+        if pool.members.get(old.name) is old:
+            pool.members[old.name] = new
+            tree.names[old.name] = new
+        self.retire(old)
+        return new
+
+    def retire(self, old: Leaf) -> None:
+        """Out of rotation; the process finishes its work (see the module's docstring)."""
+        tree = self.tree
+        if not old.live:
+            return
+        old.stop_requested = True
+        tree.retiring.add(old)
+        if old.link is not None:
+            tree.gateway.withdraw(old.link)
+        if old.pid is None or not tree.router.send_system(old.identity.encode(), "retire"):
+            tree.send_signal(old, signal.SIGTERM)  # not connected yet: the plain graceful stop
+
+    async def _retired(self, leaves: list[Leaf]) -> None:
+        """Wait for replaced processes to exit: the graceful timeout, then SIGKILL."""
+        tree = self.tree
+        grace = tree.config.graceful_timeout + 1.0
+        if await tree.until(lambda: not any(leaf.live for leaf in leaves), grace):
+            return
+        for leaf in leaves:
+            if leaf.live:
+                log.warning("%s did not finish within %g s; killing it", leaf.name, grace)
+                tree.send_signal(leaf, signal.SIGKILL)
+        await tree.until(lambda: not any(leaf.live for leaf in leaves), KILL_WAIT)
+
+    # -- reload ---------------------------------------------------------------------------------
+
+    async def reload(self, child: str | None, batch: int, ready_timeout: float) -> dict[str, Any]:
+        """Rolling restart of ``child`` (a name anywhere in the tree; None: everything) with the
+        code as it is now on disk. Returns what was replaced; SupervisorError on failure."""
+        tree = self.tree
+        if batch < 1:
+            raise SupervisorError("--batch must be at least 1")
+        node = tree.root if child is None else tree.names.get(child)
+        if node is None:
+            raise SupervisorError(f"no child named {child!r}; see `actorcluster status`")
+        async with self.lock:
+            if tree.stopping:
+                raise SupervisorError("the cluster is stopping")
+            leaves = [leaf for leaf in tree.leaves(node) if leaf.live]
+            log.info("reload of %s: %d process(es), %d at a time", child or "every child",
+                     len(leaves), batch)
+            try:
+                await self.new_zygote()
+            except Exception as exc:  # noqa: BLE001 - say why, keep the old code serving
+                raise SupervisorError(f"reload stopped: the new code does not load: {exc}; "
+                                      "every worker goes on serving the old code") from None
+            self._retire_standby()
+            replaced: list[dict[str, Any]] = []
+            retiring: list[Leaf] = []
+            try:
+                members = [leaf for leaf in leaves if leaf.pool is not None]
+                for at in range(0, len(members), batch):
+                    group = members[at:at + batch]
+                    news = await asyncio.gather(*(self.replace(old, ready_timeout)
+                                                  for old in group), return_exceptions=True)
+                    failed = [n for n in news if isinstance(n, BaseException)]
+                    for old, new in zip(group, news, strict=True):
+                        if isinstance(new, Leaf):
+                            retiring.append(old)
+                            replaced.append({"name": new.name, "old_pid": old.pid,
+                                             "pid": new.pid})
+                    if failed:
+                        raise failed[0]
+                for leaf in leaves:
+                    if leaf.pool is None:
+                        old_pid = leaf.pid
+                        await self._restart_actor(leaf, ready_timeout)
+                        replaced.append({"name": leaf.name, "old_pid": old_pid,
+                                         "pid": leaf.pid})
+            finally:
+                await self._retired(retiring)
+                tree.start_spare()
+            log.info("reload of %s done: %d process(es) replaced", child or "every child",
+                     len(replaced))
+            return {"replaced": replaced}
+
+    def _retire_standby(self) -> None:
+        """The standby was forked from the old code: replace it too."""
+        tree = self.tree
+        spare, tree.spare = tree.spare, None
+        if spare is not None and spare.live:
+            spare.stop_requested = True
+            tree.retiring.add(spare)
+            tree.send_signal(spare, signal.SIGTERM)
+
+    async def _restart_actor(self, leaf: Leaf, ready_timeout: float) -> None:
+        tree = self.tree
+        parent = leaf.parent
+        assert parent is not None
+        async with parent.lock:
+            if tree.names.get(leaf.name) is not leaf or not leaf.live:
+                return
+            parent.logic.stop_requested(leaf.name)
+            tree.router.hold(leaf.name)
+            await tree.stop_leaf(leaf)
+            parent.logic.child_started(leaf.name)
+            tree.spawn(leaf)
+            if not await tree.until(lambda: leaf.up or not leaf.live, ready_timeout) or (
+                    not leaf.up):
+                raise SupervisorError(f"reload stopped: actor {leaf.name} did not start again "
+                                      f"({leaf.last_exit or 'not ready in time'}); its "
+                                      "supervisor restarts it as after a crash")
+
+    # -- scale ----------------------------------------------------------------------------------
+
+    async def scale(self, pool_name: str, workers: int, ready_timeout: float) -> dict[str, Any]:
+        """Grow or shrink the pool to ``workers``: new workers join once ready; the last ones
+        leave gracefully (as a reload retires them)."""
+        tree = self.tree
+        pool = tree.names.get(pool_name)
+        if not isinstance(pool, PoolNode):
+            raise SupervisorError(f"{pool_name!r} is not an HTTP pool; the pool is "
+                                  f"{tree.pool.name if tree.pool else 'missing'}")
+        if workers < 1:
+            raise SupervisorError("a pool keeps at least one worker (use terminate-child to "
+                                  "stop it)")
+        async with self.lock:
+            node: SupervisorNode = pool.parent
+            async with node.lock:
+                before = len(pool.members)
+                started: list[Leaf] = []
+                while len(pool.members) < workers:
+                    name = f"{pool.name}/{len(pool.members) + 1}"
+                    leaf = Leaf(name, "http", str(pool.spec.http), node, pool, pool.restart,
+                                next(iter(pool.members.values())).shutdown)
+                    pool.members[name] = leaf
+                    tree.names[name] = leaf
+                    started.append(leaf)
+                    tree.spawn(leaf)
+                leaving: list[Leaf] = []
+                while len(pool.members) > workers:
+                    name, leaf = pool.members.popitem()
+                    tree.names.pop(name, None)
+                    leaving.append(leaf)
+                    self.retire(leaf)
+                tree.router.set_group(pool.name, list(pool.members))
+            await tree.until(lambda: all(leaf.up or not leaf.live for leaf in started),
+                             ready_timeout)
+            await self._retired(leaving)
+            for leaf in leaving:
+                tree.router.forget(leaf.name)
+            log.info("pool %s scaled from %d to %d workers", pool.name, before, workers)
+            return {"pool": pool.name, "before": before, "workers": len(pool.members),
+                    "ready": sum(1 for leaf in pool.members.values() if leaf.up)}
+
+    # -- recycling (--max-requests, --max-memory) -----------------------------------------------
+
+    def recycle(self, leaf: Leaf, why: str) -> None:
+        """Replace ``leaf`` gracefully, one worker at a time (asked by the worker or by the
+        memory check)."""
+        if leaf.name in self._recycling or self.tree.stopping:
+            return
+        self._recycling.add(leaf.name)
+        log.info("Worker %s (%s) is replaced: %s", leaf.pid, leaf.name, why)
+        task = self.tree.loop.create_task(self._recycle(leaf))
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+
+    async def _recycle(self, leaf: Leaf) -> None:
+        try:
+            async with self.lock:
+                pool = leaf.pool
+                if self.tree.stopping or pool is None or pool.members.get(leaf.name) is not leaf:
+                    return
+                if leaf.state == DOWN:
+                    return
+                try:
+                    await self.replace(leaf, self.tree.config.timeout)
+                except SupervisorError as exc:
+                    log.error("recycling %s: %s", leaf.name, exc)
+                    return
+                await self._retired([leaf])
+        finally:
+            self._recycling.discard(leaf.name)

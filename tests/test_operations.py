@@ -1,0 +1,296 @@
+"""Running it in production: reload, scale, recycle, status, signals, the control endpoint.
+
+Real clusters under a real, bounded load (threads with keep-alive HTTP clients on 127.0.0.1);
+"no request fails" means every request of every client got a 2xx, across the operation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, tagged_processes
+
+import actorcluster
+
+pytestmark = pytest.mark.timeout(90)
+
+APP = '''
+import os
+VERSION = "{version}"
+{extra}
+async def handler(request):
+    return f"{{VERSION}} {{os.getpid()}}\\n"
+'''
+
+
+def write_app(directory: Path, version: str, extra: str = "") -> None:
+    path = directory / "ac_live_app.py"
+    path.write_text(APP.format(version=version, extra=extra))
+    stamp = time.time() + (10 if version != "v1" else 0)
+    os.utime(path, (stamp, stamp))  # a new mtime, so no stale bytecode is used
+
+
+def live_cluster(cluster, tmp_path: Path, *args: str):
+    write_app(tmp_path, "v1")
+    return cluster("ac_live_app:handler", *args,
+                   env={"PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"})
+
+
+class Load:
+    """``clients`` threads, each a keep-alive httpx client sending GETs back to back."""
+
+    def __init__(self, url: str, clients: int = 4) -> None:
+        self.url = url
+        self.results: list[tuple[float, int, str]] = []  # (time answered, status, body)
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.is_set():
+                try:
+                    r = client.get(self.url)
+                    self.results.append((time.monotonic(), r.status_code, r.text))
+                except httpx.HTTPError as exc:
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(15)
+
+    def wait(self, n: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        start = len(self.results)
+        while len(self.results) < start + n:
+            assert time.monotonic() < deadline, "the load got no answers"
+            time.sleep(0.01)
+
+    def assert_nothing_failed(self) -> None:
+        assert not self.errors, self.errors[:5]
+        bad = [(s, b) for _t, s, b in self.results if not 200 <= s < 300]
+        assert not bad, bad[:5]
+        assert self.results
+
+
+def cli(c, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "actorcluster", *args, "--name", c.name],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def workers(c) -> dict[str, dict]:
+    with actorcluster.connect(c.name) as client:
+        tree = client.status()["tree"]
+    pool = next(ch for ch in tree["children"] if ch["type"] == "pool")
+    return {w["name"]: w for w in pool["children"]}
+
+
+def test_reload_under_load_drops_nothing_and_then_serves_only_the_new_code(cluster, tmp_path):
+    c = live_cluster(cluster, tmp_path, "--workers", "2")
+    old = {w["pid"] for w in workers(c).values()}
+    with Load(c.url) as load:
+        load.wait(200)
+        write_app(tmp_path, "v2")
+        out = cli(c, "reload")
+        done = time.monotonic()
+        assert out.returncode == 0, out.stderr
+        load.wait(200)
+    load.assert_nothing_failed()
+    after = [body for t, _s, body in load.results if t > done]
+    assert after and all(body.startswith("v2 ") for body in after)
+    assert {int(b.split()[1]) for b in after}.isdisjoint(old)
+    assert any(b.startswith("v1 ") for _t, _s, b in load.results)  # the load spanned it
+    assert out.stdout.strip().endswith("reloaded 2 process(es)")
+    assert c.stop() == 0
+
+
+@pytest.mark.parametrize(("broken", "said"), [
+    ("def oops(:\n", "the new code does not load"),  # a syntax error in the new code
+    ("def on_ready():\n    raise RuntimeError('the database is down')\n", "did not start"),
+])
+def test_a_broken_reload_leaves_the_old_workers_serving(cluster, tmp_path, broken, said):
+    c = live_cluster(cluster, tmp_path, "--workers", "2")
+    before = {n: w["pid"] for n, w in workers(c).items()}
+    with Load(c.url, clients=2) as load:
+        load.wait(50)
+        write_app(tmp_path, "v2", extra=broken)
+        out = cli(c, "reload", "--ready-timeout", "5")
+        load.wait(50)
+    assert out.returncode != 0
+    assert said in out.stderr, out.stderr
+    load.assert_nothing_failed()
+    assert all(body.startswith("v1 ") for _t, _s, body in load.results)
+    assert {n: w["pid"] for n, w in workers(c).items()} == before
+    assert c.stop() == 0
+
+
+def test_max_requests_recycles_workers_without_a_failed_request(cluster, tmp_path):
+    c = live_cluster(cluster, tmp_path, "--workers", "2", "--max-requests", "300",
+                     "--max-requests-jitter", "50")
+    before = {w["pid"] for w in workers(c).values()}
+    with Load(c.url) as load:
+        load.wait(2500, timeout=30)
+    load.assert_nothing_failed()
+    assert len(c.wait_for_log(r"is replaced: served \d+ requests \(--max-requests 3\d\d\)",
+                              count=2)) >= 2
+    assert not before & {w["pid"] for w in workers(c).values()}
+    assert c.stop() == 0
+
+
+def test_scale_up_and_down_under_load(cluster, tmp_path):
+    c = live_cluster(cluster, tmp_path, "--workers", "2")
+    with Load(c.url) as load:
+        load.wait(100)
+        up = cli(c, "scale", "web", "4")
+        assert up.returncode == 0, up.stderr
+        assert "web: 2 -> 4 workers (4 ready)" in up.stdout
+        load.wait(200)
+        down = cli(c, "scale", "web", "1")
+        assert down.returncode == 0, down.stderr
+        load.wait(200)
+    load.assert_nothing_failed()
+    assert list(workers(c)) == ["web/1"]
+    pids = {int(b.split()[1]) for t, _s, b in load.results[-100:]}
+    assert pids == {workers(c)["web/1"]["pid"]}
+    assert c.stop() == 0
+
+
+def test_status_json_shows_a_kill_within_a_second(cluster, tmp_path):
+    c = live_cluster(cluster, tmp_path, "--workers", "2")
+    for _ in range(5):
+        httpx.get(c.url)
+    time.sleep(1.2)  # one heartbeat: the counters reach the primary
+    first = json.loads(cli(c, "status", "--json").stdout)
+    pool = first["tree"]["children"][0]
+    w1 = pool["children"][0]
+    assert w1["name"] == "web/1" and w1["restarts"] == 0
+    assert sum(w["requests"] for w in pool["children"]) == 5
+    assert all(w["rss"] > 1_000_000 and w["cpu"] is not None for w in pool["children"])
+    os.kill(w1["pid"], signal.SIGKILL)
+    killed = time.monotonic()
+    while True:
+        now = json.loads(cli(c, "status", "--json").stdout)["tree"]["children"][0]["children"][0]
+        if now["restarts"] == 1 and now["pid"] not in (None, w1["pid"]):
+            break
+        assert time.monotonic() - killed < 1.0, now
+    assert now["state"] == "ready"
+    text = cli(c, "status").stdout
+    assert "web/1" in text and str(now["pid"]) in text
+    assert c.stop() == 0
+
+
+def test_sighup_reloads_and_sigttin_sigttou_scale(cluster, tmp_path):
+    c = live_cluster(cluster, tmp_path, "--workers", "2")
+    old = {w["pid"] for w in workers(c).values()}
+    write_app(tmp_path, "v2")
+    c.signal(signal.SIGHUP)
+    c.wait_for_log(r"reload of every child done: 2 process")
+    assert not old & {w["pid"] for w in workers(c).values()}
+    assert httpx.get(c.url).text.startswith("v2 ")
+    c.signal(signal.SIGTTIN)
+    c.wait_for_log(r"pool web scaled from 2 to 3 workers")
+    assert len(workers(c)) == 3
+    c.signal(signal.SIGTTOU)
+    c.wait_for_log(r"pool web scaled from 3 to 2 workers")
+    assert list(workers(c)) == ["web/1", "web/2"]
+    assert c.stop() == 0
+
+
+def test_stop_command(cluster, tmp_path):
+    c = live_cluster(cluster, tmp_path, "--workers", "1")
+    out = cli(c, "stop", "--timeout", "5")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("stopped")
+    assert c.wait(5) == 0
+
+
+def test_the_control_endpoint_refuses_unknown_commands_and_other_users(cluster, tmp_path,
+                                                                       no_process_left_behind):
+    c = live_cluster(cluster, tmp_path, "--workers", "1")
+    out = cli(c, "ask", "primary", '"launch"')
+    assert out.returncode != 0
+    assert "the primary does not know 'launch'; it answers: status, members" in out.stderr
+    from actorcluster import rundir
+
+    directory = rundir.cluster_dir(c.name)
+    assert (directory.stat().st_mode & 0o777) == 0o700
+    assert (directory.parent.stat().st_mode & 0o777) == 0o700
+    probe = (  # what ZeroMQ's ipc transport does: connect a Unix socket to the endpoint
+        "import socket, sys\n"
+        "try:\n"
+        "    socket.socket(socket.AF_UNIX).connect(sys.argv[1])\n"
+        "except PermissionError:\n"
+        "    print('refused')\n"
+    )
+    other = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            sys.executable, "-c", probe, str(directory / "router")],
+                           capture_output=True, text=True, timeout=30)
+    assert other.stdout.strip() == "refused", (other.stdout, other.stderr)
+    # a run directory that others may enter is refused, not used
+    os.chmod(directory.parent, 0o755)
+    try:
+        lax = cli(c, "status")
+    finally:
+        os.chmod(directory.parent, 0o700)
+    assert lax.returncode != 0 and "is open to other users (mode 755)" in lax.stderr
+    assert c.stop() == 0
+    assert not tagged_processes(no_process_left_behind)
+
+
+def test_a_plain_handler_stuck_in_a_cpu_loop_is_killed_and_replaced(cluster):
+    # a def handler runs in a thread: the event loop (and its heartbeats) go on, so the worker
+    # reports how long its oldest handler call has run, and the primary acts past --timeout
+    c = cluster("ac_testapp:spin", "--workers", "1", "--timeout", "1")
+    (pid,) = c.wait_workers(1)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(c.url + "/spin", timeout=0.5)
+    (new,) = c.wait_workers(1, timeout=8, exclude={pid})
+    log = c.log()
+    assert f"Worker {pid} (web/1): a handler running for" in log
+    assert "in spin" in log  # faulthandler's dump of the stuck thread
+    assert int(httpx.get(c.url).text) == new
+    assert c.stop() == 0
+
+
+def test_reload_of_one_actor_restarts_only_it(cluster, tmp_path):
+    c = live_cluster(cluster, tmp_path, "--workers", "1",
+                     "--actor", "counter=examples.counter:Counter")
+    web = {w["pid"] for w in workers(c).values()}
+    with actorcluster.connect(c.name) as client:
+        before = client.status()["tree"]["children"][0]
+        assert before["name"] == "counter"
+        client.tell("counter", ("add", 2))
+        assert client.ask("counter", "get") == 2
+        out = cli(c, "reload", "counter")
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(f"counter: pid {before['pid']} -> ")
+        after = client.status()["tree"]["children"][0]
+        assert after["pid"] != before["pid"] and after["state"] == "ready"
+        assert client.ask("counter", "get") == 0  # a new process: its state starts over
+    assert {w["pid"] for w in workers(c).values()} == web
+    assert c.stop() == 0
+
+
+def test_max_memory_replaces_a_worker_gracefully(cluster):
+    c = cluster("ac_testapp:grow", "--workers", "1", "--max-memory", "60")
+    (pid,) = c.wait_workers(1)
+    assert int(httpx.get(c.url + "/grow").text) == pid
+    (new,) = c.wait_workers(1, timeout=10, exclude={pid})
+    assert int(httpx.get(c.url).text) == new
+    c.wait_for_log(rf"Worker {pid} \(web/1\) is replaced: RSS \d+ MB above --max-memory 60 MB")
+    c.wait_for_log(rf"Worker {pid} stopped \(exit code 0\)")  # gracefully, not killed
+    assert c.stop() == 0
