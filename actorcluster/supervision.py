@@ -265,12 +265,9 @@ class SupervisorLogic:
         if state.restart is Restart.TRANSIENT and not reason.abnormal:
             return _NOTHING
 
-        self._restarts = [*self._in_window(self._restarts, now), now]
-        if len(self._restarts) > self.intensity.max_restarts:
-            return self._give_up(child, reason)
-        stable = uptime is not None and uptime >= self.backoff.reset_after
-        earlier = [] if stable else self._in_window(self._history.get(child, ()), now)
-        self._history[child] = [*earlier, now]
+        counted = self._count_restart(child, reason, now, uptime)
+        if isinstance(counted, GiveUp):
+            return counted
 
         affected = self._affected(child)
         siblings = [n for n in affected if n != child]
@@ -283,7 +280,19 @@ class SupervisorLogic:
             self._drop(n)
         for n in start:
             self._state[n].running = True
-        return Decision(stop, start, self.backoff.delay(len(earlier)), remove)
+        return Decision(stop, start, counted, remove)
+
+    def _count_restart(self, name: str, reason: ExitReason, now: float,
+                       uptime: float | None) -> float | GiveUp:
+        """Count one restart caused by ``name``: a GiveUp past the intensity, else the backoff
+        delay before it (the restarts ``name`` caused within the window, unless it was stable)."""
+        self._restarts = [*self._in_window(self._restarts, now), now]
+        if len(self._restarts) > self.intensity.max_restarts:
+            return self._give_up(name, reason)
+        stable = uptime is not None and uptime >= self.backoff.reset_after
+        earlier = [] if stable else self._in_window(self._history.get(name, ()), now)
+        self._history[name] = [*earlier, now]
+        return self.backoff.delay(len(earlier))
 
     def member_exited(
         self, pool: str, member: str, reason: ExitReason, now: float, uptime: float | None = None
@@ -302,13 +311,10 @@ class SupervisorLogic:
             return _NOTHING
         if state.restart is Restart.TRANSIENT and not reason.abnormal:
             return _NOTHING
-        self._restarts = [*self._in_window(self._restarts, now), now]
-        if len(self._restarts) > self.intensity.max_restarts:
-            return self._give_up(member, reason)
-        stable = uptime is not None and uptime >= self.backoff.reset_after
-        earlier = [] if stable else self._in_window(self._history.get(member, ()), now)
-        self._history[member] = [*earlier, now]
-        return Decision((), (member,), self.backoff.delay(len(earlier)))
+        counted = self._count_restart(member, reason, now, uptime)
+        if isinstance(counted, GiveUp):
+            return counted
+        return Decision((), (member,), counted)
 
     # -- changes from the runtime --------------------------------------------------------------
 

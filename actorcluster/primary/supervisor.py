@@ -638,13 +638,17 @@ class SupervisionTree:
                 node.children.pop(name, None)
                 self._unregister(child)
 
+    def _stopped_child(self, node: SupervisorNode, name: str) -> Node:
+        child = self._child(node, name)
+        if _running(child):
+            raise SupervisorError(f"child {name!r} of {node.name!r} is running; "
+                                  "terminate_child it first")
+        return child
+
     async def restart_child(self, supervisor: str, name: str) -> dict[str, Any]:
         node = self.supervisor(supervisor)
         async with node.lock:
-            child = self._child(node, name)
-            if _running(child):
-                raise SupervisorError(f"child {name!r} of {supervisor!r} is running; "
-                                      "terminate_child it first")
+            child = self._stopped_child(node, name)
             node.logic.child_started(name)
             if not await self._start(child):
                 raise SupervisorError(f"child {name!r} failed to start")
@@ -653,10 +657,7 @@ class SupervisionTree:
     async def delete_child(self, supervisor: str, name: str) -> None:
         node = self.supervisor(supervisor)
         async with node.lock:
-            child = self._child(node, name)
-            if _running(child):
-                raise SupervisorError(f"child {name!r} of {supervisor!r} is running; "
-                                      "terminate_child it first")
+            child = self._stopped_child(node, name)
             node.logic.remove_child(name)
             node.children.pop(name)
             self._unregister(child)
