@@ -24,7 +24,7 @@ from typing import Any
 
 from .. import specs
 from ..config import ClusterConfig
-from ..errors import ActorError, ActorNotFound, ConfigError
+from ..errors import ConfigError
 from ..supervision import Decision, ExitReason, GiveUp
 from ..wire import ExitCode
 from .children import (
@@ -42,6 +42,7 @@ from .children import (
     shutdown_seconds,
     status_of,
 )
+from .dynamic_children import DynamicChildren, SupervisorError
 from .gateway import Gateway
 from .router import Router
 from .spawner import Spawner
@@ -55,11 +56,7 @@ STACK_DUMP_WAIT = 0.3
 KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel to report the exit
 
 
-class SupervisorError(ActorError):
-    """A dynamic-children request that cannot be carried out (the message says why)."""
-
-
-class SupervisionTree:
+class SupervisionTree(DynamicChildren):
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
@@ -586,99 +583,6 @@ class SupervisionTree:
         self._task(self._child_exited(parent, parent.logic, node, None,
                                       ExitReason(detail=decision.reason), None))
 
-    # -- dynamic children (requests to the primary) ----------------------------------------------
-
-    def supervisor(self, name: str) -> SupervisorNode:
-        node = self.names.get(name)
-        if isinstance(node, SupervisorNode):
-            return node
-        known = ", ".join(n for n, v in self.names.items() if isinstance(v, SupervisorNode))
-        what = f"{name!r} is a {kind_of(node)}, not a supervisor" if node is not None else (
-            f"no supervisor named {name!r}")
-        raise ActorNotFound(f"{what}; the supervisors are: {known}")
-
-    def _child(self, node: SupervisorNode, name: str) -> Node:
-        child = node.children.get(name)
-        if child is None:
-            raise SupervisorError(f"supervisor {node.name!r} has no child {name!r}; its "
-                                  f"children are: {', '.join(node.children) or 'none'}")
-        return child
-
-    async def start_child(self, supervisor: str, spec: specs.Spec) -> dict[str, Any]:
-        node = self.supervisor(supervisor)
-        if any(isinstance(n, specs.Pool) for _p, n in _walk(spec)):
-            raise SupervisorError("an HTTP pool cannot be started at run time yet; declare it "
-                                  "in the tree")
-        async with node.lock:
-            taken = [n.name for _p, n in _walk(spec) if n.name in self.names]
-            if taken:
-                raise SupervisorError(f"the name {taken[0]!r} is already used in the tree")
-            child = self._build(spec, node)
-            node.children[child.name] = child
-            node.logic.add_child(child.name, child.restart)
-            up = await self._start(child)
-            if not up:
-                await self._stop(child)
-                node.logic.remove_child(child.name)
-                node.children.pop(child.name, None)
-                self._unregister(child)
-                why = "; ".join(f"{leaf.name}: {leaf.last_exit}" for leaf in self.leaves(child)
-                                if leaf.last_exit) or "it stopped before it was ready"
-                raise SupervisorError(f"child {spec.name!r} failed to start ({why})")
-            return self._brief(child)
-
-    async def terminate_child(self, supervisor: str, name: str) -> None:
-        node = self.supervisor(supervisor)
-        async with node.lock:
-            child = self._child(node, name)
-            node.logic.stop_requested(name)
-            await self._stop(child)
-            if child.restart == "temporary":  # as OTP: a temporary child is deleted
-                node.logic.remove_child(name)
-                node.children.pop(name, None)
-                self._unregister(child)
-
-    def _stopped_child(self, node: SupervisorNode, name: str) -> Node:
-        child = self._child(node, name)
-        if _running(child):
-            raise SupervisorError(f"child {name!r} of {node.name!r} is running; "
-                                  "terminate_child it first")
-        return child
-
-    async def restart_child(self, supervisor: str, name: str) -> dict[str, Any]:
-        node = self.supervisor(supervisor)
-        async with node.lock:
-            child = self._stopped_child(node, name)
-            node.logic.child_started(name)
-            if not await self._start(child):
-                raise SupervisorError(f"child {name!r} failed to start")
-            return self._brief(child)
-
-    async def delete_child(self, supervisor: str, name: str) -> None:
-        node = self.supervisor(supervisor)
-        async with node.lock:
-            child = self._stopped_child(node, name)
-            node.logic.remove_child(name)
-            node.children.pop(name)
-            self._unregister(child)
-
-    def which_children(self, supervisor: str) -> list[dict[str, Any]]:
-        return [self._brief(c) for c in self.supervisor(supervisor).children.values()]
-
-    def count_children(self, supervisor: str) -> dict[str, int]:
-        children = list(self.supervisor(supervisor).children.values())
-        return {
-            "specs": len(children),
-            "active": sum(1 for c in children if _running(c)),
-            "supervisors": sum(1 for c in children if isinstance(c, SupervisorNode)),
-            "workers": sum(1 for c in children if not isinstance(c, SupervisorNode)),
-        }
-
-    def _brief(self, node: Node) -> dict[str, Any]:
-        return {"name": node.name, "type": kind_of(node), "state": node.state,
-                "pid": node.pid if isinstance(node, Leaf) else None,
-                "restart": node.restart}
-
     # -- liveness -------------------------------------------------------------------------------
 
     def _all(self) -> list[Leaf]:
@@ -808,18 +712,6 @@ def _chain(node: SupervisorNode | None) -> str:
         names.append(node.name)
         node = node.parent
     return f" under {' < '.join(names)}" if len(names) > 1 else ""
-
-
-def _running(node: Node) -> bool:
-    if isinstance(node, Leaf):
-        return node.live
-    return node.state != DOWN
-
-
-def _walk(spec: specs.Spec) -> list[tuple[str, specs.Spec]]:
-    if isinstance(spec, specs.Supervisor):
-        return spec.walk()
-    return [("", spec)]
 
 
 __all__ = ["SupervisionTree", "SupervisorError", "is_up"]
