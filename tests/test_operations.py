@@ -99,13 +99,15 @@ def workers(c) -> dict[str, dict]:
     return {w["name"]: w for w in pool["children"]}
 
 
-def test_reload_under_load_drops_nothing_and_then_serves_only_the_new_code(cluster, tmp_path):
-    c = live_cluster(cluster, tmp_path, "--workers", "2")
+@pytest.mark.parametrize(("workers_", "batch"), [(2, 1), (4, 2)])
+def test_reload_under_load_drops_nothing_and_then_serves_only_the_new_code(cluster, tmp_path,
+                                                                          workers_, batch):
+    c = live_cluster(cluster, tmp_path, "--workers", str(workers_))
     old = {w["pid"] for w in workers(c).values()}
     with Load(c.url) as load:
         load.wait(200)
         write_app(tmp_path, "v2")
-        out = cli(c, "reload")
+        out = cli(c, "reload", "--batch", str(batch))
         done = time.monotonic()
         assert out.returncode == 0, out.stderr
         load.wait(200)
@@ -114,7 +116,27 @@ def test_reload_under_load_drops_nothing_and_then_serves_only_the_new_code(clust
     assert after and all(body.startswith("v2 ") for body in after)
     assert {int(b.split()[1]) for b in after}.isdisjoint(old)
     assert any(b.startswith("v1 ") for _t, _s, b in load.results)  # the load spanned it
-    assert out.stdout.strip().endswith("reloaded 2 process(es)")
+    assert out.stdout.strip().endswith(f"reloaded {workers_} process(es)")
+    assert c.stop() == 0
+
+
+def test_a_retiring_worker_closes_keep_alive_connections_between_requests(cluster, tmp_path):
+    c = live_cluster(cluster, tmp_path, "--workers", "1", "--keepalive", "30")
+    with httpx.Client(timeout=10) as client:
+        first = client.get(c.url)  # a keep-alive connection to the old worker
+        old_pid = int(first.text.split()[1])
+        assert first.headers.get("connection") != "close"
+        write_app(tmp_path, "v2")
+        reload = threading.Thread(target=cli, args=(c, "reload"))
+        reload.start()
+        c.wait_for_log(r"Worker \d+ started", count=2)  # the replacement is in rotation
+        second = client.get(c.url)  # the old worker answers it, and closes after it
+        assert second.text == f"v1 {old_pid}\n"
+        assert second.headers["connection"] == "close"
+        third = client.get(c.url)  # a new connection: the new worker
+        assert third.text.startswith("v2 ")
+        reload.join(30)
+    c.wait_for_log(rf"Worker {old_pid} stopped \(exit code 0\)")
     assert c.stop() == 0
 
 
