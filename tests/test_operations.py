@@ -316,3 +316,10 @@ def test_max_memory_replaces_a_worker_gracefully(cluster):
     c.wait_for_log(rf"Worker {pid} \(web/1\) is replaced: RSS \d+ MB above --max-memory 60 MB")
     c.wait_for_log(rf"Worker {pid} stopped \(exit code 0\)")  # gracefully, not killed
     assert c.stop() == 0
+
+
+def test_on_ready_runs_before_a_worker_gets_a_connection(cluster):
+    c = cluster("examples.ready:handler", "--workers", "2")
+    bodies = {httpx.get(c.url).text for _ in range(6)}
+    assert len(bodies) == 2 and all(b.endswith(", warmed up\n") for b in bodies)
+    assert c.stop() == 0
