@@ -167,3 +167,18 @@ def status_of(node: Node, now: float) -> dict[str, Any]:
         "state": node.state, "restarts": node.restarts, "restart": node.restart,
         "children": [status_of(c, now) for c in node.children.values()],
     }
+
+
+def title(node: Node) -> str:
+    if isinstance(node, Leaf):
+        return "Worker" if node.kind == "http" else f"Actor {node.name}"
+    return f"Supervisor {node.name}" if isinstance(node, SupervisorNode) else f"Pool {node.name}"
+
+
+def who(node: Node, pid: int | None) -> str:
+    """How logs name a process child: "Worker 123" (the cluster article's words), "Actor sink
+    (pid 123)"; a supervisor or pool by its name."""
+    if not pid:
+        return title(node)
+    return f"Worker {pid}" if isinstance(node, Leaf) and node.kind == "http" else (
+        f"{title(node)} (pid {pid})")

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .children import DOWN, Leaf, PoolNode, SupervisorNode
-from .supervisor import KILL_WAIT, SupervisionTree, SupervisorError
+from .processes import KILL_WAIT
+from .supervisor import SupervisionTree, SupervisorError
 
 log = logging.getLogger("actorcluster.supervisor")
 
