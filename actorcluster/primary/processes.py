@@ -31,6 +31,10 @@ KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel to report the 
 
 
 class ProcessChildren:
+    """The host class (SupervisionTree) provides: loop, config, spawner, router, gateway,
+    heartbeat, spare, by_pid, by_id, candidates, retiring, stopping, on_recycle, _changed,
+    _incarnations, _usage, _down() and leaves()."""
+
     # -- process children: spawn, ready, stop ---------------------------------------------------
 
     def _spec(self, leaf: Leaf) -> dict[str, Any]:

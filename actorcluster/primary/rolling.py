@@ -222,7 +222,7 @@ class Rolling:
         self._recycling.add(leaf.name)
         log.info("Worker %s (%s) is replaced: %s", leaf.pid, leaf.name, why)
         task = self.tree.loop.create_task(self._recycle(leaf))
-        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
+        task.add_done_callback(_log_failure)
 
     async def _recycle(self, leaf: Leaf) -> None:
         try:
@@ -240,3 +240,8 @@ class Rolling:
                 await self._retired([leaf])
         finally:
             self._recycling.discard(leaf.name)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("recycling failed", exc_info=task.exception())
