@@ -497,3 +497,53 @@ def test_members_of_a_stopping_pool_or_supervisor_are_not_restarted() -> None:
     other.shutdown()
     assert other.member_exited("web", "web/1", KILLED, 0.0) == Decision((), (), 0.0)
     assert other.member_exited("nosuch", "x/1", KILLED, 0.0) == Decision((), (), 0.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    strategy=st.sampled_from(Strategy),
+    types=st.lists(st.sampled_from(Restart), min_size=1, max_size=4),
+    max_restarts=st.integers(0, 4),
+    within=st.sampled_from([1.0, 2.5, 10.0]),
+    events=st.lists(
+        st.tuples(st.integers(0, 9), st.booleans(), st.sampled_from(KINDS), st.floats(0.0, 4.0)),
+        max_size=40,
+    ),
+)
+def test_member_and_child_exits_share_one_intensity(strategy, types, max_restarts, within,
+                                                    events) -> None:
+    """Any mix of exits of children and of pool members (each child also taken as a pool):
+    members are restarted alone, by their pool's restart type, and every restart of either
+    kind counts toward the one intensity."""
+    names = [f"c{i}" for i in range(len(types))]
+    restart_of = dict(zip(names, types, strict=True))
+    sup = SupervisorLogic("p", strategy, list(restart_of.items()), Intensity(max_restarts, within))
+    restarts: list[float] = []
+    now = 0.0
+    for index, member, kind, dt in events:
+        if not sup.children:
+            break
+        now += dt
+        order = sup.children
+        child = order[index % len(order)]
+        reason = EXITS[kind]
+        must_restart = child in sup.running and (
+            restart_of[child] is P or (restart_of[child] is T and reason.abnormal)
+        )
+        if member:
+            out = sup.member_exited(child, f"{child}/1", reason, now)
+        else:
+            out = sup.child_exited(child, reason, now)
+        recent = [t for t in restarts if t >= now - within]
+        if isinstance(out, GiveUp):
+            assert must_restart and len(recent) == max_restarts
+            return
+        assert bool(out.start) == must_restart
+        if must_restart:
+            restarts.append(now)
+        if member:
+            assert out.stop == () and out.remove == ()
+            assert out.start == ((f"{child}/1",) if must_restart else ())
+            assert child in sup.children  # a member's exit never drops its pool
+        for stopped in out.stop:
+            assert sup.child_exited(stopped, STOPPED, now) == NOTHING
