@@ -78,6 +78,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         "_loop",
         "_max_header",
         "_max_body",
+        "_nodelay",
         "_parser",
         "transport",
         "_input_done",
@@ -116,6 +117,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._loop = state.loop
         self._max_header = limits.max_header_bytes
         self._max_body = limits.max_body_bytes
+        self._nodelay = limits.nodelay
         self._parser = httptools.HttpRequestParser(self)
         # the connection
         self.transport: Any = None
@@ -156,7 +158,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        sock = transport.get_extra_info("socket")
+        sock = transport.get_extra_info("socket") if self._nodelay else None
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -37,11 +37,14 @@ class HttpLimits:
             says so.
         keepalive_timeout: an idle keep-alive connection is closed after this many seconds
             (checked by a 1 s sweep, so it closes between this and this + 2 s).
+        nodelay: set TCP_NODELAY on each TCP connection. False when the listening socket has it
+            already: on Linux an accepted socket inherits it (one syscall less per connection).
     """
 
     max_header_bytes: int = 16384
     max_body_bytes: int = 1 << 20
     keepalive_timeout: float = 5.0
+    nodelay: bool = True
 
 
 def _date_header() -> bytes:

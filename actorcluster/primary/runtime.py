@@ -59,6 +59,9 @@ def listen(bind: Bind, backlog: int = 2048) -> socket.socket:
             family = socket.AF_INET6 if ":" in (bind.host or "") else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Every accepted connection inherits it (Linux): no Nagle delay on responses, and
+            # the workers need not set it once per connection.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((bind.host, bind.port))
         sock.listen(backlog)
     except OSError as exc:

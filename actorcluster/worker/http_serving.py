@@ -30,7 +30,8 @@ class HttpWorker(ProcessActor):
     ) -> None:
         super().__init__(loop, spec)
         self.limits = HttpLimits(
-            max_body_bytes=spec["max_body"], keepalive_timeout=spec["keepalive"]
+            # the primary's listening socket has TCP_NODELAY; accepted sockets inherit it
+            max_body_bytes=spec["max_body"], keepalive_timeout=spec["keepalive"], nodelay=False
         )
         # spec["metrics"] (--metrics-bind): time each request for the latency histogram
         self.state = HttpServerState(loop, self.limits, timed=bool(spec.get("metrics")))
