@@ -217,7 +217,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         if self._starts:
             self._starts.clear()
         self._state._forget(self)
-        self._retire_carrier()
+        self._retire_carrier(reuse=True)
         self._wake_writer()
 
     def pause_writing(self) -> None:
@@ -455,7 +455,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                 _leave_task(loop, task)
                 self._carrier = None  # the carrier carries this handler on; the next gets a new one
                 self._running = task
-                slot.set_result((request, coro, yielded))
+                slot.set_result((self, request, coro, yielded))
                 continue
             _leave_task(loop, task)
             if context != base:  # it set a context variable: the next request starts afresh

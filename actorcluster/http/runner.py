@@ -91,6 +91,24 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
+MAX_SPARE_CARRIERS = 64  # spare carrier tasks a worker keeps for its next connections
+
+
+async def _carry(slot: asyncio.Future[Any]) -> None:
+    """The body of a carrier task: wait until a connection hands it a suspended handler, then
+    drive it to the end for that connection (any connection of the worker: spares are shared)."""
+    error = None
+    try:
+        owner, request, coro, yielded = await slot
+    except CancelledError as exc:
+        if not slot.done() or slot.cancelled():
+            return  # a spare that was never used: the connection or the worker is gone
+        # cancelled (by the handler's own timeout or task group) before its first step here
+        owner, request, coro, yielded = slot.result()
+        error = exc
+    await owner._carry_on(request, coro, yielded, error)
+
+
 class _HandlerRunner:
     """The handler-running half of `HttpProtocol` (a mixin: the state lives in its slots)."""
 
@@ -102,6 +120,7 @@ class _HandlerRunner:
     _current: Request | None
     _carrier: _Carrier | None
     _running: asyncio.Task[None] | None
+    _state: Any  # the worker's HttpServerState: holds the spare carriers
 
     if TYPE_CHECKING:
 
@@ -120,7 +139,7 @@ class _HandlerRunner:
         except RuntimeError:  # inside another task: let the carrier start the coroutine itself
             self._carrier = None
             self._running = task
-            slot.set_result((request, coro, None))
+            slot.set_result((self, request, coro, None))
             return
         try:
             yielded = context.run(coro.send, None)
@@ -134,7 +153,7 @@ class _HandlerRunner:
             _leave_task(loop, task)
             self._carrier = None
             self._running = task
-            slot.set_result((request, coro, yielded))
+            slot.set_result((self, request, coro, yielded))
             return
         _leave_task(loop, task)
         if context != base:
@@ -162,28 +181,33 @@ class _HandlerRunner:
         self._fail(request)
 
     def _new_carrier(self) -> _Carrier:
+        spares = self._state.carriers
+        if spares:  # a spare a closed connection left unused: no task to make
+            self._carrier = carrier = spares.pop()
+            return carrier
         context = contextvars.copy_context()
         slot = self._loop.create_future()
-        task = self._loop.create_task(self._carry(slot), context=context)
+        task = self._loop.create_task(_carry(slot), context=context)
         # `base` shares the context's variables until a handler sets one (then they differ)
         self._carrier = carrier = (task, context, slot, context.copy())
         return carrier
 
-    def _retire_carrier(self) -> None:
+    def _retire_carrier(self, reuse: bool = False) -> None:
+        """Drop the connection's spare carrier; ``reuse``: the connection is done with it and
+        it was never used, so another connection of the worker may take it (with
+        ``Connection: close`` traffic, one task less per connection)."""
         carrier, self._carrier = self._carrier, None
-        if carrier is not None:
+        if carrier is None:
+            return
+        spares = self._state.carriers
+        if reuse and not carrier[2].done() and len(spares) < MAX_SPARE_CARRIERS and (
+                not self._aborted):
+            spares.append(carrier)
+        else:
             carrier[0].cancel()
 
-    async def _carry(self, slot: asyncio.Future[Any]) -> None:
-        error = None
-        try:
-            request, coro, yielded = await slot
-        except CancelledError as exc:
-            if not slot.done() or slot.cancelled():
-                return  # a spare that was never used: the connection is gone
-            # cancelled (by the handler's own timeout or task group) before its first step here
-            request, coro, yielded = slot.result()
-            error = exc
+    async def _carry_on(self, request: Request, coro: Any, yielded: Any,
+                        error: BaseException | None) -> None:
         try:
             result = await _Resume(coro, yielded, error)
         except CancelledError:

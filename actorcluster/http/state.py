@@ -78,6 +78,7 @@ class HttpServerState:
         self.latency_sum = 0.0
         self.draining = False
         self.close_idle = True
+        self.carriers: list[Any] = []  # spare carrier tasks (runner.py), shared by connections
         self.sweep_interval = SWEEP_INTERVAL
         # refreshed by the sweep; read by every response and request
         self.now = loop.time()
@@ -167,6 +168,9 @@ class HttpServerState:
             self._timer = None
         for conn in list(self.connections):
             conn._abort()
+        spares, self.carriers = self.carriers, []
+        for carrier in spares:
+            carrier[0].cancel()
 
     def _forget(self, conn: HttpProtocol) -> None:
         self.connections.discard(conn)
