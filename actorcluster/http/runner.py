@@ -7,7 +7,9 @@ No new task for an async handler that finishes without waiting: it is driven eag
 (``coro.send(None)``) while a spare *carrier* task of the connection is entered as the current
 task, in that task's context, so ``asyncio.current_task()``, ``asyncio.timeout()`` and
 ``TaskGroup`` behave as in any task; when the handler does wait, the carrier task carries on
-driving the same coroutine (`_Resume`) and the connection makes a new spare for its next request.
+driving the same coroutine (`_Resume`) and the connection takes a new spare for its next request.
+Spares are the worker's, not the connection's: one a closing connection did not use goes back to
+``HttpServerState.carriers`` for the next connection.
 A handler that sets a context variable also retires the spare, so every request starts from the
 same context, as it would in a task of its own. The common path, one async handler after
 another, is inlined in `HttpProtocol._run_queue`.
