@@ -943,3 +943,48 @@ def test_the_examples_in_docs_handlers_md(serve, code, console):
 
 def test_docs_has_every_example():
     assert len(doc_examples()) == 6
+
+
+def test_a_closed_connection_leaves_no_cyclic_garbage():
+    """Connection: close traffic makes one protocol per request: each must be freed by reference
+    counting when it closes (a cycle would leave it to the garbage collector, whose runs cost the
+    worker a few percent at 27k connections/s)."""
+    import gc
+
+    async def handler(request):
+        return "hello\n"
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        limits = HttpLimits(nodelay=False)
+        state = HttpServerState(loop, limits)
+        state.start()
+        app = make_app(handler)
+        server = await loop.create_server(lambda: HttpProtocol(app, state, limits),
+                                          "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+
+        async def one() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert (await reader.read()).endswith(b"hello\n")
+            writer.close()
+
+        for _ in range(20):  # warm up: caches, spare carriers
+            await one()
+        await asyncio.sleep(0.05)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(100):
+                await one()
+            await asyncio.sleep(0.05)
+            found = gc.collect()
+        finally:
+            gc.enable()
+            state.close_all()
+            server.close()
+            await server.wait_closed()
+        return found
+
+    assert uvloop.run(main()) == 0

@@ -219,6 +219,9 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._state._forget(self)
         self._retire_carrier(reuse=True)
         self._wake_writer()
+        # the parser refers to this protocol (its callbacks) and this protocol to the parser:
+        # breaking the cycle frees both now, by reference counting, instead of in a collection
+        self._parser = None
 
     def pause_writing(self) -> None:
         self._write_paused = True
