@@ -324,3 +324,11 @@ def test_the_examples_run_as_documented(cluster, how):
     assert tree["children"][2]["strategy"] == "rest_for_one"
     assert len(tree["children"][1]["children"]) == 2
     assert c.stop() == 0
+
+
+def test_dynamic_children_from_a_plain_def_handler(cluster):
+    c = cluster("ac_tree:sync_handler", "--workers", "1",
+                "--actor", "a=ac_tree:Member")
+    children = httpx.get(c.url).json()
+    assert [(ch["name"], ch["type"]) for ch in children] == [("a", "actor"), ("web", "pool")]
+    assert c.stop() == 0

@@ -48,3 +48,10 @@ class Manager(Actor):
 
 async def handler(request: Any) -> str:
     return f"{os.getpid()}\n"
+
+
+def sync_handler(request: Any) -> Any:
+    """A plain def handler (it runs in a thread): the dynamic-children requests by ask_sync."""
+    from actorcluster import ask_sync
+
+    return ask_sync("primary", {"op": "which_children", "supervisor": "root"}, timeout=5.0)
