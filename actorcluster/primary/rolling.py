@@ -103,8 +103,9 @@ class Rolling:
         if node is None:
             raise SupervisorError(f"no child named {child!r}; see `actorcluster status`")
         async with self.lock:
-            if tree.stopping:
-                raise SupervisorError("the cluster is stopping")
+            if tree.stopping or not tree.started:
+                raise SupervisorError("the cluster is " + ("stopping" if tree.stopping
+                                                           else "still starting"))
             leaves = [leaf for leaf in tree.leaves(node) if leaf.live]
             log.info("reload of %s: %d process(es), %d at a time", child or "every child",
                      len(leaves), batch)

@@ -192,6 +192,9 @@ class Primary:
         """SIGHUP: reload every child; SIGTTIN / SIGTTOU: one more / one fewer HTTP worker (as
         gunicorn). Runs in the background; the outcome goes to the log."""
         name = signal.Signals(sig).name
+        if not self.supervisor.started:
+            log.warning("got %s while the cluster is starting; ignored", name)
+            return
         if sig == signal.SIGHUP:
             log.info("Primary %d got SIGHUP: reloading every child", self.pid)
             work = self.rolling.reload(None, 1, self.config.timeout)
