@@ -184,6 +184,9 @@ class Rolling:
         if workers < 1:
             raise SupervisorError("a pool keeps at least one worker (use terminate-child to "
                                   "stop it)")
+        if tree.stopping or not tree.started:
+            raise SupervisorError("the cluster is " + ("stopping" if tree.stopping
+                                                       else "still starting"))
         async with self.lock:
             node: SupervisorNode = pool.parent
             async with node.lock:
