@@ -422,11 +422,7 @@ def _shutdown(data: Mapping[str, Any], ctx: _Context, path: str, kind: str,
         ctx.fail(path, f"{show(value)} is not a shutdown; allowed: {allowed}")
     if isinstance(value, bool) or not isinstance(value, int | float):
         ctx.fail(path, f"{describe(value)} is not a shutdown; allowed: {allowed}")
-    if not math.isfinite(value):
-        ctx.fail(path, f"{show(value)} is not a number of seconds; allowed: {allowed}")
-    if value < 0:
-        ctx.fail(path, f"{show(value)} is negative; allowed: {allowed}")
-    return float(value)
+    return _seconds(value, ctx, path, allowed=allowed)
 
 
 def _integer(value: Any, ctx: _Context, path: str, minimum: int) -> int:
@@ -439,8 +435,9 @@ def _integer(value: Any, ctx: _Context, path: str, minimum: int) -> int:
     return value
 
 
-def _seconds(value: Any, ctx: _Context, path: str, *, positive: bool = False) -> float:
-    allowed = "a number of seconds " + ("> 0" if positive else ">= 0")
+def _seconds(value: Any, ctx: _Context, path: str, *, positive: bool = False,
+             allowed: str = "") -> float:
+    allowed = allowed or "a number of seconds " + ("> 0" if positive else ">= 0")
     if isinstance(value, bool) or not isinstance(value, int | float):
         ctx.fail(path, f"expected {allowed}, found {describe(value)}")
     if not math.isfinite(value):

@@ -51,9 +51,7 @@ class DynamicChildren:
             up = await self._start(child)
             if not up:
                 await self._stop(child)
-                node.logic.remove_child(child.name)
-                node.children.pop(child.name, None)
-                self._unregister(child)
+                self._remove(node, child)
                 why = "; ".join(f"{leaf.name}: {leaf.last_exit}" for leaf in self.leaves(child)
                                 if leaf.last_exit) or "it stopped before it was ready"
                 raise SupervisorError(f"child {spec.name!r} failed to start ({why})")
@@ -66,9 +64,7 @@ class DynamicChildren:
             node.logic.stop_requested(name)
             await self._stop(child)
             if child.restart == "temporary":  # as OTP: a temporary child is deleted
-                node.logic.remove_child(name)
-                node.children.pop(name, None)
-                self._unregister(child)
+                self._remove(node, child)
 
     def _stopped_child(self, node: SupervisorNode, name: str) -> Node:
         child = self._child(node, name)
@@ -89,10 +85,13 @@ class DynamicChildren:
     async def delete_child(self, supervisor: str, name: str) -> None:
         node = self.supervisor(supervisor)
         async with node.lock:
-            child = self._stopped_child(node, name)
-            node.logic.remove_child(name)
-            node.children.pop(name)
-            self._unregister(child)
+            self._remove(node, self._stopped_child(node, name))
+
+    def _remove(self, node: SupervisorNode, child: Node) -> None:
+        """Forget ``child``: its supervisor's bookkeeping, the tree's names, the router's."""
+        node.logic.remove_child(child.name)
+        node.children.pop(child.name, None)
+        self._unregister(child)
 
     def which_children(self, supervisor: str) -> list[dict[str, Any]]:
         return [self._brief(c) for c in self.supervisor(supervisor).children.values()]
