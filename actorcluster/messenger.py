@@ -44,6 +44,12 @@ from .wire import (
 )
 
 BATCH = 256  # messages per ZeroMQ message at most
+# Asks and replies leave in runs of at most ASK_BATCH, sent as soon as a run is full. A burst of
+# 64 asks then travels as two ZeroMQ messages: the receiver works on the first half while the
+# sender still makes the second, and the replies come back in halves too, so the sender, the
+# router and the receiver work at once instead of passing one batch round a ring (measured with
+# 64 asks always in flight: 32 -> +15% asks/s over 256; 16 and 48 in between).
+ASK_BATCH = 32
 QUEUE_LIMIT = 100_000  # messages queued for one paused destination before tell() refuses
 RETRY = 0.001  # seconds between retries while ZeroMQ refuses (our own pipe is full)
 
@@ -94,7 +100,7 @@ class Messenger:
         self.loop = loop
         self._send = send
         self.deliver = deliver
-        self._thread = threading.get_ident()
+        self.thread = threading.get_ident()
         self._out: dict[bytes, list[list]] = {}  # destination -> runs
         self._dests: dict[str, bytes] = {}  # name -> destination frame, cached
         self._oob: list = []  # out-of-band buffers of the fast path (loop thread only)
@@ -121,7 +127,7 @@ class Messenger:
         runs = self._out.get(self._dests.get(target))  # type: ignore[arg-type]
         if runs and not broadcast and not self._blocked and not self._paused:
             last = runs[-1]
-            if last[0] == TELL and last[1] == 0 and threading.get_ident() == self._thread:
+            if last[0] == TELL and last[1] == 0 and threading.get_ident() == self.thread:
                 data = self._plain(message)
                 if data is not None:
                     payloads = last[2]
@@ -132,7 +138,7 @@ class Messenger:
         dest, flags, frames = self._address(target, message)
         if broadcast:
             flags |= FLAG_BROADCAST
-        if threading.get_ident() != self._thread:
+        if threading.get_ident() != self.thread:
             self.loop.call_soon_threadsafe(self._enqueue, dest, TELL, flags, frames, None)
             return SENT
         return self._enqueue(dest, TELL, flags, frames, None)
@@ -167,7 +173,7 @@ class Messenger:
 
     def _encode(self, message: Any) -> tuple[int, list]:
         """wire.encode, cheaper for plain data on the loop's thread."""
-        if threading.get_ident() == self._thread:
+        if threading.get_ident() == self.thread:
             data = self._plain(message)
             if data is not None:
                 return 0, [data]
@@ -182,9 +188,22 @@ class Messenger:
     def ask(self, target: Any, message: Any, timeout: float = 5.0) -> asyncio.Future:
         """Send an ask; the returned future (await it) gets the reply or the error. A plain
         future, not a coroutine, so gathering many asks creates no task per ask."""
-        dest, flags, frames = self._address(target, message)
         future = self.loop.create_future()
-        self._enqueue(dest, ASK, flags, frames, future)
+        # The fast path, as tell's: a plain message joins this turn's run of asks.
+        dest = self._dests.get(target) if type(target) is str else None
+        runs = self._out.get(dest)  # type: ignore[arg-type]
+        last = runs[-1] if runs else None
+        if (last is not None and last[0] == ASK and last[1] == 0 and not self._blocked
+                and not self._paused and threading.get_ident() == self.thread
+                and (data := self._plain(message)) is not None):
+            payloads = last[2]
+            payloads.append(data)
+            last[3].append(future)
+            if len(payloads) >= ASK_BATCH and not self._flush_one(dest, runs):  # type: ignore
+                self._block()
+        else:
+            dest, flags, frames = self._address(target, message)
+            self._enqueue(dest, ASK, flags, frames, future)
         # One timer for all asks, not a timer handle per ask: asks with the same timeout expire
         # in the order they were made, so one deque per timeout value is kept in deadline order.
         deadline = self.loop.time() + timeout
@@ -222,7 +241,7 @@ class Messenger:
 
     def ask_threadsafe(self, target: Any, message: Any, timeout: float) -> Any:
         """ask() from a thread that is not the loop's: blocks that thread, never the loop."""
-        if threading.get_ident() == self._thread:
+        if threading.get_ident() == self.thread:
             raise RuntimeError(
                 "ask_sync() was called on the event loop's own thread, which it would stall; "
                 "use `await ask(...)` there (ask_sync is for plain def handlers and threads)"
@@ -240,7 +259,7 @@ class Messenger:
             last = runs[-1]  # the fast path: the next reply of an open run of replies
             if last[0] == REPLY and last[1] == 0 and last[3] + len(last[2]) == correlation:
                 last[2].append(frames[0])
-                if len(last[2]) >= BATCH and not self._flush_one(to, runs):
+                if len(last[2]) >= ASK_BATCH and not self._flush_one(to, runs):
                     self._block()
                 return
         self._enqueue(to, REPLY, flags, frames, correlation)
@@ -279,7 +298,7 @@ class Messenger:
         if resumed is None and self._blocked:
             resumed = self._room  # our own pipe is full: the sender waits as for a pause
         if resumed is None:
-            if size >= BATCH and not self._flush_one(dest, runs):
+            if size >= (BATCH if kind == TELL else ASK_BATCH) and not self._flush_one(dest, runs):
                 self._block()
             return SENT
         if kind == TELL:
