@@ -523,6 +523,42 @@ def test_pipelined_requests_are_answered_in_order(serve, raw, loop):
         assert json.loads(body)["query"] == [["i", str(i)]]
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_responses_kept_for_the_end_of_the_turn_leave_in_order(serve, raw, loop):
+    # Small responses wait for the end of the loop turn; a large one, a stream, a 500 and a
+    # close are written at once: each must still leave after the small ones before it.
+    async def handler(request: Request) -> Any:
+        kind, i = request.path.strip("/").split("/")
+        if kind == "small":
+            return f"s{i}"
+        if kind == "json":
+            return {"j": int(i)}
+        if kind == "big":
+            return i * 20_000  # over the deferral bound: written at once
+        if kind == "stream":
+            async def body() -> Any:
+                yield f"t{i}".encode()
+            return Response(body())
+        raise RuntimeError("boom")
+
+    server = serve(handler, loop=loop)
+    conn = raw(server.port)
+    plan = ["small", "json", "big", "small", "stream", "small", "fail", "small", "json"] * 3
+    conn.send(b"".join(get(f"/{kind}/{i % 10}") for i, kind in enumerate(plan))
+              + get("/small/9", "Connection: close\r\n"))
+    for i, kind in enumerate(plan):
+        status, _, body = conn.response()
+        expected = {"small": f"s{i % 10}".encode(), "json": f'{{"j":{i % 10}}}'.encode(),
+                    "big": str(i % 10).encode() * 20_000, "stream": f"t{i % 10}".encode()}
+        if kind == "fail":
+            assert status == 500
+        else:
+            assert (status, body) == (200, expected[kind]), (i, kind)
+    status, headers, body = conn.response()
+    assert (status, body, headers["connection"]) == (200, b"s9", "close")
+    assert conn.read_to_eof() == b""  # and then the server closed the connection
+
+
 def test_a_long_pipeline_pauses_reading_and_completes(serve, raw):
     reading: list[bool] = []
 
@@ -816,6 +852,21 @@ def test_client_half_close_still_gets_its_answers(serve, raw, loop):
     conn.sock.shutdown(socket.SHUT_WR)
     assert [conn.response()[0] for _ in range(2)] == [200, 200]
     assert conn.closed()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_request_and_at_once_half_close_gets_its_answer(serve, raw, loop):
+    # the answer waits for the end of the loop turn; the end of input must not lose it
+    async def handler(request: Request) -> str:
+        return "quick"
+
+    server = serve(handler, loop=loop)
+    for _ in range(20):
+        conn = raw(server.port)
+        conn.send(get("/") + get("/"))
+        conn.sock.shutdown(socket.SHUT_WR)
+        assert [conn.response()[2] for _ in range(2)] == [b"quick", b"quick"]
+        assert conn.closed()
 
 
 def test_client_gone_mid_request(serve, raw):

@@ -7,7 +7,9 @@ one `HttpServerState` (state.py) per worker. The path of a request::
         -> _run_queue: one request at a time per connection, in order
         -> app(request): a coroutine is driven right here, in the connection's carrier task
            (runner.py); a future (a sync handler in the thread pool) calls back when done
-        -> _respond: status line + headers + body joined once, one transport.write
+        -> _respond: status line + headers + body joined once, one transport.write (for the
+           common case at the end of the loop turn, with the turn's other responses: see
+           HttpServerState.write_soon)
 
 Handler code never runs inside a parser callback: requests are queued while the parser runs and
 handled after ``feed_data`` returns, so a pipelined burst is answered in order and a protocol
@@ -55,6 +57,9 @@ _bisect = bisect.bisect_left
 FIRST_BUCKET = LATENCY_BUCKETS[0]
 
 MAX_PIPELINE = 32  # parsed requests waiting on one connection before it stops reading
+# Responses up to this size wait for the end of the loop turn (HttpServerState.write_soon);
+# a larger one is written at once, so a full transport pauses the next request at once.
+DEFER_MAX = 16 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -205,6 +210,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
 
     def eof_received(self) -> bool:
         self._input_done = True
+        if self._state.writes:  # answers waiting for the end of the turn leave before a close
+            self._state.flush_writes()
         if self._busy or self._queue or self._error:
             self._eof = True
             return True  # keep the transport open to write the responses still owed
@@ -344,7 +351,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             if self._busy or self._queue:
                 self._continue_pending = True  # after the responses the client still waits for
             else:
-                self.transport.write(CONTINUE)
+                self._write(CONTINUE)
 
     def _protocol_error(self, status: int) -> None:
         """Stop reading; answer ``status`` after the responses already owed, then close."""
@@ -357,15 +364,33 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
 
     def _send_error(self) -> None:
         if not self._closed:
-            self.transport.write(error_response(self._error, self._state.date_header))
+            self._write(error_response(self._error, self._state.date_header))
             self._state.status_counts[self._error // 100] += 1  # not timed: no complete message
         self._close()
+
+    def _write(self, data: bytes) -> None:
+        """Write now, after the responses that wait for the end of the loop turn
+        (`HttpServerState.write_soon`): a connection's bytes leave in order."""
+        if self._state.writes:
+            self._state.flush_writes()
+        self.transport.write(data)
+
+    def _close_soon(self) -> None:
+        """Read no more; close at the end of the loop turn, after the answer waiting for it
+        (with `Connection: close` the closes of a turn then go together with its writes)."""
+        self._input_done = True
+        self._queue.clear()
+        if self._starts:
+            self._starts.clear()
+        self._state.closing.append(self)
 
     def _close(self) -> None:
         self._input_done = True
         self._queue.clear()
         if self._starts:
             self._starts.clear()
+        if self._state.writes:
+            self._state.flush_writes()
         if not self._closed:
             self.transport.close()
 
@@ -475,7 +500,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                 self._close()
             elif self._continue_pending:
                 self._continue_pending = False
-                self.transport.write(CONTINUE)
+                self._write(CONTINUE)
 
     def _run_queue_soon(self) -> None:
         if self._queue or self._error or self._eof or self._continue_pending:
@@ -499,7 +524,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         keep = request.keep_alive and not state.draining
         conn = connection_line(keep, request.http_version == "1.0")
         data = error_response(status, state.date_header, request._method == b"HEAD", conn)
-        self.transport.write(data)
+        self._write(data)
         state.status_counts[status // 100] += 1
         if self._starts is not None:
             self._timed()
@@ -522,13 +547,19 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                 end = b"Content-Length: %d\r\n%s\r\n" % (size, conn)
             if request._method == b"HEAD":
                 body = b""
-            self.transport.write(b"".join((state.text_head, end, body)))
+            deferred = size <= DEFER_MAX
+            if deferred:
+                state.write_soon(self, b"".join((state.text_head, end, body)))
+            else:
+                self._write(b"".join((state.text_head, end, body)))
             state.status_counts[2] += 1
             if self._starts is not None:
                 self._timed()
             self._busy = False
             if keep:
                 self._last_active = state.now
+            elif deferred:
+                self._close_soon()
             else:
                 self._close()
             return
@@ -544,7 +575,10 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             log.exception("cannot send the handler's result: %s %s", request.method, request.path)
             self._respond_error(request, 500)
             return
-        self.transport.write(data)
+        if stream is None and len(data) <= DEFER_MAX:
+            state.write_soon(self, data)
+        else:
+            self._write(data)
         state.status_counts[result.status // 100 if isinstance(result, Response) else 2] += 1
         if self._starts is not None:
             self._timed()
@@ -576,7 +610,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
     async def _send_stream(self, request: Request, stream: Stream, keep: bool) -> None:
         try:
             complete = await send_stream(
-                stream, self.transport.write, self._writable, lambda: self._closed
+                stream, self._write, self._writable, lambda: self._closed
             )
         except Exception:
             log.exception("streaming the body failed: %s %s", request.method, request.path)

@@ -77,6 +77,10 @@ class HttpServerState:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.draining = False
+        # responses written at the end of the loop turn, together: see write_soon
+        self.writes: list[tuple[HttpProtocol, bytes]] = []
+        self.closing: list[HttpProtocol] = []  # to close once their answers are written
+        self._writes_due = False
         self.close_idle = True
         self.carriers: list[Any] = []  # spare carrier tasks (runner.py), shared by connections
         self.sweep_interval = SWEEP_INTERVAL
@@ -107,6 +111,32 @@ class HttpServerState:
         counts = list(self.latency_counts)
         return {"buckets": list(LATENCY_BUCKETS), "counts": counts, "sum": self.latency_sum,
                 "count": sum(counts)}
+
+    def write_soon(self, conn: HttpProtocol, data: bytes) -> None:
+        """Write ``data`` to ``conn`` at the end of this loop turn, with the other responses of
+        the turn.
+
+        Each write wakes the client's process if it sleeps (on this 2-core VM an inter-processor
+        interrupt: 11% of a pinned worker's time went to that wake-up in perf). Written one
+        after another, the responses of one turn wake a client once, not once each; measured:
+        +6% requests/s for one pinned worker, +3% with 2 workers, and with `Connection: close`
+        (the connections of `closing` closed right after) +7%. Any other write or a close on a
+        connection flushes these first, so each connection's bytes keep their order."""
+        self.writes.append((conn, data))
+        if not self._writes_due:
+            self._writes_due = True
+            self.loop.call_soon(self.flush_writes)
+
+    def flush_writes(self) -> None:
+        self._writes_due = False
+        writes, self.writes = self.writes, []
+        for conn, data in writes:
+            if not (conn._closed or conn._aborted):
+                conn.transport.write(data)
+        if self.closing:
+            closing, self.closing = self.closing, []
+            for conn in closing:
+                conn._close()
 
     def start(self) -> None:
         """Start the periodic sweep: refresh the Date header and the coarse clock, close
