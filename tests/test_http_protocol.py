@@ -524,6 +524,29 @@ def test_pipelined_requests_are_answered_in_order(serve, raw, loop):
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+def test_a_connection_closed_under_its_answer_costs_the_others_nothing(serve, raw, loop):
+    # Answers wait for the end of the loop turn: one whose transport was aborted meanwhile is
+    # dropped, and the answers of the other connections of that turn still leave.
+    async def handler(request: Request) -> str:
+        if request.path == "/block":
+            time.sleep(0.3)  # holds the loop while the next two requests arrive together
+        elif request.path == "/gone":
+            request._transport.abort()
+        return request.path
+
+    server = serve(handler, loop=loop)
+    blocker, gone, fine = raw(server.port), raw(server.port), raw(server.port)
+    blocker.send(get("/block"))
+    time.sleep(0.1)
+    gone.send(get("/gone"))
+    fine.send(get("/fine"))
+    assert blocker.response()[2] == b"/block"
+    assert fine.response()[2] == b"/fine"
+    assert gone.read_to_eof() == b""
+    assert wait_for(lambda: server.connections() <= 2)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 def test_responses_kept_for_the_end_of_the_turn_leave_in_order(serve, raw, loop):
     # Small responses wait for the end of the loop turn; a large one, a stream, a 500 and a
     # close are written at once: each must still leave after the small ones before it.

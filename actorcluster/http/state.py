@@ -132,7 +132,10 @@ class HttpServerState:
         writes, self.writes = self.writes, []
         for conn, data in writes:
             if not (conn._closed or conn._aborted):
-                conn.transport.write(data)
+                try:
+                    conn.transport.write(data)
+                except RuntimeError:  # uvloop: a handle closed before connection_lost (the
+                    pass  # loop shutting down); one dead connection must not cost the others
         if self.closing:
             closing, self.closing = self.closing, []
             for conn in closing:
