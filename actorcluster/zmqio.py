@@ -17,6 +17,30 @@ import zmq
 DRAIN_BATCH = 512
 log = logging.getLogger("actorcluster.zmq")
 
+# pyzmq's compiled socket methods, without zmq.Socket's Python layer (argument checks per frame,
+# enum arithmetic on the flags): half the cost of send_multipart + recv_multipart for our 3-5
+# frame messages (8.6 -> 4.7 us a pair), paid per ZeroMQ message by the router and every process.
+_send, _recv, _get = zmq.backend.Socket.send, zmq.backend.Socket.recv, zmq.backend.Socket.get
+_NOBLOCK = int(zmq.NOBLOCK)
+_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_RCVMORE = int(zmq.RCVMORE)
+
+
+def send_frames(sock: zmq.Socket, frames: list) -> None:
+    """``sock.send_multipart(frames, zmq.NOBLOCK)``, the same errors (zmq.Again, ...)."""
+    last = len(frames) - 1
+    for i in range(last):
+        _send(sock, frames[i], _MORE)
+    _send(sock, frames[last], _NOBLOCK)
+
+
+def recv_frames(sock: zmq.Socket) -> list:
+    """``sock.recv_multipart(zmq.NOBLOCK)``: raises zmq.Again when nothing is waiting."""
+    frames = [_recv(sock, _NOBLOCK)]
+    while _get(sock, _RCVMORE):
+        frames.append(_recv(sock, _NOBLOCK))
+    return frames
+
 
 class LoopSocket:
     """Calls ``on_message(frames)`` from the loop for every multipart message on ``sock``."""
@@ -43,12 +67,12 @@ class LoopSocket:
 
     def _drain(self) -> None:
         self._scheduled = False
-        recv = self.sock.recv_multipart
+        sock = self.sock
         for _ in range(DRAIN_BATCH):
             if self._closed:
                 return
             try:
-                frames = recv(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             except zmq.ZMQError:
@@ -64,7 +88,7 @@ class LoopSocket:
     def send(self, frames: list[bytes]) -> bool:
         """Send without blocking; False when ZeroMQ refused (peer unknown or full)."""
         try:
-            self.sock.send_multipart(frames, zmq.NOBLOCK)
+            send_frames(self.sock, frames)
         except (zmq.Again, zmq.ZMQError):
             return False
         finally:

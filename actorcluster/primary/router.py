@@ -42,7 +42,7 @@ from ..wire import (
     split_batch,
     system_frames,
 )
-from ..zmqio import LoopSocket
+from ..zmqio import LoopSocket, send_frames
 
 log = logging.getLogger("actorcluster.router")
 
@@ -273,7 +273,7 @@ class Router:
         outbox = self.outboxes.get(identity)
         if outbox is None:
             try:
-                self._sock.send_multipart(frames, zmq.NOBLOCK)
+                send_frames(self._sock, frames)
                 self.delivered += count
                 return
             except zmq.Again:
@@ -329,11 +329,11 @@ class Router:
 
     def _retry(self) -> None:
         self._retrying = False
-        send = self._sock.send_multipart
+        sock = self._sock
         for identity, outbox in list(self.outboxes.items()):
             while outbox:
                 try:
-                    send(outbox[0], zmq.NOBLOCK)
+                    send_frames(sock, outbox[0])
                 except zmq.Again:
                     break
                 except zmq.ZMQError:
@@ -380,9 +380,9 @@ class Router:
 
     def _error(self, asker: bytes, corr: int, error: str, message: str) -> None:
         try:
-            self._sock.send_multipart(
+            send_frames(
+                self._sock,
                 [asker, PRIMARY, _pack(ERROR, FLAG_JSON, 1, corr), error_payload(error, message)],
-                zmq.NOBLOCK,
             )
         except zmq.ZMQError:
             self._dead(asker.decode(errors="replace"), 1, "the asker is gone")
