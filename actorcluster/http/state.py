@@ -118,10 +118,11 @@ class HttpServerState:
 
         Each write wakes the client's process if it sleeps (on this 2-core VM an inter-processor
         interrupt: 11% of a pinned worker's time went to that wake-up in perf). Written one
-        after another, the responses of one turn wake a client once, not once each; measured:
-        +6% requests/s for one pinned worker, +3% with 2 workers, and with `Connection: close`
-        (the connections of `closing` closed right after) +7%. Any other write or a close on a
-        connection flushes these first, so each connection's bytes keep their order."""
+        after another, the responses of one turn wake a client once, not once each; measured in
+        alternated runs: +4.5-6% requests/s for one pinned worker, +3% with 2 workers, and with
+        `Connection: close` (the connections of `closing` closed right after) +1-2%, within the
+        noise. Any other write or a close on a connection flushes these first, so each
+        connection's bytes keep their order."""
         self.writes.append((conn, data))
         if not self._writes_due:
             self._writes_due = True
