@@ -219,10 +219,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self._input_done = True
-        self._queue.clear()
-        if self._starts:
-            self._starts.clear()
+        self._take_no_more()
         self._state._forget(self)
         self._retire_carrier(reuse=True)
         self._wake_writer()
@@ -375,31 +372,29 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             self._state.flush_writes()
         self.transport.write(data)
 
+    def _take_no_more(self) -> None:
+        """Read no more requests and forget those queued (the connection is ending)."""
+        self._input_done = True
+        self._queue.clear()
+        if self._starts:
+            self._starts.clear()
+
     def _close_soon(self) -> None:
         """Read no more; close at the end of the loop turn, after the answer waiting for it
         (with `Connection: close` the closes of a turn then go together with its writes)."""
-        self._input_done = True
-        self._queue.clear()
-        if self._starts:
-            self._starts.clear()
+        self._take_no_more()
         self._state.closing.append(self)
 
     def _close(self) -> None:
-        self._input_done = True
-        self._queue.clear()
-        if self._starts:
-            self._starts.clear()
+        self._take_no_more()
         if self._state.writes:
             self._state.flush_writes()
         if not self._closed:
             self.transport.close()
 
     def _abort(self) -> None:
-        self._input_done = True
         self._aborted = True
-        self._queue.clear()
-        if self._starts:
-            self._starts.clear()
+        self._take_no_more()
         self._retire_carrier()  # now, in case the loop stops before connection_lost
         if self._running is not None:
             self._running.cancel()  # a hard stop: the handler has nobody to answer
