@@ -273,10 +273,11 @@ def test_the_control_endpoint_refuses_unknown_commands_and_other_users(cluster, 
     assert not tagged_processes(no_process_left_behind)
 
 
-def test_a_plain_handler_stuck_in_a_cpu_loop_is_killed_and_replaced(cluster):
+@pytest.mark.parametrize("standby", ["--standby", "--no-standby"])
+def test_a_plain_handler_stuck_in_a_cpu_loop_is_killed_and_replaced(cluster, standby):
     # a def handler runs in a thread: the event loop (and its heartbeats) go on, so the worker
     # reports how long its oldest handler call has run, and the primary acts past --timeout
-    c = cluster("ac_testapp:spin", "--workers", "1", "--timeout", "1")
+    c = cluster("ac_testapp:spin", "--workers", "1", "--timeout", "1", standby)
     (pid,) = c.wait_workers(1)
     with pytest.raises(httpx.HTTPError):
         httpx.get(c.url + "/spin", timeout=0.5)
@@ -285,6 +286,11 @@ def test_a_plain_handler_stuck_in_a_cpu_loop_is_killed_and_replaced(cluster):
     assert f"Worker {pid} (web/1): a handler running for" in log
     assert "in spin" in log  # faulthandler's dump of the stuck thread
     assert int(httpx.get(c.url).text) == new
+    # the replacement is judged on its own figures, not on the dead worker's last heartbeat
+    # (which said "a handler running for 1.x s" until the new one's first heartbeat)
+    time.sleep(2.5)
+    assert int(httpx.get(c.url).text) == new
+    assert c.log().count("): a handler running for") == 1, c.log()  # one kill only
     assert c.stop() == 0
 
 

@@ -242,7 +242,9 @@ class ProcessChildren:
             silent = now - leaf.last_heard
             if leaf.kill_detail or leaf.stop_requested:
                 continue
-            busy = float(leaf.stats.get("busy") or 0.0)  # a plain-def handler running
+            stats = leaf.stats  # the last heartbeat's: a dead incarnation's until the first
+            # of this one, so its figure counts only when it comes from this process
+            busy = float(stats.get("busy") or 0.0) if stats.get("pid") == leaf.pid else 0.0
             if busy > self.config.timeout:
                 self._hung(leaf, f"a handler running for {busy:.1f} s")
             elif silent > self.config.timeout:
