@@ -78,8 +78,9 @@ class Actor:
 
     ``receive``'s return value answers an ``ask``. ``on_start`` runs in the actor's process
     before the first message, ``on_stop`` on a graceful stop. An exception escaping ``receive``
-    crashes the actor's process (let it crash): the asker gets RemoteError, the supervisor starts
-    a new incarnation. An HTTP worker's handler may also be an Actor with ``handle(request)``.
+    crashes the actor's process (let it crash): the asker gets RemoteError (an ActorCrashed that
+    carries what was raised), the supervisor starts a new incarnation. An HTTP worker's handler
+    may also be an Actor with ``handle(request)``.
     """
 
     sender: ActorRef | None = None

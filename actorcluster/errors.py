@@ -10,7 +10,7 @@
         ├── ActorNotFound    no actor by that name (raised at once, not after the timeout)
         ├── AskTimeout       no reply within the timeout
         ├── ActorCrashed     the actor died while handling the ask
-        ├── RemoteError      the actor raised: remote type name, message and traceback text
+        │   └── RemoteError  it died because receive raised: remote type, message, traceback
         └── MailboxFull      the destination's mailbox stayed full
 
 Lower-level errors (zmq, OS) are translated into the most specific of these at the boundary.
@@ -63,8 +63,9 @@ class MailboxFull(ActorError):
     """The destination's mailbox stayed full (flow control) past the sender's patience."""
 
 
-class RemoteError(ActorError):
-    """The actor raised while handling the ask.
+class RemoteError(ActorCrashed):
+    """The actor raised while handling the ask, and so crashed (let it crash: its supervisor
+    restarts it). An ``except ActorCrashed`` catches it too.
 
     ``remote_type`` is the exception's type name, ``remote_message`` its text, ``remote_traceback``
     the formatted traceback from the actor's process.

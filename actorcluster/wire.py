@@ -30,6 +30,8 @@ answers one ACK byte per connection it adopted.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import pickle
 import struct
 from array import array
@@ -96,6 +98,31 @@ def decode_system(payload: bytes) -> dict[str, Any]:
 def incarnation_id(name: str, incarnation: int) -> bytes:
     """The DEALER identity of one incarnation of a named actor: b"web/2#3"."""
     return f"{name}#{incarnation}".encode()
+
+
+# -- read counters --------------------------------------------------------------------------------
+# A ZeroMQ pipe to a process that was killed loses what the router had already sent into it and
+# the process had not read, and the router cannot tell from ZeroMQ which messages those were. So
+# each process actor counts, in a table of 64-bit slots shared with the primary (a file in the
+# private run directory, mapped by both), the tell and ask messages it has taken from its DEALER,
+# counted as they are read, before they are handled. After the process died the primary reads
+# its final count: a message forwarded beyond it was never read, so it goes to the next
+# incarnation; one read is not sent again, so delivery stays at most once.
+
+READ_SLOTS = 1 << 16  # process actors alive at once, at most
+
+
+def map_read_counters(path: str, create: bool = False) -> tuple[mmap.mmap, memoryview]:
+    """The shared table of read counters at ``path`` (created, zeroed, by the primary)."""
+    flags = os.O_RDWR | (os.O_CREAT | os.O_TRUNC if create else 0)
+    fd = os.open(path, flags, 0o600)
+    try:
+        if create:
+            os.ftruncate(fd, 8 * READ_SLOTS)
+        table = mmap.mmap(fd, 8 * READ_SLOTS)
+    finally:
+        os.close(fd)
+    return table, memoryview(table).cast("Q")
 
 
 # -- spawner and hand-off channels ----------------------------------------------------------------

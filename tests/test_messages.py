@@ -107,6 +107,52 @@ def test_held_messages_reach_the_new_incarnation_after_kill_9(cluster, attach):
     assert status(client)["messages"]["dead_letters"] == {}
 
 
+def test_messages_sent_just_after_a_kill_9_reach_the_new_incarnation(cluster, attach):
+    # No waiting for the primary to notice the death: the first messages go into the dead
+    # process's socket. The router keeps what it sent until the process has read it, so what
+    # the dead one never read goes to the new incarnation, in order, and the ask is answered.
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--max-restarts", "50",
+                "--actor", "recorder=ac_actors:Recorder")
+    client = attach(c)
+    for trial in range(5):
+        old = client.ask("recorder", "pid", timeout=10)
+        os.kill(old, signal.SIGKILL)
+        for i in range(5):
+            client.tell("recorder", (trial, i))
+        assert client.ask("recorder", "get", timeout=10) == [(trial, i) for i in range(5)]
+        assert client.ask("recorder", "pid") != old
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
+def test_what_a_killed_actor_never_read_is_handled_by_its_successor(cluster, attach, tmp_path):
+    # The actor is stopped (SIGSTOP), so it reads nothing more; what is sent to it then waits in
+    # its socket and ZeroMQ's pipes, which die with it on kill -9. Every such message must be
+    # handled by the next incarnation, once, in order: none was read by the dead process.
+    journal = tmp_path / "journal"
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-messages", "100000",
+                "--actor", "journal=ac_actors:Journal", env={"AC_JOURNAL": str(journal)})
+    client = attach(c)
+    for i in range(1000):
+        client.tell("journal", i)
+    old = client.ask("journal", "pid")  # answered after every tell before it was handled
+    total = 6000
+    os.kill(old, signal.SIGSTOP)
+    try:
+        for i in range(1000, total):
+            client.tell("journal", i)
+        client.ask("primary", "status")  # the router has forwarded them by now
+    finally:
+        os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while not journal.read_text().endswith(f" {total - 1}\n"):
+        assert time.monotonic() < deadline, journal.read_text()[-200:]
+        time.sleep(0.05)
+    lines = [line.split() for line in journal.read_text().splitlines()]
+    assert [int(n) for pid, n in lines if int(pid) == old] == list(range(1000))
+    assert [int(n) for pid, n in lines if int(pid) != old] == list(range(1000, total))
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
 def test_dead_letters_for_an_unknown_name_and_past_the_hold_bound(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-messages", "10",
                 "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "1.5"})
@@ -161,8 +207,15 @@ def test_each_error_type(cluster, attach):
     time.sleep(1.0)
     assert client.ask("echo", "fresher", timeout=3) == "fresher"
 
-    with pytest.raises(RemoteError) as info:
+    # a reply that cannot be pickled: an error for the asker, not a crash
+    with pytest.raises(actorcluster.ActorError, match="the reply cannot be sent") as info:
+        client.ask("echo", ("lock",))
+    assert not isinstance(info.value, ActorCrashed)
+
+    # receive raised: the actor crashed of it (ActorCrashed) and the asker learns what it raised
+    with pytest.raises(ActorCrashed) as info:
         client.ask("echo", ("raise", "bad input"))
+    assert isinstance(info.value, RemoteError)
     assert info.value.remote_type == "ValueError"
     assert info.value.remote_message == "bad input"
     assert "raise ValueError(text)" in info.value.remote_traceback

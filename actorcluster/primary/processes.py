@@ -45,7 +45,7 @@ class ProcessChildren:
             "primary_pid": os.getpid(), "heartbeat": self.heartbeat, "timeout": c.timeout,
             "graceful_timeout": c.graceful_timeout, "log_level": c.log_level, "loop": c.loop,
             "threads": c.threads, "keepalive": c.keepalive, "max_body": c.max_body,
-            "family": int(self.gateway.family),
+            "family": int(self.gateway.family), "reads": self.router.reads_path,
             "metrics": c.metrics_bind is not None,  # time requests for the latency histogram
             "max_requests": c.max_requests + random.randint(0, c.max_requests_jitter)
             if c.max_requests else 0,
@@ -70,8 +70,10 @@ class ProcessChildren:
         self.by_id[leaf.identity] = leaf
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         leaf.link = self.gateway.open_link(leaf.name, ours)
+        spec = self._spec(leaf)
+        spec["reads_slot"] = self.router.track(leaf.identity.encode())
         try:
-            self.spawner.spawn(self._spec(leaf), theirs.fileno())
+            self.spawner.spawn(spec, theirs.fileno())
         finally:
             theirs.close()
 
@@ -141,8 +143,10 @@ class ProcessChildren:
         leaf.since = leaf.last_heard = self.loop.time()
         self.by_pid[leaf.pid] = leaf
         self.by_id[leaf.identity] = leaf
+        self.router.untrack(old_identity)  # a standby is sent no actor messages
         self.router.send_system(old_identity, "promote", name=leaf.name,
-                                incarnation=leaf.incarnation)
+                                incarnation=leaf.incarnation,
+                                reads_slot=self.router.track(leaf.identity.encode()))
         self.gateway.add(leaf.link)
         log.info("Worker %s started", leaf.pid)
         self._changed.set()

@@ -10,6 +10,9 @@ unpickles anything. Per message it:
 3. counts whatever cannot be delivered as a dead letter (per name, logged once per burst) and
    answers an undeliverable ask with ActorNotFound at once;
 4. remembers which asks each incarnation owes, so that if it dies the askers get ActorCrashed;
+   keeps what it sent each incarnation until that process has read it (a counter the process
+   keeps in memory shared with the primary, see wire.py), so that what a killed process never
+   read goes to its replacement instead of being lost with its socket;
 5. sends without blocking; what ZeroMQ refuses (that peer's pipe is full) waits in a bounded
    per-destination outbox retried on a short timer, and the senders of that destination are told
    to pause until it drains (credit-style flow control): no head-of-line blocking, no silent drop.
@@ -35,10 +38,12 @@ from ..wire import (
     FLAG_RAW,
     HEADER,
     PRIMARY,
+    READ_SLOTS,
     Kind,
     decode_system,
     dumps_json,
     error_payload,
+    map_read_counters,
     split_batch,
     system_frames,
 )
@@ -54,6 +59,7 @@ OUTBOX_RESUME = 16
 OUTBOX_LIMIT = 4096  # past this (senders ignoring pause) messages become dead letters
 RETRY = 0.001
 PEER_HWM = 256  # ZeroMQ messages (each up to 256 coalesced actor messages) per peer pipe
+KEEP_TRIM = 32  # messages kept for one incarnation before the router looks at what it read
 KINDS = frozenset(int(k) for k in Kind)
 TELL, ASK, REPLY, ERROR, SYSTEM = Kind.TELL, Kind.ASK, Kind.REPLY, Kind.ERROR, Kind.SYSTEM
 _unpack = HEADER.unpack
@@ -69,6 +75,7 @@ class Router:
         on_request: RequestHandler,
         hold_max: int = 1000,
         hold_seconds: float = 5.0,
+        reads_path: str | None = None,
     ) -> None:
         self.loop = loop
         self.endpoint = endpoint
@@ -105,6 +112,13 @@ class Router:
         self.sent = 0
         self.delivered = 0
         self.held_total = 0
+        # read counters (wire.py): what each tracked incarnation was sent and may not have read
+        self.reads_path = reads_path
+        self._reads_map, self._reads = (
+            map_read_counters(reads_path, create=True) if reads_path else (None, None))
+        self._tracked: dict[bytes, _Track] = {}
+        self._free_slots: list[int] = []
+        self._next_slot = 0
 
     # -- the supervisor's side ------------------------------------------------------------------
 
@@ -120,25 +134,96 @@ class Router:
         for _deadline, frames in held:
             self._on_frames(frames, again=True)
 
+    def track(self, identity: bytes) -> int | None:
+        """Keep what is sent to ``identity`` until it has read it; its read-counter slot (None:
+        no table, or every slot taken, and then the process is not tracked)."""
+        if self._reads is None:
+            return None
+        if self._free_slots:
+            slot = self._free_slots.pop()
+        elif self._next_slot < READ_SLOTS:
+            slot, self._next_slot = self._next_slot, self._next_slot + 1
+        else:
+            return None
+        self._reads[slot] = 0
+        self._tracked[identity] = _Track(slot)
+        return slot
+
+    def untrack(self, identity: bytes) -> list:
+        """Stop tracking ``identity`` (its process is gone): what it was sent and never read."""
+        track = self._tracked.pop(identity, None)
+        if track is None:
+            return []
+        assert self._reads is not None
+        read = self._reads[track.slot]
+        self._free_slots.append(track.slot)
+        return [frames for sent, frames in track.kept if sent > read]
+
+    def _keep(self, track: _Track, frames: list) -> None:
+        track.sent += 1
+        kept = track.kept
+        kept.append((track.sent, frames))
+        if len(kept) >= KEEP_TRIM:
+            self._trim(track)
+
+    def _trim(self, track: _Track) -> None:
+        assert self._reads is not None
+        read = self._reads[track.slot]
+        kept = track.kept
+        while kept and kept[0][0] <= read:
+            kept.popleft()
+
     def hold(self, name: str) -> None:
         """``name`` is restarting: hold its messages (bounded) until it is bound again."""
         key = name.encode()
         self.names.pop(key, None)
         self.held.setdefault(key, _Held())
 
-    def incarnation_down(self, name: str, identity: bytes) -> None:
-        """An incarnation died: its owed asks fail with ActorCrashed, its outbox is dead."""
+    def incarnation_down(self, name: str, identity: bytes, hold: bool = False) -> None:
+        """An incarnation died. What it never read (sent into its dead socket, or still in our
+        outbox for it) goes to the name again: held for the replacement when ``hold`` (it is
+        being restarted), else to whatever now carries the name, else a dead letter. The asks
+        it read and did not answer fail with ActorCrashed."""
         key = name.encode()
-        if self.names.get(key) == identity:
+        bound = self.names.get(key) == identity
+        if bound:
             del self.names[key]
         self._name_of.pop(identity, None)
-        for asker, corrs in self.asks.pop(identity, {}).items():
+        unread = self.untrack(identity)
+        for frames in unread:
+            self.delivered -= _count(frames[2])  # handed to ZeroMQ, but never delivered
+        unread += self.outboxes.pop(identity, ())
+        owed = self.asks.pop(identity, {})
+        for frames in unread:
+            kind, _flags, count, corr = _unpack(frames[2])
+            corrs = owed.get(frames[1]) if kind == ASK else None
+            if corrs:
+                corrs.difference_update(range(corr, corr + count))
+        for asker, corrs in owed.items():
             for corr in sorted(corrs):
                 self._error(asker, corr, "ActorCrashed",
                             f"actor {name!r} died while handling the ask")
-        for frames in self.outboxes.pop(identity, ()):
-            self._dead(name, _count(frames[2]), "its actor died with it queued")
         self._resume_senders(identity)
+        held = self.held.get(key)
+        if held is None and hold and bound:
+            held = self.held[key] = _Held()
+        again = [_readdressed(frames, key) for frames in unread]
+        if held is not None:
+            # ahead of what is held already: those came after these
+            deadline = self.loop.time() + self.hold_seconds
+            if held:
+                deadline = min(deadline, held[0][0])
+            for frames in reversed(again):
+                held.appendleft((deadline, frames))
+                count = _count(frames[2])
+                held.messages += count
+                self.held_total += count
+        else:
+            for frames in again:
+                if key in self.names:
+                    self._on_frames(frames, again=True)
+                else:
+                    self._undeliverable(frames, "its actor stopped before reading it")
 
     def forget(self, name: str) -> None:
         """``name`` will not come back: what is held for it becomes dead letters."""
@@ -165,6 +250,9 @@ class Router:
                 frames = queue.popleft()[1]
                 queue.messages -= _count(frames[2])
                 self._undeliverable(frames, f"held {self.hold_seconds} s")
+        for track in self._tracked.values():
+            if track.kept:
+                self._trim(track)
         for name, more in list(self._burst.items()):
             if more:
                 log.warning("%d more dead letters to %r", more, name)
@@ -183,6 +271,10 @@ class Router:
     def close(self) -> None:
         self.channel.close()
         self.context.term()
+        if self._reads is not None and self._reads_map is not None:
+            self._reads.release()
+            self._reads_map.close()
+            self._reads = None
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -275,6 +367,9 @@ class Router:
             try:
                 send_frames(self._sock, frames)
                 self.delivered += count
+                track = self._tracked.get(identity)
+                if track is not None and frames[2][0] <= ASK:  # a tell or an ask
+                    self._keep(track, frames)
                 return
             except zmq.Again:
                 outbox = self.outboxes[identity] = deque()
@@ -340,7 +435,11 @@ class Router:
                     frames = outbox.popleft()
                     self._undeliverable([frames[1], identity, *frames[2:]], "its process is gone")
                     continue
-                self.delivered += _count(outbox.popleft()[2])
+                frames = outbox.popleft()
+                self.delivered += _count(frames[2])
+                track = self._tracked.get(identity)
+                if track is not None and frames[2][0] <= ASK:
+                    self._keep(track, frames)
             if len(outbox) <= OUTBOX_RESUME:
                 self._resume_senders(identity)
             if not outbox:
@@ -457,6 +556,15 @@ def _count(header: bytes) -> int:
     return _unpack(header)[2] if len(header) == HEADER.size else 1
 
 
+def _readdressed(frames: list, name: bytes) -> list:
+    """A message as sent to a dead incarnation ([identity, sender, header, payload...]) as if
+    its sender had sent it to ``name`` (a broadcast's copy goes to that member only)."""
+    kind, flags, count, corr = _unpack(frames[2])
+    header = _pack(kind, flags & ~FLAG_BROADCAST, count, corr) if flags & FLAG_BROADCAST else (
+        frames[2])
+    return [frames[1], name, header, *frames[3:]]
+
+
 def _split(frames: list, n: int) -> tuple[list, list]:
     """A coalesced batch [sender, dest, header, sizes, data] cut after n messages (by the sizes
     frame: nothing is unpickled)."""
@@ -466,6 +574,18 @@ def _split(frames: list, n: int) -> tuple[list, list]:
     later = corr + n if kind in (ASK, REPLY) else corr
     tail = [frames[0], frames[1], _pack(kind, flags, count - n, later), *rest]
     return head, tail
+
+
+class _Track:
+    """One tracked incarnation: its read-counter slot, how many tells and asks (ZeroMQ
+    messages) it was sent, and those it may not have read yet as (number, frames)."""
+
+    __slots__ = ("slot", "sent", "kept")
+
+    def __init__(self, slot: int) -> None:
+        self.slot = slot
+        self.sent = 0
+        self.kept: deque[tuple[int, list]] = deque()
 
 
 class _Held(deque):

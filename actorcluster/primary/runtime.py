@@ -115,7 +115,7 @@ class Primary:
             self.gateway = Gateway(loop, listen(self.config.listen) if has_pool else None)
             self.router = Router(loop, f"ipc://{directory}/router", self._on_system,
                                  self._on_request, self.config.hold_messages,
-                                 self.config.hold_seconds)
+                                 self.config.hold_seconds, reads_path=str(directory / "reads"))
             self.supervisor = SupervisionTree(
                 loop, self.config, tree, self.spawner, self.router, self.gateway, self.halt
             )

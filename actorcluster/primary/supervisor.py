@@ -249,7 +249,10 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
 
     def _down(self, leaf: Leaf, reason: ExitReason) -> None:
         pid = leaf.pid
-        self.router.incarnation_down(leaf.name, leaf.identity.encode())
+        # held at once for a child that may be restarted (the decision comes a moment later,
+        # and a message meanwhile must not find the name gone); the decision forgets it if not
+        self.router.incarnation_down(leaf.name, leaf.identity.encode(),
+                                     hold=not (leaf.stop_requested or self.stopping))
         if leaf.link is not None:
             self.gateway.close_link(leaf.link)
             leaf.link = None

@@ -3,7 +3,8 @@
 Messages are handled one at a time, in arrival order. A plain ``def receive`` runs inline as the
 messages arrive (no task, no queue); an ``async def receive`` runs in one mailbox task that awaits
 each message before the next. An exception escaping ``receive`` answers the ask that caused it
-with RemoteError, then the process exits (let it crash) and its supervisor starts a new one.
+with RemoteError (an ActorCrashed carrying what was raised), then the process exits (let it crash)
+and its supervisor starts a new one.
 """
 
 from __future__ import annotations
@@ -110,8 +111,7 @@ class ActorHost:
             try:
                 reply(sender, corr + i, result)
             except TypeError as exc:  # the result cannot be pickled: the asker must hear of it
-                self.messenger.reply_error(sender, corr + i, error_payload(
-                    "RemoteError", str(exc), "TypeError", ""))
+                self._unpicklable_reply(sender, corr + i, exc)
         self.handled += len(messages)
 
     async def _consume(self) -> None:
@@ -140,8 +140,12 @@ class ActorHost:
         try:
             reply(sender, corr, result)
         except TypeError as exc:  # the result cannot be pickled: the asker must hear of it
-            self.messenger.reply_error(sender, corr, error_payload(
-                "RemoteError", str(exc), "TypeError", ""))
+            self._unpicklable_reply(sender, corr, exc)
+
+    def _unpicklable_reply(self, sender: bytes, corr: int, exc: TypeError) -> None:
+        # not a crash: the actor handled the message and goes on
+        self.messenger.reply_error(sender, corr, error_payload(
+            "ActorError", f"{self.name}: the reply cannot be sent: {exc}"))
 
     def _crash(self, exc: BaseException, sender: bytes, kind: int, corr: int) -> None:
         self._crashed = True

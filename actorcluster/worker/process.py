@@ -31,6 +31,7 @@ from ..wire import (
     decode_system,
     error_payload,
     incarnation_id,
+    map_read_counters,
     system_frames,
 )
 from ..zmqio import LoopSocket
@@ -39,6 +40,7 @@ from .actor_host import ActorHost
 log = logging.getLogger("actorcluster.worker")
 
 _SYSTEM = bytes((Kind.SYSTEM,))
+_ASK = int(Kind.ASK)  # kinds up to it (tell, ask) are what the router keeps until read
 
 
 class ProcessActor:
@@ -51,6 +53,12 @@ class ProcessActor:
         self.heartbeat_interval: float = spec["heartbeat"]
         self.timeout: float = spec["timeout"]
         self.graceful_timeout: float = spec["graceful_timeout"]
+        # the read counter (wire.py): the primary learns from it, after a kill, what we never read
+        self._reads: memoryview | None = None
+        self._slot = 0
+        if spec.get("reads") and spec.get("reads_slot") is not None:
+            self._reads = map_read_counters(spec["reads"])[1]
+            self._slot = int(spec["reads_slot"])
         self._context = zmq.Context(1)
         self.channel = self._connect_router()
         self.messenger = Messenger(loop, self.channel.send, self._deliver)
@@ -70,9 +78,13 @@ class ProcessActor:
         dealer.connect(self.spec["router"])
         return LoopSocket(self.loop, dealer, self._on_frames)
 
-    def promote(self, name: str, incarnation: int) -> None:
+    def promote(self, name: str, incarnation: int, reads_slot: int | None = None) -> None:
         """A standby takes a dead worker's place: reconnect under the new incarnation id (a
         DEALER's identity is fixed at connect) and report ready under it."""
+        if reads_slot is None:
+            self._reads = None
+        else:
+            self._slot = reads_slot  # counting from 0 again: it is a new incarnation's slot
         old = self.channel
         self.spec["name"], self.spec["incarnation"] = name, incarnation
         self.identity = incarnation_id(name, incarnation)
@@ -212,10 +224,15 @@ class ProcessActor:
             elif op in ("pause", "resume"):
                 self.messenger.on_flow(op, str(message.get("dest", "")).encode())
             elif op == "promote":
-                self.promote(str(message["name"]), int(message["incarnation"]))
+                slot = message.get("reads_slot")
+                self.promote(str(message["name"]), int(message["incarnation"]),
+                             None if slot is None else int(slot))
             elif op == "bye" and self._bye is not None and not self._bye.done():
                 self._bye.set_result(None)
             return
+        reads = self._reads
+        if reads is not None and header and header[0] <= _ASK:  # a tell or an ask: read now
+            reads[self._slot] += 1
         try:
             self.messenger.on_frames(sender, header, payload)
         except Exception:  # noqa: BLE001 - a malformed frame must not take the worker down
@@ -230,7 +247,6 @@ class ProcessActor:
         why = (f"{self.identity.decode()} takes no messages: its handler is a function, not an "
                "Actor with receive()")
         if kind == Kind.ASK:
-            self.messenger.reply_error(sender, corr, error_payload("RemoteError", why,
-                                                                  "TypeError"))
+            self.messenger.reply_error(sender, corr, error_payload("ActorError", why))
         else:
             log.warning("%s (message from %r dropped)", why, sender.decode(errors="replace"))
