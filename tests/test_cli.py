@@ -1,16 +1,18 @@
 """The `actorcluster` command from outside: the installed console script, start-up errors, the
-environment variables of `run`."""
+environment variables of `run` and the log lines it prints."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +212,7 @@ def test_every_setting_reads_its_environment_variable(tmp_path, monkeypatch, set
     assert getattr(config, setting.name) == value
 
 
-# -- what the running cluster does with them ----------------------------------------------------
+# -- what the running cluster does with them, and its log ------------------------------------------
 
 def test_graceful_timeout_from_the_environment_cuts_a_slow_request(cluster):
     c = cluster("ac_testapp:slow", "--workers", "1",
@@ -233,3 +235,16 @@ def test_graceful_timeout_from_the_environment_cuts_a_slow_request(cluster):
     t.join(10)
     assert "error" in outcome, outcome
     assert "the graceful stop took more than 1 s" in c.log()
+
+
+def test_the_log_reads_as_documented(cluster):
+    # local time with its offset: a POSIX TZ (no tz database needed) 5:30 east of UTC
+    c = cluster("ac_testapp:pid", "--workers", "1", env={"TZ": "ACX-05:30"})
+    assert c.stop() == 0
+    lines = c.log().splitlines()
+    for line in lines:
+        stamp = line.split(" ", 1)[0]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+05:30", stamp), line
+        assert abs(datetime.fromisoformat(stamp).timestamp() - time.time()) < 60, line
+    assert any(re.search(r"\[INFO\] Listening at http://\S+ \(1 worker\)$", line)
+               for line in lines), lines
