@@ -6,6 +6,7 @@ environment variable and has one default and one help text.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,13 @@ import click
 from . import __version__
 from .config import SETTINGS, ClusterConfig, Setting, parse_actor
 from .errors import ActorClusterError, ConfigError
+
+
+class _StartError(click.ClickException):
+    """`run` cannot start for a reason that is not an option (its run directory): one line,
+    exit code 2 as for a bad option (docs/getting-started.md)."""
+
+    exit_code = 2
 
 
 def _option(setting: Setting) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -58,6 +66,11 @@ class _Commands(click.Group):
 @click.version_option(__version__, prog_name="actorcluster")
 def main() -> None:
     """actorcluster: process actors, supervision trees and a round-robin HTTP cluster."""
+    # Every command imports user code (MODULE:ATTR) from the current directory, as `python -m
+    # actorcluster` and the zygote of `run` do: the console script's sys.path[0] is its bin/.
+    here = os.getcwd()
+    if sys.path[:1] != [here]:
+        sys.path.insert(0, here)
 
 
 @main.command()
@@ -95,8 +108,14 @@ def run(ctx: click.Context, target: str | None, config_file: str | None,
         parsed = tuple(parse_actor(a) for a in actors)
         config = ClusterConfig(target=target, actors=parsed, tree=tree, source=source,
                                **options)
-    except ConfigError as exc:
+    except ActorClusterError as exc:  # ConfigError, and TargetImportError for a TARGET's form
         raise click.UsageError(str(exc)) from None
+    from . import rundir
+
+    try:
+        rundir.base_dir()  # refused here, with one line, rather than in the primary's log
+    except ActorClusterError as exc:
+        raise _StartError(str(exc)) from None
     from .primary.runtime import run as run_primary
 
     sys.exit(run_primary(config))
@@ -111,8 +130,6 @@ def run(ctx: click.Context, target: str | None, config_file: str | None,
 def tree(target: str | None, config_file: str | None, workers: int | None) -> None:
     """Check a supervision tree (values, names, targets) and print it: a TOML file
     (--config FILE) or a tree built in Python (TARGET, e.g. examples.tree:tree)."""
-    import os
-
     from . import specs
     from .config import available_cpus
     from .config_file import check_targets, check_tree, load_file, render_tree
@@ -126,7 +143,6 @@ def tree(target: str | None, config_file: str | None, workers: int | None) -> No
             checked, source = loaded.tree, loaded.path
         else:
             assert target is not None
-            sys.path.insert(0, os.getcwd())  # as `actorcluster run` imports: from here
             obj = import_target(target)
             if not isinstance(obj, specs.Supervisor):
                 raise ConfigError(f"{target!r} is a {type(obj).__name__}, not a Supervisor")
@@ -141,11 +157,10 @@ def tree(target: str | None, config_file: str | None, workers: int | None) -> No
 
 def _client(name: str | None):  # noqa: ANN202 - click helper
     from .client import connect
-    from .errors import ClusterNotFound
 
     try:
         return connect(name)
-    except ClusterNotFound as exc:
+    except ActorClusterError as exc:  # no such cluster, or a run directory that is not private
         raise click.ClickException(str(exc)) from None
 
 

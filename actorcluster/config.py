@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, TargetImportError
 from .importer import split_target
 from .logs import LEVELS
 from .rundir import check_name
@@ -168,7 +168,11 @@ class ClusterConfig:
                 raise ConfigError(f"--actor {name}={target}: the name {name!r} is "
                                   + ("reserved" if name in RESERVED_NAMES else "used twice"))
             seen.add(name)
-            split_target(target)
+            try:
+                split_target(target)
+            except TargetImportError:
+                raise ConfigError(f"--actor {name}={target}: the class must be given as "
+                                  "MODULE:Class, e.g. counter=examples.counter:Counter") from None
         if not self.name:
             if self.target is not None:
                 name = self.target.partition(":")[0].rpartition(".")[2]
@@ -192,6 +196,12 @@ class ClusterConfig:
                 )
             if setting.minimum is not None and value < setting.minimum:
                 raise ConfigError(f"{setting.flag} {value!r}: must be at least {setting.minimum}")
+        if self.loop == "uvloop":
+            from .loops import uvloop  # imported only when asked for, as the primary would
+
+            if uvloop is None:
+                raise ConfigError("--loop uvloop: uvloop is not installed (pip install "
+                                  "'actorcluster[fast]', or --loop auto)")
 
     @property
     def listen(self) -> Bind:

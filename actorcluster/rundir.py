@@ -7,7 +7,7 @@
 
 <base> is $XDG_RUNTIME_DIR when set, else the system temp directory. Nothing here is reachable
 by another user: the directories refuse group and other access, and a directory that is not
-ours or is open to others is refused rather than used.
+ours or is open to others is refused rather than used (a ConfigError naming it and the fix).
 """
 
 from __future__ import annotations
@@ -34,12 +34,23 @@ def check_name(name: str) -> str:
 
 
 def _private_dir(path: Path) -> Path:
-    path.mkdir(mode=0o700, exist_ok=True)
-    info = path.lstat()
+    """``path``, created mode 0700 if missing; one that is not ours or is open to others is
+    refused with a ConfigError naming it and the fix (a start-up error, not a crash)."""
+    elsewhere = "or set XDG_RUNTIME_DIR to a directory only you can enter"
+    try:
+        path.mkdir(mode=0o700, exist_ok=True)
+        info = path.lstat()
+    except OSError as exc:
+        raise ConfigError(f"run directory {path}: cannot create it ({exc.strerror or exc}): "
+                          f"{path.parent} must be a directory you can write to, "
+                          f"{elsewhere}") from None
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise PermissionError(f"{path} is not a directory owned by this user; refusing to use it")
+        raise ConfigError(f"run directory {path} is not a directory owned by this user (uid "
+                          f"{os.getuid()}); refusing to use it: remove it {elsewhere}")
     if info.st_mode & 0o077:
-        raise PermissionError(f"{path} is open to other users (mode {info.st_mode & 0o777:o})")
+        raise ConfigError(f"run directory {path} is open to other users (mode "
+                          f"{info.st_mode & 0o777:o}); refusing to use it: run "
+                          f"`chmod 700 {path}` {elsewhere}")
     return path
 
 

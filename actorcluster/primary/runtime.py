@@ -152,8 +152,8 @@ class Primary:
             self.gateway.start()
             pool = self.supervisor.pool
             if pool is not None:
-                log.info("Listening at %s (%d workers)", self.config.listen.url,
-                         len(pool.members))
+                log.info("Listening at %s (%d worker%s)", self.config.listen.url,
+                         len(pool.members), "" if len(pool.members) == 1 else "s")
             else:
                 log.info("Cluster %s is up (no HTTP pool: nothing listens)", self.config.name)
         elif self._exit_code is None and not signals.done():
