@@ -90,6 +90,9 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         self.retiring: set[Leaf] = set()  # replaced processes finishing their work
         self.restart_counts: Counter[tuple[str, str]] = Counter()  # (child, why) -> restarts
         self.on_recycle: Callable[[Leaf, str], None] = lambda leaf, why: None
+        # told of every process exit while the Leaf still holds that process's last heartbeat:
+        # a replaced Leaf leaves the tree, a restarted one gets its successor's heartbeats
+        self.on_process_exit: Callable[[Leaf], None] = lambda leaf: None
         self._usage = Usage()
 
     # -- building -------------------------------------------------------------------------------
@@ -248,6 +251,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         self._down(leaf, ExitReason.from_wait_status(status, detail=leaf.kill_detail))
 
     def _down(self, leaf: Leaf, reason: ExitReason) -> None:
+        self.on_process_exit(leaf)
         pid = leaf.pid
         self.router.incarnation_down(leaf.name, leaf.identity.encode())
         if leaf.link is not None:
