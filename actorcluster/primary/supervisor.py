@@ -390,14 +390,15 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
     async def _give_up(self, node: SupervisorNode, decision: GiveUp) -> None:
         """Intensity exceeded: stop every child (reverse order), then exit; the parent sees a
         failed child (escalation). The root giving up stops the cluster."""
-        log.error("%s", decision.reason)
+        parent = node.parent
+        if parent is not None:  # the root's line is halt()'s: printed once, as the last word
+            log.error("%s", decision.reason)
         for name in decision.stop:
             child = node.children.get(name)
             if child is not None:
                 await self._stop(child)
         node.state = DOWN
         self._changed.set()
-        parent = node.parent
         if parent is None:
             self.halt(1, decision.reason)
             return
