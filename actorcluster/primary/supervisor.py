@@ -23,7 +23,7 @@ from typing import Any
 from .. import specs
 from ..config import ClusterConfig
 from ..errors import ConfigError
-from ..supervision import Decision, ExitReason, GiveUp
+from ..supervision import Decision, ExitReason, GiveUp, Restart
 from ..wire import ExitCode
 from .children import (
     DOWN,
@@ -323,9 +323,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 await self._give_up(node, decision)
                 return
             restarting = bool(decision.start)
-            log.warning("%s died (%s), %s%s", who(leaf, pid), reason.describe(),
-                        "restarting" if restarting else "not restarting",
-                        " (it never became ready)" if was_starting else "")
+            _log_exit(leaf, pid, reason, restarting, was_starting)
             if not restarting:
                 self.router.forget(leaf.name)
                 return
@@ -352,9 +350,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 await self._give_up(node, decision)
                 return
             restarting = child.name in decision.start
-            log.warning("%s died (%s), %s%s", who(child, pid), reason.describe(),
-                        "restarting" if restarting else "not restarting",
-                        " (it never became ready)" if was_starting else "")
+            _log_exit(child, pid, reason, restarting, was_starting)
             if restarting:
                 self.restart_counts[child.name, _why(reason)] += 1
             await self._execute(node, decision)
@@ -438,6 +434,22 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         tree["standby"] = ({"pid": self.spare.pid, "state": self.spare.state}
                            if self.spare is not None else None)
         return tree
+
+
+def _log_exit(child: Node, pid: int | None, reason: ExitReason, restarting: bool,
+              was_starting: bool) -> None:
+    """The line for a child's exit its supervisor decided on. A transient or temporary child
+    that exits normally did what it was meant to do: no warning."""
+    never = " (it never became ready)" if was_starting else ""
+    if restarting:
+        log.warning("%s died (%s), restarting%s", who(child, pid), reason.describe(), never)
+    elif child.restart == Restart.PERMANENT:
+        log.warning("%s died (%s), not restarting%s", who(child, pid), reason.describe(), never)
+    elif not reason.abnormal:
+        log.info("%s exited normally, not restarting (%s)", who(child, pid), child.restart)
+    else:
+        log.warning("%s died (%s), not restarting (%s)%s", who(child, pid), reason.describe(),
+                    child.restart, never)
 
 
 def _why(reason: ExitReason) -> str:
