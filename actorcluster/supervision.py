@@ -288,7 +288,7 @@ class SupervisorLogic:
         delay before it (the restarts ``name`` caused within the window, unless it was stable)."""
         self._restarts = [*self._in_window(self._restarts, now), now]
         if len(self._restarts) > self.intensity.max_restarts:
-            return self._give_up(name, reason)
+            return self._give_up(name, reason, now)
         stable = uptime is not None and uptime >= self.backoff.reset_after
         earlier = [] if stable else self._in_window(self._history.get(name, ()), now)
         self._history[name] = [*earlier, now]
@@ -384,10 +384,17 @@ class SupervisorLogic:
             self._state[n].stopping = True
         return stop
 
-    def _give_up(self, child: str, reason: ExitReason) -> GiveUp:
-        count = len(self._restarts)
-        line = (
-            f"supervisor {self.name!r} gave up: {count} restart{'s' if count != 1 else ''} "
-            f"within {self.intensity.within:g} s; last: child {child!r} died ({reason.describe()})"
-        )
+    def _give_up(self, child: str, reason: ExitReason, now: float) -> GiveUp:
+        # The restart this exit asks for is refused (the last in the window): the others were
+        # carried out. "again" only when this child caused one of them.
+        done = len(self._restarts) - 1
+        if done == 0:
+            head = f"supervisor {self.name!r} gave up (max_restarts is 0)"
+            died = "died"
+        else:
+            head = (f"supervisor {self.name!r} gave up after {done} restart"
+                    f"{'s' if done != 1 else ''} within {self.intensity.within:g} s")
+            again = self._in_window(self._history.get(child, ()), now)
+            died = "died again" if again else "died as well"
+        line = f"{head}: child {child!r} {died} ({reason.describe()})"
         return GiveUp(self._stop_all(), line, child, reason)

@@ -213,8 +213,38 @@ def test_supervisor_gives_up_after_max_restarts(cluster):
         c.wait_for_log(rf"Worker {pid} died")
     assert c.wait(10) != 0
     log = c.log()
-    assert "gave up: 3 restarts within 30 s" in log or "gave up" in log
+    assert "gave up after 2 restarts within 30 s: child 'web/1' died again (exit code 9)" in log
     assert "exit code 9" in log
+    assert f"Primary {c.proc.pid} stopped" in log
+
+
+EXITS_WHEN_READY = """
+import asyncio
+import os
+
+
+async def handler(request):
+    return "ok"
+
+
+async def on_ready():
+    asyncio.get_running_loop().call_later(0.2, os._exit, 7)
+"""
+
+
+def test_giving_up_prints_one_true_line_and_exits_non_zero(cluster, tmp_path):
+    (tmp_path / "ac_exits_when_ready.py").write_text(EXITS_WHEN_READY)
+    c = cluster("ac_exits_when_ready:handler", "--workers", "1", "--max-restarts", "2",
+                "--within", "10", env={"PYTHONPATH": str(tmp_path)})
+    assert c.wait(15) == 1
+    log = c.log()
+    lines = [line for line in log.splitlines() if "gave up" in line]
+    assert len(lines) == 1, log
+    # 2 restarts carried out, the 3rd refused, and the line says so
+    assert lines[0].endswith("supervisor 'root' gave up after 2 restarts within 10 s: "
+                             "child 'web/1' died again (exit code 7)"), log
+    assert log.count("died (exit code 7), restarting") == 2, log
+    assert log.count("died (exit code 7), not restarting") == 1, log
     assert f"Primary {c.proc.pid} stopped" in log
 
 

@@ -172,6 +172,7 @@ class FakeTree:
         self.leaves: list[Leaf] = []
         self.spare: Leaf | None = None
         self.restart_counts: Counter[tuple[str, str]] = Counter()
+        self.on_process_exit: Any = lambda leaf: None  # as SupervisionTree's, until Metrics
 
     def _all(self) -> list[Leaf]:
         return self.leaves + ([self.spare] if self.spare is not None else [])
@@ -254,6 +255,30 @@ def test_a_process_sampled_between_scrapes_is_not_lost():
     metrics.collector.sample()  # what the primary's timer does twice per heartbeat
     beat(web1, 202, _2xx=1)  # replaced before any scrape
     assert requests_of(scrape_of(metrics), "web/1", "2xx") == 8
+
+
+def test_the_last_heartbeat_of_a_process_that_exits_is_counted():
+    tree, router = FakeTree(), FakeRouter()
+    metrics = Metrics(tree, router, "t")  # type: ignore[arg-type]
+    old = tree.http("web/1", 101, _2xx=2)
+    web2 = tree.http("web/2", 102, _2xx=1)
+    tree.leaves = [old, web2]
+    metrics.collector.sample()
+    # recycled: the replacement is another Leaf; the old one's last heartbeat comes as it
+    # exits, and the tree drops it right after
+    new = tree.http("web/1", 201, _2xx=1)
+    tree.leaves = [old, new, web2]
+    beat(old, 101, _2xx=5, _4xx=1)
+    tree.on_process_exit(old)
+    tree.leaves = [new, web2]
+    # killed: the same Leaf gets its successor's first heartbeat before any sample
+    beat(web2, 102, _2xx=4)
+    tree.on_process_exit(web2)
+    beat(web2, 202, _2xx=1)
+    s = scrape_of(metrics)
+    assert requests_of(s, "web/1", "2xx") == 5 + 1
+    assert requests_of(s, "web/1", "4xx") == 1
+    assert requests_of(s, "web/2", "2xx") == 4 + 1
 
 
 def test_histogram_sums_the_pool_and_keeps_what_gone_processes_reported():
@@ -528,4 +553,49 @@ def test_message_outcomes_count_actor_messages_not_batches(cluster):
     s = wait_scrape(mport, lambda s: [value(s, "actorcluster_messages_total", outcome=o)
                                       for o in outcomes] == expected)
     assert value(s, "actorcluster_processes_up", type="actor") == 1
+    assert c.stop() == 0
+
+
+def too_large(port: int) -> bytes:
+    """A request whose body is over --max-body: the worker answers 413 and closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5.0) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 100)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    return data
+
+
+def test_max_requests_recycling_loses_no_count(cluster, tmp_path):
+    # A recycled worker is replaced by a new Leaf of the same name and leaves the tree when it
+    # exits; the counts it sends with its last heartbeat, as it exits, must still be added.
+    (tmp_path / "ac_metrics_app.py").write_text(APP)
+    mport = free_port()
+    c = cluster("ac_metrics_app:handler", "--workers", "2", "--max-requests", "3",
+                "--max-body", "10", "--metrics-bind", f"127.0.0.1:{mport}",
+                env={"PYTHONPATH": str(tmp_path)})
+    c.wait_workers(2)
+    sent: Counter[str] = Counter()
+    deadline = time.monotonic() + 20
+    # requests all the time, so that every worker answers some right up to its replacement
+    while len(re.findall(r"is replaced: served", c.log())) < 4:
+        assert time.monotonic() < deadline, c.log()
+        for path in ("/", "/", "/", "/missing"):
+            status = get(c.url + path).status_code
+            sent[f"{status // 100}xx"] += 1
+        assert too_large(c.port).startswith(b"HTTP/1.1 413 ")
+        sent["4xx"] += 1
+        time.sleep(0.02)
+    expected = {"2xx": sent["2xx"], "4xx": sent["4xx"], "5xx": 0}
+    assert sent["4xx"] == sent["2xx"] * 2 / 3  # every request was answered as asked
+
+    def never_over(samples: Samples) -> None:
+        for status, n in by_class(samples).items():
+            assert n <= expected[status], (by_class(samples), expected)
+
+    # the last heartbeats come about a second after the last request
+    s = wait_scrape(mport, lambda s: by_class(s) == expected, every=never_over)
+    assert value(s, "actorcluster_http_request_duration_seconds_count", pool="web") == (
+        sent["2xx"] + sent["4xx"] // 2)  # the 404s are timed, the 413s are not
+    assert total(s, "actorcluster_restarts_total") == 0  # a recycling is no restart
     assert c.stop() == 0

@@ -206,8 +206,8 @@ def test_default_intensity_allows_five_restarts_and_gives_up_on_the_sixth() -> N
     out = sup.child_exited("web/2", EXITS["signal"], 2.5)
     assert out == GiveUp(
         stop=("web/3", "web/1"),
-        reason="supervisor 'root' gave up: 6 restarts within 10 s; "
-        "last: child 'web/2' died (signal SIGKILL)",
+        reason="supervisor 'root' gave up after 5 restarts within 10 s: "
+        "child 'web/2' died again (signal SIGKILL)",
         child="web/2",
         exit=EXITS["signal"],
     )
@@ -223,8 +223,14 @@ def test_exactly_max_restarts_are_allowed(max_restarts: int) -> None:
         assert sup.child_exited("ab"[i % 2], EXITS["code"], float(i)).start
     out = sup.child_exited("a", EXITS["code"], 9.0)
     assert isinstance(out, GiveUp)
-    plural = "s" if max_restarts + 1 != 1 else ""
-    assert f"{max_restarts + 1} restart{plural} within 10 s" in out.reason
+    # the line counts the restarts carried out, not the one refused
+    assert out.reason == {
+        0: "supervisor 'root' gave up (max_restarts is 0): child 'a' died (exit code 1)",
+        1: "supervisor 'root' gave up after 1 restart within 10 s: "
+           "child 'a' died again (exit code 1)",
+        3: "supervisor 'root' gave up after 3 restarts within 10 s: "
+           "child 'a' died again (exit code 1)",
+    }[max_restarts]
 
 
 def test_restarts_spread_beyond_the_window_never_give_up() -> None:
@@ -266,8 +272,8 @@ def test_give_up_reason_names_detail_and_a_nested_supervisor() -> None:
     out = sup.child_exited("web/2", reason, 0.0)
     assert isinstance(out, GiveUp) and out.stop == ()
     assert out.reason == (
-        "supervisor 'web' gave up: 1 restart within 5 s; "
-        "last: child 'web/2' died (signal SIGKILL: no heartbeat for 30.0 s)"
+        "supervisor 'web' gave up (max_restarts is 0): "
+        "child 'web/2' died (signal SIGKILL: no heartbeat for 30.0 s)"
     )
     # the parent sees the child supervisor's exit as a failure of its child "web"
     parent = logic(O4O, ("router", P), ("web", P))
@@ -477,7 +483,14 @@ def test_member_restarts_count_toward_the_supervisor_intensity() -> None:
     gave_up = logic.member_exited("web", "web/1", KILLED, 3.0)
     assert isinstance(gave_up, GiveUp)
     assert gave_up.stop == ("web", "a") and gave_up.child == "web/1"
-    assert "4 restarts within 10 s; last: child 'web/1' died" in gave_up.reason
+    assert gave_up.reason == ("supervisor 'root' gave up after 3 restarts within 10 s: "
+                              "child 'web/1' died again (signal SIGKILL)")
+    # the restarts in the window were another member's: not "again"
+    logic = SupervisorLogic("root", "one_for_one", [("web", "permanent")], Intensity(1, 10))
+    assert logic.member_exited("web", "web/1", KILLED, 0.0).start == ("web/1",)
+    gave_up = logic.member_exited("web", "web/2", KILLED, 1.0)
+    assert gave_up.reason == ("supervisor 'root' gave up after 1 restart within 10 s: "
+                              "child 'web/2' died as well (signal SIGKILL)")
 
 
 def test_member_backoff_is_per_member() -> None:

@@ -5,8 +5,11 @@ the primary already has (the supervision tree, each process's last heartbeat, th
 counters). The one bookkeeping of its own keeps the exported HTTP counters monotonic across
 worker restarts: a replacement process starts its counters at 0, so the last values seen from a
 process that is gone are kept per (pool, worker) and added to its successors'. Heartbeats carry
-each worker's counters about once a second, so a scrape lags the traffic by up to a second, and
-what a process answered after its last heartbeat, right before it died, is not counted.
+each worker's counters about once a second, so a scrape lags the traffic by up to a second. The
+counters are sampled at every process exit too: a process that stops gracefully (recycled,
+reloaded, scaled down) sends a last heartbeat as it exits, and its Leaf then leaves the tree (a
+replacement is another Leaf) or gets its successor's heartbeats (a restart), so a sample taken
+later would miss it. What a killed process answered after its last heartbeat is not counted.
 
 The server runs on the primary's event loop (``asyncio.start_server``): no thread, so the
 collector reads the tree and the router from the one thread that changes them, without locks
@@ -69,6 +72,9 @@ class Metrics:
         # sample the workers' counters about twice per heartbeat, not only at scrape time, so
         # that the last counters of a process that dies are seen even if nobody scrapes
         self._interval = tree.heartbeat / 2
+        # and at each exit: the final heartbeat of a process that stops gracefully (sent as it
+        # exits) would otherwise be gone with its Leaf before the next sample
+        tree.on_process_exit = lambda leaf: self._sample()
 
     def serve(self, host: str, port: int) -> None:
         """Listen on ``host:port`` now (raises `ClusterError` if that fails, e.g. the port is
@@ -111,11 +117,14 @@ class Metrics:
             task.cancel()
 
     def _tick(self) -> None:
+        self._sample()
+        self._timer = self.loop.call_later(self._interval, self._tick)
+
+    def _sample(self) -> None:
         try:
             self.collector.sample()
         except Exception:  # noqa: BLE001 - metrics must never take the primary down
             log.exception("sampling the workers' counters failed")
-        self._timer = self.loop.call_later(self._interval, self._tick)
 
     async def _start(self, sock: socket.socket) -> None:
         self._server = await asyncio.start_server(self._handle, sock=sock, limit=MAX_HEAD)

@@ -23,7 +23,7 @@ from typing import Any
 from .. import specs
 from ..config import ClusterConfig
 from ..errors import ConfigError
-from ..supervision import Decision, ExitReason, GiveUp
+from ..supervision import Decision, ExitReason, GiveUp, Restart
 from ..wire import ExitCode
 from .children import (
     DOWN,
@@ -90,6 +90,9 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         self.retiring: set[Leaf] = set()  # replaced processes finishing their work
         self.restart_counts: Counter[tuple[str, str]] = Counter()  # (child, why) -> restarts
         self.on_recycle: Callable[[Leaf, str], None] = lambda leaf, why: None
+        # told of every process exit while the Leaf still holds that process's last heartbeat:
+        # a replaced Leaf leaves the tree, a restarted one gets its successor's heartbeats
+        self.on_process_exit: Callable[[Leaf], None] = lambda leaf: None
         self._usage = Usage()
 
     # -- building -------------------------------------------------------------------------------
@@ -248,6 +251,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         self._down(leaf, ExitReason.from_wait_status(status, detail=leaf.kill_detail))
 
     def _down(self, leaf: Leaf, reason: ExitReason) -> None:
+        self.on_process_exit(leaf)
         pid = leaf.pid
         # held at once for a child that may be restarted (the decision comes a moment later,
         # and a message meanwhile must not find the name gone); the decision forgets it if not
@@ -322,9 +326,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 await self._give_up(node, decision)
                 return
             restarting = bool(decision.start)
-            log.warning("%s died (%s), %s%s", who(leaf, pid), reason.describe(),
-                        "restarting" if restarting else "not restarting",
-                        " (it never became ready)" if was_starting else "")
+            _log_exit(leaf, pid, reason, restarting, was_starting)
             if not restarting:
                 self.router.forget(leaf.name)
                 return
@@ -351,9 +353,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 await self._give_up(node, decision)
                 return
             restarting = child.name in decision.start
-            log.warning("%s died (%s), %s%s", who(child, pid), reason.describe(),
-                        "restarting" if restarting else "not restarting",
-                        " (it never became ready)" if was_starting else "")
+            _log_exit(child, pid, reason, restarting, was_starting)
             if restarting:
                 self.restart_counts[child.name, _why(reason)] += 1
             await self._execute(node, decision)
@@ -389,14 +389,15 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
     async def _give_up(self, node: SupervisorNode, decision: GiveUp) -> None:
         """Intensity exceeded: stop every child (reverse order), then exit; the parent sees a
         failed child (escalation). The root giving up stops the cluster."""
-        log.error("%s", decision.reason)
+        parent = node.parent
+        if parent is not None:  # the root's line is halt()'s: printed once, as the last word
+            log.error("%s", decision.reason)
         for name in decision.stop:
             child = node.children.get(name)
             if child is not None:
                 await self._stop(child)
         node.state = DOWN
         self._changed.set()
-        parent = node.parent
         if parent is None:
             self.halt(1, decision.reason)
             return
@@ -436,6 +437,22 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         tree["standby"] = ({"pid": self.spare.pid, "state": self.spare.state}
                            if self.spare is not None else None)
         return tree
+
+
+def _log_exit(child: Node, pid: int | None, reason: ExitReason, restarting: bool,
+              was_starting: bool) -> None:
+    """The line for a child's exit its supervisor decided on. A transient or temporary child
+    that exits normally did what it was meant to do: no warning."""
+    never = " (it never became ready)" if was_starting else ""
+    if restarting:
+        log.warning("%s died (%s), restarting%s", who(child, pid), reason.describe(), never)
+    elif child.restart == Restart.PERMANENT:
+        log.warning("%s died (%s), not restarting%s", who(child, pid), reason.describe(), never)
+    elif not reason.abnormal:
+        log.info("%s exited normally, not restarting (%s)", who(child, pid), child.restart)
+    else:
+        log.warning("%s died (%s), not restarting (%s)%s", who(child, pid), reason.describe(),
+                    child.restart, never)
 
 
 def _why(reason: ExitReason) -> str:
