@@ -4,6 +4,7 @@
         <name>/                           mode 0700, one per running cluster
             pid                           the primary's pid
             router                        ipc endpoint of the router (ZeroMQ ROUTER)
+            reads                         the read counters of the process actors (wire.py)
 
 <base> is $XDG_RUNTIME_DIR when set, else the system temp directory. Nothing here is reachable
 by another user: the directories refuse group and other access, and a directory that is not

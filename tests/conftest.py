@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from actorcluster import rundir
 
 ROOT = Path(__file__).resolve().parent.parent
 TAG = "ACTORCLUSTER_TEST_TAG"
@@ -162,3 +165,6 @@ def cluster(tmp_path):
         if c.proc.poll() is None:
             c.proc.kill()
             c.proc.wait(5)
+        # a primary killed (here, or by the test) leaves its run directory for the next start
+        # of the same name to clear; no test name is used twice, so clear it now
+        shutil.rmtree(rundir.base_dir() / c.name, ignore_errors=True)
