@@ -32,7 +32,8 @@ def _type(node: dict[str, Any]) -> str:
     if kind == "supervisor":
         return f"supervisor {node.get('strategy', '')}".strip()
     if kind == "pool":
-        return f"pool ({node.get('workers', len(node.get('children', ())))} workers)"
+        n = node.get("workers", len(node.get("children", ())))
+        return f"pool ({n} worker{'' if n == 1 else 's'})"
     return kind
 
 
