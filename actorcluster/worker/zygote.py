@@ -3,11 +3,14 @@
 It holds no ZeroMQ context and no threads, so fork is safe, and a respawn costs a fork instead of
 an interpreter start plus imports. Each worker is double-forked: the intermediate child exits at
 once, so the worker is adopted by the primary (a child subreaper) and the primary, not the zygote,
-is its parent: it gets SIGCHLD and the exit status straight from the kernel.
+is its parent: it gets SIGCHLD and the exit status straight from the kernel. The zygote reports
+the worker's pid only once it has reaped the intermediate: from then on the worker is the
+primary's child, so the primary can reap it whenever it dies (a worker that died while still the
+intermediate's child would wake the primary's pidfd before the primary could reap it, and its
+exit would go unnoticed).
 
     primary --(spawner channel: "load", then "spawn" + hand-off fd)--> zygote
-    zygote  --("loaded" | "load_error")--> primary
-    intermediate --("spawned" {id, pid})--> primary
+    zygote  --("loaded" | "load_error", then "spawned" {id, pid} | "spawn_error")--> primary
 """
 
 from __future__ import annotations
@@ -73,17 +76,29 @@ def _spawn(control: socket.socket, spec: dict[str, Any], fds: list[int], apps: d
                 os.close(fd)
             control.send(encode_control("spawn_error", id=spec["id"], error=str(exc)))
             return
+    pid_r, pid_w = os.pipe()  # the intermediate tells us the worker's pid through it
     intermediate = os.fork()
     if intermediate:
+        os.close(pid_w)
         for fd in fds:
             os.close(fd)
-        os.waitpid(intermediate, 0)
+        os.waitpid(intermediate, 0)  # the worker is the primary's child once this returns
+        # one read, not up to EOF: the worker may not have closed its copy of the write end yet
+        pid = os.read(pid_r, 32)
+        os.close(pid_r)
+        if pid:
+            control.send(encode_control("spawned", id=spec["id"], pid=int(pid)))
+        else:
+            control.send(encode_control("spawn_error", id=spec["id"],
+                                        error="the zygote could not fork the worker"))
         return
     try:
+        os.close(pid_r)
         worker = os.fork()
         if worker == 0:
+            os.close(pid_w)
             _become_worker(control, spec, fds, apps)
-        control.send(encode_control("spawned", id=spec["id"], pid=worker))
+        os.write(pid_w, str(worker).encode())
     finally:
         os._exit(0)
 
