@@ -8,7 +8,14 @@
 
 Child exits are seen at once through a pidfd per child (reaping is what restarts workers
 quickly; uvloop reserves SIGCHLD for itself); signals are queued and handled by the loop, as in
-gunicorn's arbiter.
+gunicorn's arbiter. SIGTERM and SIGINT also mark the cluster as stopping at once, before the loop
+handles anything else: sent to the whole process group (`timeout`, systemd), they reach the
+workers too, whose exits must not look like crashes to restart.
+
+Whatever can fail at start-up is bound or opened before any worker starts (the router before
+even the zygote; the listening socket and the metrics port need the tree the zygote imports);
+once the cluster is stopping, for whatever reason, nothing is started or restarted, the zygote
+included.
 """
 
 from __future__ import annotations
@@ -20,7 +27,10 @@ import signal
 import socket
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
+
+import zmq
 
 from .. import logs, rundir, specs
 from ..config import Bind, ClusterConfig, parse_bind
@@ -42,6 +52,8 @@ EXIT_OK = 0
 EXIT_GAVE_UP = 1
 EXIT_START_FAILED = 2
 EXIT_FORCED = 130
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+OPERATIONS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 REQUESTS = ("members", "start_child", "terminate_child", "restart_child", "delete_child",
             "which_children", "count_children", "reload", "scale", "stop")
 
@@ -79,6 +91,8 @@ class Primary:
         self._exit_message = ""
         self._stopped: asyncio.Event | None = None
         self._zygote_died_at = float("-inf")
+        self._stopping = False  # from now on nothing is started or restarted
+        self._zygote_restart: asyncio.Task[None] | None = None
 
     def run(self) -> int:
         """Run the cluster until it is stopped; return the process exit code."""
@@ -90,9 +104,14 @@ class Primary:
             log.error("%s", exc)
             return EXIT_START_FAILED
         loop = new_loop(self.config.loop)
+        self.loop = loop
+        # Plain handlers, not the loop's: they run before the loop handles anything else.
+        previous = {sig: signal.signal(sig, self._on_stop_signal) for sig in STOP_SIGNALS}
         try:
             return loop.run_until_complete(self._main(loop, directory))
         finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             loop.close()
             rundir.release(directory)
             bind = self.config.listen
@@ -101,24 +120,28 @@ class Primary:
 
     async def _main(self, loop: asyncio.AbstractEventLoop, directory: Path) -> int:
         self._stopped = asyncio.Event()
-        log.info("Primary %d is running", self.pid)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
-                    signal.SIGTTOU):
+        for sig in (signal.SIGQUIT, *OPERATIONS):
             loop.add_signal_handler(sig, self._signals.put_nowait, sig)
-        self.loop = loop
+        log.info("Primary %d is running", self.pid)  # and takes every signal it handles
         self.spawner = Spawner(loop, self._on_spawned, self._on_spawn_error)
         code = EXIT_START_FAILED
         try:
+            endpoint = f"ipc://{directory}/router"
+            try:
+                self.router = Router(loop, endpoint, self._on_system, self._on_request,
+                                     self.config.hold_messages, self.config.hold_seconds,
+                                     reads_path=str(directory / "reads"))
+            except zmq.ZMQError as exc:
+                raise ClusterError(f"cannot bind the router at {endpoint}: {exc}") from None
             tree = await self._load_tree()
             self._watch(self.spawner.pid)
             has_pool = any(isinstance(node, specs.Pool) for _path, node in tree.walk())
             self.gateway = Gateway(loop, listen(self.config.listen) if has_pool else None)
-            self.router = Router(loop, f"ipc://{directory}/router", self._on_system,
-                                 self._on_request, self.config.hold_messages,
-                                 self.config.hold_seconds, reads_path=str(directory / "reads"))
             self.supervisor = SupervisionTree(
                 loop, self.config, tree, self.spawner, self.router, self.gateway, self.halt
             )
+            if self._stopping:  # SIGTERM while the zygote was importing: start nothing
+                self._begin_stop()
             self.rolling = Rolling(self.supervisor, self._new_zygote)
             if self.config.metrics_bind is not None:  # before any worker: a taken port stops us
                 where = parse_bind(self.config.metrics_bind)
@@ -139,16 +162,50 @@ class Primary:
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> int:
         starting = loop.create_task(self.supervisor.start_all())
         signals = loop.create_task(self._signals.get())
+        try:
+            signals = await self._start_up(loop, starting, signals)
+            while self._exit_code is None:
+                sig = await signals
+                signals = loop.create_task(self._signals.get())
+                if sig in STOP_SIGNALS:
+                    signals = await self._graceful(loop, sig, signals)
+                elif sig == signal.SIGQUIT:
+                    self.halt(EXIT_FORCED, f"Primary {self.pid} got SIGQUIT: stopping at once")
+                elif sig in OPERATIONS:
+                    self._operate(sig)
+            return self._exit_code
+        finally:
+            starting.cancel()
+            signals.cancel()
+
+    async def _start_up(self, loop: asyncio.AbstractEventLoop, starting: asyncio.Task[None],
+                        signals: asyncio.Task[int]) -> asyncio.Task[int]:
+        """Every child up, unless a stop, a give-up or the deadline comes first; then the
+        gateway opens. Returns the task that waits for the next signal."""
         deadline = loop.time() + self.config.timeout
         self._tick(loop)
-        # Start-up: every worker ready, unless a signal or a give-up comes first.
-        while not starting.done():
-            await asyncio.wait({starting, signals}, timeout=max(0.0, deadline - loop.time()),
-                               return_when=asyncio.FIRST_COMPLETED)
-            if self._exit_code is not None or signals.done() or loop.time() >= deadline:
-                starting.cancel()
-                break
+        try:
+            while not starting.done():
+                await asyncio.wait({starting, signals},
+                                   timeout=max(0.0, deadline - loop.time()),
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if signals.done() and signals.result() in OPERATIONS:
+                    self._operate(signals.result())  # refused while starting, with the reason
+                    signals = loop.create_task(self._signals.get())
+                elif (self._exit_code is not None or self._stopping or signals.done()
+                      or loop.time() >= deadline):
+                    starting.cancel()
+                    break
+        except BaseException:
+            signals.cancel()
+            raise
         if starting.done() and not starting.cancelled():
+            starting.result()  # start_all's own failure is the start's
+        # Up only if nothing stopped the start: a child that failed to boot ends start_all too.
+        if self._exit_code is None and not self._stopping and not signals.done():
+            if not self.supervisor.started:
+                signals.cancel()
+                raise ClusterError(f"workers not ready within --timeout {self.config.timeout} s")
             self.gateway.start()
             pool = self.supervisor.pool
             if pool is not None:
@@ -156,37 +213,31 @@ class Primary:
                          len(pool.members), "" if len(pool.members) == 1 else "s")
             else:
                 log.info("Cluster %s is up (no HTTP pool: nothing listens)", self.config.name)
-        elif self._exit_code is None and not signals.done():
-            raise ClusterError(f"workers not ready within --timeout {self.config.timeout} s")
-        while self._exit_code is None:
-            sig = await signals
+        return signals
+
+    async def _graceful(self, loop: asyncio.AbstractEventLoop, sig: int,
+                        signals: asyncio.Task[int]) -> asyncio.Task[int]:
+        """SIGTERM, SIGINT or `actorcluster stop`: the graceful stop; a second SIGINT (or a
+        SIGQUIT) meanwhile hurries it. Returns the task that waits for the next signal."""
+        log.info("Primary %d got %s: stopping gracefully (Ctrl-C again to stop at once)",
+                 self.pid, signal.Signals(sig).name)
+        self._begin_stop()  # `actorcluster stop` comes this way, not through a signal handler
+        self._exit_code = EXIT_OK
+        graceful = loop.create_task(self._graceful_stop())
+        while not graceful.done():
+            done, _ = await asyncio.wait({graceful, signals}, return_when=asyncio.FIRST_COMPLETED)
+            if signals not in done:
+                break
+            again = signals.result()
             signals = loop.create_task(self._signals.get())
-            if sig in (signal.SIGTERM, signal.SIGINT):
-                name = signal.Signals(sig).name
-                log.info("Primary %d got %s: stopping gracefully (Ctrl-C again to stop at once)",
-                         self.pid, name)
-                self._exit_code = EXIT_OK
-                graceful = loop.create_task(self._graceful_stop())
-                while not graceful.done():
-                    done, _ = await asyncio.wait({graceful, signals},
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                    if signals not in done:
-                        break
-                    again = signals.result()
-                    signals = loop.create_task(self._signals.get())
-                    # Only a second Ctrl-C (or SIGQUIT) hurries: a repeated SIGTERM, as `timeout`
-                    # or a process manager may send, lets the graceful stop finish.
-                    if again in (signal.SIGINT, signal.SIGQUIT):
-                        log.warning("Primary %d stopping at once", self.pid)
-                        self._exit_code = EXIT_FORCED
-                        self.supervisor.kill_all()
-                        await graceful
-            elif sig == signal.SIGQUIT:
-                self.halt(EXIT_FORCED, f"Primary {self.pid} got SIGQUIT: stopping at once")
-            elif sig in (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
-                self._operate(sig)
-        signals.cancel()
-        return self._exit_code
+            # Only a second Ctrl-C (or SIGQUIT) hurries: a repeated SIGTERM, as `timeout`
+            # or a process manager may send, lets the graceful stop finish.
+            if again in (signal.SIGINT, signal.SIGQUIT):
+                log.warning("Primary %d stopping at once", self.pid)
+                self._exit_code = EXIT_FORCED
+                self.supervisor.kill_all()
+                await graceful
+        return signals
 
     def _operate(self, sig: int) -> None:
         """SIGHUP: reload every child; SIGTTIN / SIGTTOU: one more / one fewer HTTP worker (as
@@ -216,10 +267,27 @@ class Primary:
         self._watch(self.spawner.pid)
         log.info("zygote %s started with the code on disk", self.spawner.pid)
 
+    def _on_stop_signal(self, sig: int, _frame: FrameType | None) -> None:
+        """SIGTERM or SIGINT. A plain signal handler runs before the loop runs any callback, so
+        the cluster is stopping before the primary sees a child exit that the same signal caused
+        (sent to the whole process group, it reaches every worker): such an exit is not a crash
+        to restart. The stop itself is the loop's to run."""
+        self._begin_stop()
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self._signals.put_nowait, sig)
+
+    def _begin_stop(self) -> None:
+        """From now on nothing is started or restarted: neither a child nor the zygote."""
+        self._stopping = True
+        supervisor = getattr(self, "supervisor", None)
+        if supervisor is not None:
+            supervisor.stopping = True
+
     def halt(self, code: int, message: str) -> None:
         """Stop the cluster and exit with ``code``: the supervisor gave up, or a boot failed."""
         if self._exit_code is None:
             log.error("%s", message)
+            self._begin_stop()
             self._exit_code = code
             self._signals.put_nowait(0)  # wake the loop
             self.supervisor.kill_all()
@@ -236,6 +304,11 @@ class Primary:
         await self.supervisor.stop_all(self.config.graceful_timeout)
 
     async def _shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._begin_stop()  # whatever stops the cluster (a start that failed too)
+        restart = self._zygote_restart
+        if restart is not None and not restart.done():
+            restart.cancel()  # the new zygote, if it is there, is stopped below
+            await asyncio.wait({restart})
         gateway = getattr(self, "gateway", None)
         if gateway is not None and gateway.open:
             gateway.close()
@@ -285,7 +358,7 @@ class Primary:
                 self.spawner.retired.discard(pid)  # a zygote a reload replaced
             elif pid == self.spawner.pid:
                 self.spawner.reaped()
-                if self._exit_code is None and getattr(self, "supervisor", None) is not None:
+                if not self._stopping and getattr(self, "supervisor", None) is not None:
                     self._zygote_died(pid, status)
             elif getattr(self, "supervisor", None) is not None:
                 self.supervisor.on_exit(pid, status)
@@ -301,7 +374,7 @@ class Primary:
             return
         self._zygote_died_at = now
         log.warning("the zygote (pid %d) died (%s); starting a new one", pid, reason)
-        self.loop.create_task(self._restart_zygote())
+        self._zygote_restart = self.loop.create_task(self._restart_zygote())
 
     async def _restart_zygote(self) -> None:
         try:
@@ -365,6 +438,8 @@ class Primary:
         """A JSON tell/ask to "primary": ``"status"``, ``{"op": "members", "group": ...}`` and
         the dynamic-children requests (``{"op": "start_child", "supervisor": ..., "spec":
         {...}}``, ...); those that take time return awaitables, answered when done."""
+        if getattr(self, "supervisor", None) is None:
+            raise ActorError("the cluster is starting: the zygote is importing the app")
         op = request if isinstance(request, str) else (
             request.get("op") if isinstance(request, dict) else None)
         if op == "status":

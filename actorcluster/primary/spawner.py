@@ -47,13 +47,20 @@ class Spawner:
         env = dict(os.environ)
         # `actorcluster run` imports the app from the current directory, like `python -m` does.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "actorcluster.worker.zygote", str(theirs.fileno()),
-             str(os.getpid())],
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-            env=env,
-        )
+        # The zygote leaves SIGTERM and SIGINT to the primary (it stops when its channel closes);
+        # started with them blocked (a signal mask survives exec), it cannot die of one sent to
+        # the whole process group while its interpreter starts. Here they wait, not get lost.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "actorcluster.worker.zygote", str(theirs.fileno()),
+                 str(os.getpid())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         theirs.close()
         self.pid = self._proc.pid
         self._sock = ours
@@ -156,6 +163,9 @@ class Spawner:
     def stop(self) -> None:
         """Ask the zygote to exit: closing its channel is the request; SIGKILL if it lingers."""
         self._close_channel()
+        waiting, self._waiting = self._waiting, []  # for a new zygote that will not come now
+        for _spec, fd in waiting:
+            os.close(fd)
         if self.pid is not None:
             self.loop.call_later(1.0, self._kill_lingering, self.pid)
 

@@ -3,11 +3,20 @@
 It holds no ZeroMQ context and no threads, so fork is safe, and a respawn costs a fork instead of
 an interpreter start plus imports. Each worker is double-forked: the intermediate child exits at
 once, so the worker is adopted by the primary (a child subreaper) and the primary, not the zygote,
-is its parent: it gets SIGCHLD and the exit status straight from the kernel.
+is its parent: it gets SIGCHLD and the exit status straight from the kernel. The zygote reports
+the worker's pid only once it has reaped the intermediate: from then on the worker is the
+primary's child, so the primary can reap it whenever it dies (a worker that died while still the
+intermediate's child would wake the primary's pidfd before the primary could reap it, and its
+exit would go unnoticed).
+
+The zygote blocks SIGTERM (and ignores SIGINT): it stops when the primary closes its channel, so a
+SIGTERM sent to the whole process group (`timeout`, systemd's KillMode=control-group) leaves the
+stop to the primary. If the primary dies, the kernel sends SIGKILL (PR_SET_PDEATHSIG), which
+cannot be blocked. A worker unblocks SIGTERM first thing: one sent to it meanwhile was kept
+pending, not lost.
 
     primary --(spawner channel: "load", then "spawn" + hand-off fd)--> zygote
-    zygote  --("loaded" | "load_error")--> primary
-    intermediate --("spawned" {id, pid})--> primary
+    zygote  --("loaded" | "load_error", then "spawned" {id, pid} | "spawn_error")--> primary
 """
 
 from __future__ import annotations
@@ -73,17 +82,29 @@ def _spawn(control: socket.socket, spec: dict[str, Any], fds: list[int], apps: d
                 os.close(fd)
             control.send(encode_control("spawn_error", id=spec["id"], error=str(exc)))
             return
+    pid_r, pid_w = os.pipe()  # the intermediate tells us the worker's pid through it
     intermediate = os.fork()
     if intermediate:
+        os.close(pid_w)
         for fd in fds:
             os.close(fd)
-        os.waitpid(intermediate, 0)
+        os.waitpid(intermediate, 0)  # the worker is the primary's child once this returns
+        # one read, not up to EOF: the worker may not have closed its copy of the write end yet
+        pid = os.read(pid_r, 32)
+        os.close(pid_r)
+        if pid:
+            control.send(encode_control("spawned", id=spec["id"], pid=int(pid)))
+        else:
+            control.send(encode_control("spawn_error", id=spec["id"],
+                                        error="the zygote could not fork the worker"))
         return
     try:
+        os.close(pid_r)
         worker = os.fork()
         if worker == 0:
+            os.close(pid_w)
             _become_worker(control, spec, fds, apps)
-        control.send(encode_control("spawned", id=spec["id"], pid=worker))
+        os.write(pid_w, str(worker).encode())
     finally:
         os._exit(0)
 
@@ -91,6 +112,7 @@ def _spawn(control: socket.socket, spec: dict[str, Any], fds: list[int], apps: d
 def _become_worker(control: socket.socket, spec: dict[str, Any], fds: list[int], apps: dict):
     code: int = ExitCode.CRASHED
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         control.close()
         from .main import run_worker
 
@@ -107,12 +129,28 @@ def _become_worker(control: socket.socket, spec: dict[str, Any], fds: list[int],
 
 def main(argv: list[str]) -> None:
     control_fd, primary_pid = int(argv[1]), int(argv[2])
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the primary's to handle
+    # Ctrl-C and SIGTERM are the primary's to handle: it closes our channel when it is done.
+    # The primary started us with both blocked; an ignored SIGINT may be unblocked (a pending
+    # one is dropped), SIGTERM stays blocked for the workers to take up (see the docstring).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if not die_with_parent(primary_pid):
         os._exit(ExitCode.PRIMARY_LOST)
     set_process_name("ac zygote")
     control = socket.socket(fileno=control_fd)
-    first = decode_control(control.recv(SPAWNER_MAX))
+    try:
+        _serve(control)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the primary closed the channel while we were importing or forking: it stopped
+    os._exit(0)
+
+
+def _serve(control: socket.socket) -> None:
+    data = control.recv(SPAWNER_MAX)
+    if not data:
+        return  # the primary stopped before asking for anything
+    first = decode_control(data)
     logs.setup(first.get("log_level", "info"))
     apps = _load(control, first["targets"], first.get("entry"))
     # Move every object imported so far out of the collector's reach: a collection in a worker
@@ -122,7 +160,7 @@ def main(argv: list[str]) -> None:
     while True:
         data, fds, _flags, _addr = socket.recv_fds(control, SPAWNER_MAX, 4)
         if not data:
-            os._exit(0)  # the primary closed the channel: we are done
+            return  # the primary closed the channel: we are done
         message = decode_control(data)
         if message["op"] == "spawn":
             _spawn(control, message["spec"], fds, apps)
