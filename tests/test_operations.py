@@ -246,6 +246,10 @@ def test_the_control_endpoint_refuses_unknown_commands_and_other_users(cluster, 
     out = cli(c, "ask", "primary", '"launch"')
     assert out.returncode != 0
     assert "the primary does not know 'launch'; it answers: status, members" in out.stderr
+    bare = cli(c, "ask", "primary", '"members"')  # known, but it needs its fields
+    assert bare.returncode != 0
+    assert """'members' takes its fields in a JSON object, e.g. {"op": "members", ...}""" in (
+        bare.stderr)
     from actorcluster import rundir
 
     directory = rundir.cluster_dir(c.name)

@@ -444,6 +444,9 @@ class Primary:
             request.get("op") if isinstance(request, dict) else None)
         if op == "status":
             return self.status()
+        if op in REQUESTS and not isinstance(request, dict):
+            raise ActorError(f"{op!r} takes its fields in a JSON object, e.g. "
+                             f'{{"op": "{op}", ...}} (only "status" may be a bare string)')
         if not isinstance(request, dict) or op not in REQUESTS:
             raise ActorError(f"the primary does not know {op!r}; it answers: status, "
                              + ", ".join(REQUESTS))
