@@ -211,7 +211,11 @@ class ProcessChildren:
             self.router.bind(leaf.name, identity)
             if leaf.link is not None and leaf.kind == "http" and not self.stopping:
                 self.gateway.add(leaf.link)
-            pid = leaf.pid if leaf.pid else message.get("pid")
+            if leaf.pid is None and isinstance(message.get("pid"), int):
+                # its "ready" (router) may overtake the zygote's "spawned" (spawner channel),
+                # which comes once the worker is our child: who asked for it needs the pid now
+                leaf.pid = message["pid"]
+            pid = leaf.pid
             if leaf.kind == "http":
                 log.info("Worker %s started", pid)
             else:
