@@ -143,10 +143,12 @@ class ProcessChildren:
         leaf.since = leaf.last_heard = self.loop.time()
         self.by_pid[leaf.pid] = leaf
         self.by_id[leaf.identity] = leaf
-        self.router.untrack(old_identity)  # a standby is sent no actor messages
+        # a new read-counter slot, taken before the standby's is freed so that it differs: the
+        # standby may still count a message on its old socket before it reads "promote"
+        slot = self.router.track(leaf.identity.encode())
+        self.router.untrack(old_identity)  # a standby is sent no actor messages by name
         self.router.send_system(old_identity, "promote", name=leaf.name,
-                                incarnation=leaf.incarnation,
-                                reads_slot=self.router.track(leaf.identity.encode()))
+                                incarnation=leaf.incarnation, reads_slot=slot)
         self.gateway.add(leaf.link)
         log.info("Worker %s started", leaf.pid)
         self._changed.set()
