@@ -5,9 +5,12 @@ in 15 events."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import httpx
@@ -225,4 +228,38 @@ def test_sighup_while_starting_is_refused_and_the_start_goes_on(cluster, tmp_pat
     c.wait_for_log("got SIGHUP while the cluster is starting; ignored")
     c.wait_ready()
     assert httpx.get(c.url).text == "ready"
+    assert c.stop() == 0
+
+
+SLOW_IMPORT = '''
+import time
+
+time.sleep(1.5)  # the zygote imports this while the router already answers
+
+
+def handler(request):
+    return "ok"
+'''
+
+
+def test_status_while_the_app_is_still_importing_says_starting(cluster, tmp_path):
+    (tmp_path / "ac_slow_import.py").write_text(SLOW_IMPORT)
+    c = cluster("ac_slow_import:handler", "--workers", "1", ready=False,
+                env={"PYTHONPATH": str(tmp_path)})
+    c.wait_for_log("Primary \\d+ is running")
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run([sys.executable, "-m", "actorcluster", "status", "--name", c.name,
+                              "--json"], capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # the run directory is there before the router binds
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["tree"]["state"] == "starting" and status["tree"]["children"] == []
+    table = subprocess.run([sys.executable, "-m", "actorcluster", "status", "--name", c.name],
+                           capture_output=True, text=True, timeout=30)
+    assert table.returncode == 0 and "starting" in table.stdout, (table.stdout, table.stderr)
+    c.wait_ready()
+    assert httpx.get(c.url).text == "ok"
     assert c.stop() == 0

@@ -438,12 +438,12 @@ class Primary:
         """A JSON tell/ask to "primary": ``"status"``, ``{"op": "members", "group": ...}`` and
         the dynamic-children requests (``{"op": "start_child", "supervisor": ..., "spec":
         {...}}``, ...); those that take time return awaitables, answered when done."""
-        if getattr(self, "supervisor", None) is None:
-            raise ActorError("the cluster is starting: the zygote is importing the app")
         op = request if isinstance(request, str) else (
             request.get("op") if isinstance(request, dict) else None)
         if op == "status":
             return self.status()
+        if getattr(self, "supervisor", None) is None:
+            raise ActorError("the cluster is starting: the zygote is importing the app")
         if op in REQUESTS and not isinstance(request, dict):
             raise ActorError(f"{op!r} takes its fields in a JSON object, e.g. "
                              f'{{"op": "{op}", ...}} (only "status" may be a bare string)')
@@ -494,6 +494,14 @@ class Primary:
         return {"pid": self.pid}
 
     def status(self) -> dict[str, Any]:
+        if getattr(self, "supervisor", None) is None:
+            # the router answers before the app is imported: an empty tree, "starting"
+            return {
+                "cluster": self.config.name, "primary": {"pid": self.pid}, "listen": None,
+                "tree": {"name": "root", "type": "supervisor", "state": "starting",
+                         "children": [], "standby": None},
+                "messages": self.router.stats(), "gateway": {"handed_off": 0, "rejected": 0},
+            }
         return {
             "cluster": self.config.name,
             "primary": {"pid": self.pid},
