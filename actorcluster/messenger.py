@@ -26,7 +26,7 @@ from pickle import dumps as _dumps
 from pickle import loads
 from typing import Any
 
-from .errors import MailboxFull, error_from_payload
+from .errors import ActorError, MailboxFull, error_from_payload
 from .wire import (
     FLAG_BROADCAST,
     FLAG_JSON,
@@ -74,6 +74,11 @@ class _Done:
 SENT = _Done()
 
 Deliver = Callable[[bytes, int, int, int, int, list], None]  # sender kind flags count corr
+
+
+def _unreadable_reply(sender: bytes, exc: Exception) -> ActorError:
+    return ActorError(f"the reply from {sender.decode(errors='replace')} cannot be read here "
+                      f"({type(exc).__name__}: {exc}): is its type importable in this process?")
 
 
 def target_bytes(target: Any) -> bytes:
@@ -413,13 +418,23 @@ class Messenger:
             if flags:
                 future = pending.pop(corr, None)
                 if future is not None and not future.done():
-                    value = json.loads(payload[0]) if flags & FLAG_JSON else decode(flags, payload)
-                    future.set_result(value)
+                    try:
+                        value = (json.loads(payload[0]) if flags & FLAG_JSON
+                                 else decode(flags, payload))
+                    except Exception as exc:  # noqa: BLE001 - this asker's error, nobody else's
+                        future.set_exception(_unreadable_reply(sender, exc))
+                    else:
+                        future.set_result(value)
                 return
             for i, data in enumerate(unpack_batch(count, payload)):
                 future = pending.pop(corr + i, None)
                 if future is not None and not future.done():
-                    future.set_result(loads(data))
+                    try:
+                        value = loads(data)
+                    except Exception as exc:  # noqa: BLE001 - the other replies still count
+                        future.set_exception(_unreadable_reply(sender, exc))
+                    else:
+                        future.set_result(value)
             return
         if kind == ERROR:
             future = self._pending.pop(corr, None)

@@ -263,6 +263,27 @@ def test_class_defined_in_main_travels_by_value(cluster):
     assert out.stdout.strip() == "Point 5", out.stderr
 
 
+def test_a_message_or_reply_that_cannot_be_read_costs_only_itself(cluster, attach):
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    assert client.ask("echo", ("tell_mixed", "recorder")) == "sent"
+    assert client.ask("recorder", "get") == list(range(20))  # the other 20 of the run
+    c.wait_for_log(r"dead letter: recorder could not read a message .*ValueError")
+    # in a run of three asks, the unreadable one fails at once; the others are answered
+    first, bad, last = client.ask("echo", ("ask_unreadable", "recorder"), timeout=3)
+    assert (first, last) == (20, 20)
+    assert bad.startswith("ActorError: recorder could not read a message") and "ValueError" in bad
+    # a reply this process cannot read: an error at once, not an AskTimeout
+    t0 = time.monotonic()
+    with pytest.raises(actorcluster.ActorError, match="cannot be read here"):
+        client.ask("echo", ("unreadable_reply",), timeout=5)
+    assert time.monotonic() - t0 < 2
+    # sys.exit() in receive ends the actor: its asker hears ActorCrashed, not None
+    with pytest.raises(ActorCrashed, match="exited"):
+        client.ask("echo", ("exit", 3))
+    assert client.ask("echo", "back", timeout=5) == "back"
+
+
 def test_unpicklable_message_is_a_type_error_at_the_sender(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
     client = attach(c)

@@ -79,10 +79,14 @@ class ActorHost:
     ) -> None:
         if self._crashed:
             return
-        if flags:
-            messages = [decode(flags, payload)]
-        else:
-            messages = [loads(data) for data in unpack_batch(count, payload)]
+        try:
+            if flags:
+                messages = [decode(flags, payload)]
+            else:
+                messages = [loads(data) for data in unpack_batch(count, payload)]
+        except Exception:  # noqa: BLE001 - one unreadable message must not cost the others
+            self._deliver_readable(sender, kind, flags, count, corr, payload)
+            return
         if self._async:
             for i, message in enumerate(messages):
                 self._mailbox.append((sender, kind, message, corr + i))
@@ -113,6 +117,37 @@ class ActorHost:
             except TypeError as exc:  # the result cannot be pickled: the asker must hear of it
                 self._unpicklable_reply(sender, corr + i, exc)
         self.handled += len(messages)
+
+    def _deliver_readable(
+        self, sender: bytes, kind: int, flags: int, count: int, corr: int, payload: list
+    ) -> None:
+        """A run with a message that cannot be unpickled here (a class this process cannot
+        import, a broken __reduce__): deliver the others one by one, in order; the asker of an
+        unreadable one gets an ActorError at once, an unreadable tell is a dead letter."""
+        try:
+            pickles = [payload] if flags else [[data] for data in unpack_batch(count, payload)]
+        except ValueError as exc:
+            pickles = [None] * count
+            why: str = f"a malformed run of messages ({exc})"
+        for i, frames in enumerate(pickles):
+            try:
+                if frames is None:
+                    raise ValueError(why)
+                decode(flags, frames)
+            except Exception as exc:  # noqa: BLE001 - what the sender needs to hear
+                self._unreadable(sender, kind, corr + i, f"{type(exc).__name__}: {exc}")
+                continue
+            self.deliver(sender, kind, flags, 1, corr + i, frames)
+
+    def _unreadable(self, sender: bytes, kind: int, corr: int, why: str) -> None:
+        text = f"{self.name} could not read a message from {sender.decode(errors='replace')}: {why}"
+        if kind == ASK:
+            self.messenger.reply_error(sender, corr, error_payload("ActorError", text))
+        else:
+            self.dead_letter(text)
+
+    def dead_letter(self, text: str) -> None:
+        log.warning("dead letter: %s", text)
 
     async def _consume(self) -> None:
         mailbox = self._mailbox
@@ -152,8 +187,10 @@ class ActorHost:
         if isinstance(exc, SystemExit):  # sys.exit() in receive: the actor ends, with that code
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             log.info("Actor %s exits (sys.exit(%r))", self.name, exc.code)
-            if kind == ASK:
-                self.messenger.reply(sender, corr, None)
+            if kind == ASK:  # it ended instead of answering: the asker hears that, not None
+                self.messenger.reply_error(sender, corr, error_payload(
+                    "ActorCrashed", f"actor {self.name!r} exited (sys.exit({exc.code!r})) while "
+                    "handling the ask"))
             self.crash(code)
             return
         text = "".join(traceback.format_exception(exc))

@@ -7,6 +7,13 @@ import time
 from actorcluster import Actor, ask, ask_all, broadcast, tell
 
 
+class Unreadable:
+    """Pickles fine, cannot be unpickled (int("not-an-int") when loaded)."""
+
+    def __reduce__(self):
+        return (int, ("not-an-int",))
+
+
 class Recorder(Actor):
     """Keeps what it is told; "get" returns it."""
 
@@ -52,6 +59,23 @@ class Echo(Actor):
                 return "sent"
             case ("ask_all", group, value):
                 return await ask_all(group, value, timeout=2.0)
+            case ("tell_mixed", target):
+                # one loop turn: one coalesced run, an unreadable message in its middle
+                for i in range(10):
+                    tell(target, i)
+                tell(target, Unreadable())
+                for i in range(10, 20):
+                    tell(target, i)
+                return "sent"
+            case ("ask_unreadable", target):
+                answers = await asyncio.gather(ask(target, "count"), ask(target, Unreadable()),
+                                               ask(target, "count"), return_exceptions=True)
+                return [a if isinstance(a, int) else f"{type(a).__name__}: {a}"
+                        for a in answers]
+            case ("unreadable_reply",):
+                return Unreadable()
+            case ("exit", code):
+                raise SystemExit(code)
             case ("lock",):
                 import threading
 
