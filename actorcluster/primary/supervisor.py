@@ -269,8 +269,8 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
             self._usage.forget(pid)
         leaf.last_exit = reason.describe()
         self._changed.set()
-        if leaf.stop_requested:
-            log.info("%s stopped (%s)", who(leaf, pid), reason.describe())
+        if leaf.stop_requested or self.stopping:  # stopping: a SIGTERM to the whole group
+            log.info("%s stopped (%s)", who(leaf, pid), reason.describe())  # reached it first
         if leaf is self.spare:
             self.spare = None
             if not self.stopping:
