@@ -1,23 +1,31 @@
 """Actors, references to them, and the functions that send messages from any process actor.
 
-Every process of a cluster (an HTTP worker, a user actor, a client attached with ``connect``)
-has one messenger; ``tell``/``ask``/... use it. Inside an actor, ``self.sender`` is the sender of
-the message being handled and ``self.ref`` the actor's own reference.
+Every process of a cluster (an HTTP worker, a user actor) has one messenger; ``tell``/``ask``/...
+use it. Outside a cluster, each client attached with ``connect`` has its own, and these functions
+use the most recently opened client that is still open. Inside an actor, ``self.sender`` is the
+sender of the message being handled and ``self.ref`` the actor's own reference.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import ActorError
+from .errors import ActorError, ActorNotFound, AskTimeout
 
 if TYPE_CHECKING:
     from .messenger import Messenger
 
-_messenger: Messenger | None = None
+T = TypeVar("T")
+
+_messenger: Messenger | None = None  # the process's own, in a cluster's process
+# Open clients' messengers, oldest first. Each client keeps its own: a client's methods never
+# look here, so opening or closing one client never changes what another one talks to.
+_clients: list[Messenger] = []
+_clients_lock = threading.Lock()
 
 
 def _install(messenger: Messenger | None) -> None:
@@ -25,13 +33,63 @@ def _install(messenger: Messenger | None) -> None:
     _messenger = messenger
 
 
+def _attach(messenger: Messenger) -> None:
+    """A client opened: the module-level functions use it until a newer one opens."""
+    with _clients_lock:
+        _clients.append(messenger)
+
+
+def _detach(messenger: Messenger) -> None:
+    with _clients_lock:
+        if messenger in _clients:
+            _clients.remove(messenger)
+
+
 def _current() -> Messenger:
-    if _messenger is None:
-        raise ActorError(
-            "no cluster here: tell/ask work inside a cluster's processes (handlers and actors), "
-            "or after actorcluster.connect()"
+    messenger = _messenger
+    if messenger is not None:
+        return messenger
+    with _clients_lock:
+        if _clients:
+            return _clients[-1]
+    raise ActorError(
+        "no cluster here: tell/ask work inside a cluster's processes (handlers and actors), "
+        "or after actorcluster.connect()"
+    )
+
+
+def _on_loop(messenger: Messenger, work: Callable[[], Awaitable[T]]) -> concurrent.futures.Future:
+    """Run ``work()`` on the messenger's event loop, from any other thread or event loop: the
+    messenger's futures belong to its own loop and must be made and awaited there."""
+
+    async def run() -> T:
+        return await work()
+
+    return asyncio.run_coroutine_threadsafe(run(), messenger.loop)
+
+
+def _awaitable(messenger: Messenger, work: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+    """``work()`` for a caller that awaits it: on the messenger's own thread as it is, from
+    another thread or event loop (a client's caller) run on the messenger's loop."""
+    if threading.get_ident() == messenger.thread:
+        return work()
+    return asyncio.wrap_future(_on_loop(messenger, work))
+
+
+def _blocking(messenger: Messenger, work: Callable[[], Awaitable[T]], timeout: float) -> T:
+    """``work()``'s result for plain blocking code in a thread that is not the messenger's.
+    ``work`` ends by itself within ``timeout``; the extra second only bounds a stalled loop."""
+    if threading.get_ident() == messenger.thread:
+        raise RuntimeError(
+            "ask_sync() was called on the event loop's own thread, which it would stall; "
+            "use `await ask(...)` there (ask_sync is for plain def handlers and threads)"
         )
-    return _messenger
+    future = _on_loop(messenger, work)
+    try:
+        return future.result(max(timeout, 0.0) + 1.0)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise AskTimeout(f"no reply within {timeout:g} s") from None
 
 
 class ActorRef:
@@ -53,7 +111,7 @@ class ActorRef:
         return ask(self.name, message, timeout)
 
     def ask_sync(self, message: Any, timeout: float = 5.0) -> Any:
-        return _current().ask_threadsafe(self.name, message, timeout)
+        return ask_sync(self.name, message, timeout)
 
     @property
     def base_name(self) -> str:
@@ -117,11 +175,7 @@ def ask(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Awaitable
     # The messenger's loop is the one running on its thread (cheaper to ask than the loop is:
     # asyncio.get_running_loop() makes a getpid() system call).
     if threading.get_ident() != messenger.thread:  # a client used from its caller's own loop
-        async def _ask() -> Any:
-            return await messenger.ask(target, message, timeout)
-
-        future = asyncio.run_coroutine_threadsafe(_ask(), messenger.loop)
-        return asyncio.wrap_future(future)
+        return _awaitable(messenger, lambda: messenger.ask(target, message, timeout))
     return messenger.ask(target, message, timeout)
 
 
@@ -129,7 +183,8 @@ def ask_sync(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
     """``ask`` for plain (sync) code running in a thread, e.g. a ``def`` HTTP handler: it
     blocks that thread only, never the event loop. On the loop's own thread it raises
     RuntimeError (use ``await ask(...)`` there)."""
-    return _current().ask_threadsafe(target, message, timeout)
+    messenger = _current()
+    return _blocking(messenger, lambda: messenger.ask(target, message, timeout), timeout)
 
 
 def lookup(name: str) -> ActorRef:
@@ -146,9 +201,14 @@ def broadcast(group: str, message: Any) -> Any:
 async def ask_all(group: str, message: Any, timeout: float = 5.0) -> list[Any]:
     """Ask every live member of ``group`` and return their replies (in member order)."""
     messenger = _current()
+    return await _awaitable(messenger, lambda: _ask_all(messenger, group, message, timeout))
+
+
+async def _ask_all(messenger: Messenger, group: str, message: Any, timeout: float) -> list[Any]:
+    """ask_all on the messenger's loop; ``timeout`` bounds the whole, members' look-up included."""
+    deadline = messenger.loop.time() + timeout
     members = await messenger.ask("primary", {"op": "members", "group": group}, timeout)
     if not members:
-        from .errors import ActorNotFound
-
         raise ActorNotFound(f"no live member in group {group!r}")
-    return list(await asyncio.gather(*(messenger.ask(m, message, timeout) for m in members)))
+    left = max(deadline - messenger.loop.time(), 0.0)
+    return list(await asyncio.gather(*(messenger.ask(m, message, left) for m in members)))

@@ -6,6 +6,7 @@ environment variable and has one default and one help text.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -23,6 +24,23 @@ class _StartError(click.ClickException):
     exit code 2 as for a bad option (docs/getting-started.md)."""
 
     exit_code = 2
+
+
+class _Seconds(click.FloatRange):
+    """A finite number of seconds above 0 (or at least 0 with ``zero_ok``): a bad value is a
+    usage error (exit 2) here, not a timeout or a traceback later."""
+
+    name = "number of seconds"
+
+    def __init__(self, zero_ok: bool = False) -> None:
+        super().__init__(min=0, min_open=not zero_ok)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return seconds
 
 
 def _option(setting: Setting) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -125,7 +143,7 @@ def run(ctx: click.Context, target: str | None, config_file: str | None,
 @click.argument("target", required=False)
 @click.option("--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="the TOML file to check")
-@click.option("--workers", type=int, default=None,
+@click.option("--workers", type=click.IntRange(min=1), default=None,
               help='what workers = "auto" means [default: the CPUs this process may use]')
 def tree(target: str | None, config_file: str | None, workers: int | None) -> None:
     """Check a supervision tree (values, names, targets) and print it: a TOML file
@@ -192,7 +210,7 @@ def send(actor: str, message: str, cluster: str | None) -> None:
 @click.argument("actor")
 @click.argument("message")
 @_cluster_name
-@click.option("--timeout", type=float, default=5.0, show_default=True)
+@click.option("--timeout", type=_Seconds(), metavar="SECONDS", default=5.0, show_default=True)
 def ask(actor: str, message: str, cluster: str | None, timeout: float) -> None:
     """Ask ACTOR the JSON MESSAGE and print the reply as JSON."""
     import json
@@ -235,7 +253,7 @@ def _primary(cluster: str | None, request: Any, timeout: float = 10.0) -> Any:
 @click.argument("supervisor")
 @click.argument("spec")
 @_cluster_name
-@click.option("--timeout", type=float, default=60.0, show_default=True)
+@click.option("--timeout", type=_Seconds(), metavar="SECONDS", default=60.0, show_default=True)
 def start_child(supervisor: str, spec: str, cluster: str | None, timeout: float) -> None:
     """Start a new child of SUPERVISOR; SPEC is JSON, as a child in the TOML file:
     '{"name": "c2", "actor": "examples.counter:Counter", "restart": "transient"}'."""
@@ -251,7 +269,7 @@ def _child_command(op: str, doc: str) -> None:
     @click.argument("supervisor")
     @click.argument("child")
     @_cluster_name
-    @click.option("--timeout", type=float, default=120.0, show_default=True)
+    @click.option("--timeout", type=_Seconds(), metavar="SECONDS", default=120.0, show_default=True)
     def command(supervisor: str, child: str, cluster: str | None, timeout: float) -> None:
         import json
 
@@ -301,7 +319,7 @@ def count_children(supervisor: str, cluster: str | None) -> None:
 @_cluster_name
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="workers replaced at a time")
-@click.option("--ready-timeout", type=float, default=None,
+@click.option("--ready-timeout", type=_Seconds(), metavar="SECONDS", default=None,
               help="seconds a replacement gets to be ready [default: the cluster's --timeout]")
 def reload(child: str | None, cluster: str | None, batch: int, ready_timeout: float | None
            ) -> None:
@@ -329,7 +347,7 @@ def scale(pool: str, workers: int, cluster: str | None) -> None:
 
 @main.command()
 @_cluster_name
-@click.option("--timeout", type=float, default=None,
+@click.option("--timeout", type=_Seconds(zero_ok=True), metavar="SECONDS", default=None,
               help="seconds in-flight work gets [default: the cluster's --graceful-timeout]")
 def stop(cluster: str | None, timeout: float | None) -> None:
     """Stop the cluster gracefully (as SIGTERM does) and wait until it has exited."""

@@ -7,8 +7,12 @@
 
 The client is a DEALER on the cluster's router (ipc, in the user's private run directory, so only
 the same user can attach). It runs its own event loop in a background thread; its methods are
-plain blocking calls. While connected, the module-level ``tell``/``ask_sync`` use it too.
-Messages sent *to* the client (to ``client.ref``) wait in ``client.receive()``.
+plain blocking calls, safe from any thread and from inside another event loop. A client's
+methods always use that client, whatever other clients are open (to the same cluster or to
+another one). Outside a cluster's processes, the module-level ``tell``/``ask``/``ask_all``/
+``broadcast``/``ask_sync`` use the most recently opened client that is still open. Once closed,
+a client's sending methods raise ActorError at once. Messages sent *to* the client (to
+``client.ref``) wait in ``client.receive()``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import zmq
 
 from . import actor, rundir
 from .actor import ActorRef
-from .errors import ClusterNotFound
+from .errors import ActorError, ClusterNotFound
 from .messenger import Messenger
 from .wire import PRIMARY, Kind, decode, decode_system, incarnation_id, system_frames, unpack_batch
 from .zmqio import LoopSocket
@@ -56,6 +60,7 @@ class Client:
         self.ref = ActorRef(self.identity.decode())
         self.inbox: queue.Queue[tuple[ActorRef, Any]] = queue.Queue()
         self._bye: asyncio.Future[None] | None = None
+        self._closed = False
         self._loop = asyncio.new_event_loop()
         self._context = zmq.Context(1)
         ready = threading.Event()
@@ -72,10 +77,11 @@ class Client:
         dealer.connect(f"ipc://{directory}/router")
         self._channel = LoopSocket(self._loop, dealer, self._on_frames)
         self.messenger = Messenger(self._loop, self._channel.send, self._deliver)
-        actor._install(self.messenger)
+        actor._attach(self.messenger)
         ready.set()
         self._loop.run_forever()
         self._channel.close(linger=1000)
+        self._loop.close()  # a call that raced close() fails instead of waiting forever
 
     def _on_frames(self, frames: list[bytes]) -> None:
         if len(frames) < 3:
@@ -102,19 +108,27 @@ class Client:
 
     # -- the API --------------------------------------------------------------------------------
 
+    def _open(self) -> Messenger:
+        if self._closed:
+            raise ActorError("this client is closed: connect() again to send")
+        return self.messenger
+
     def tell(self, target: str | ActorRef, message: Any) -> None:
-        self.messenger.tell(target, message)
+        self._open().tell(target, message)
 
     def broadcast(self, group: str, message: Any) -> None:
-        self.messenger.tell(group, message, broadcast=True)
+        self._open().tell(group, message, broadcast=True)
 
     def ask(self, target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
-        return self.messenger.ask_threadsafe(target, message, timeout)
+        messenger = self._open()
+        return actor._blocking(messenger, lambda: messenger.ask(target, message, timeout),
+                               timeout)
 
     def ask_all(self, group: str, message: Any, timeout: float = 5.0) -> list[Any]:
-        future = asyncio.run_coroutine_threadsafe(actor.ask_all(group, message, timeout),
-                                                  self._loop)
-        return future.result(timeout + 1.0)
+        """Ask every live member of ``group``; their replies, in member order."""
+        messenger = self._open()
+        return actor._blocking(
+            messenger, lambda: actor._ask_all(messenger, group, message, timeout), timeout)
 
     def status(self, timeout: float = 5.0) -> dict[str, Any]:
         return self.ask("primary", "status", timeout)
@@ -124,13 +138,18 @@ class Client:
         return self.inbox.get(timeout=timeout)
 
     def close(self) -> None:
+        """Send what is queued, then detach. Asks still waiting raise ActorError."""
+        if self._closed:
+            return
+        self._closed = True
+        messenger = getattr(self, "messenger", None)
+        if messenger is not None:
+            actor._detach(messenger)
         if self._loop.is_running():
             done = asyncio.run_coroutine_threadsafe(self._drain(), self._loop)
             done.result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
-        if actor._messenger is getattr(self, "messenger", None):
-            actor._install(None)
         self._context.term()
 
     async def _drain(self, timeout: float = 2.0) -> None:
@@ -146,6 +165,7 @@ class Client:
             await asyncio.wait_for(self._bye, max(0.1, deadline - self._loop.time()))
         except TimeoutError:
             pass
+        self.messenger.fail_pending(ActorError("this client was closed while the ask waited"))
 
     def __enter__(self) -> Client:
         return self

@@ -133,6 +133,28 @@ def test_loop_uvloop_without_uvloop_is_one_line_and_exit_2(tmp_path):
     assert_one_line_error(out, "--loop uvloop", "not installed")
 
 
+@pytest.mark.parametrize("args, part", [
+    (["ask", "primary", '"status"', "--timeout", "-1"], "'--timeout': -1.0 is not in the range"),
+    (["ask", "primary", '"status"', "--timeout", "0"], "'--timeout': 0.0 is not in the range x>0"),
+    (["ask", "primary", '"status"', "--timeout", "nan"], "'nan' is not a finite number of seconds"),
+    (["ask", "primary", '"status"', "--timeout", "inf"], "'inf' is not a finite number of seconds"),
+    (["start-child", "root", "{}", "--timeout", "-5"], "'--timeout': -5.0"),
+    (["terminate-child", "root", "c", "--timeout", "0"], "'--timeout': 0.0"),
+    (["restart-child", "root", "c", "--timeout", "abc"], "'abc' is not a valid number of seconds"),
+    (["delete-child", "root", "c", "--timeout", "-1"], "'--timeout': -1.0"),
+    (["reload", "--ready-timeout", "0"], "'--ready-timeout': 0.0"),
+    (["stop", "--timeout", "-1"], "'--timeout': -1.0 is not in the range x>=0"),
+    (["tree", "examples.tree:tree", "--workers", "0"], "'--workers': 0 is not in the range x>=1"),
+])
+def test_a_bad_number_for_a_cluster_command_is_a_usage_error(tmp_path, monkeypatch, args, part):
+    """Refused before connecting (no cluster runs here): never a timeout, never a traceback."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert part in result.output.rstrip("\n").splitlines()[-1], result.output
+
+
 @pytest.mark.parametrize("how", ["open", "foreign", "missing"])
 def test_a_run_directory_that_is_not_private_is_refused_in_one_line(tmp_path, how):
     base = tmp_path / f"actorcluster-{os.getuid()}"

@@ -324,6 +324,8 @@ def test_send_and_ask_from_the_command_line(cluster):
     assert out.returncode == 1 and "ActorNotFound" in out.stderr
     out = cli("ask", "counter", "{not json")
     assert out.returncode == 2 and "not JSON" in out.stderr
+    out = cli("ask", "counter", '"get"', "--timeout", "-1")
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "x>0" in out.stderr
 
 
 def test_random_frames_never_take_the_router_down(cluster, attach):

@@ -1,0 +1,105 @@
+"""Clients attached with connect(): several at once, to one cluster or to two, from threads and
+from a foreign event loop, and after close()."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+import test_messages
+
+import actorcluster
+from actorcluster import ActorError
+
+pytestmark = pytest.mark.timeout(60)
+
+attach = test_messages.attach  # the fixture: clients closed after the test
+ACTORS = test_messages.ACTORS
+
+APP = ("ac_actors:WebActor", "--workers", "1", *ACTORS)
+
+
+def cluster_name(status):
+    return status["cluster"]
+
+
+def test_a_client_keeps_its_own_cluster_whatever_other_clients_open_or_close(cluster, attach):
+    one, two = cluster(*APP), cluster(*APP)
+    web_one, web_two = sorted(one.wait_workers(1)), sorted(two.wait_workers(1))
+    a = attach(one)
+    with actorcluster.connect(one.name) as inner:  # a second client of the same cluster
+        assert inner.ask_all("web", "pid") == web_one
+    assert a.ask_all("web", "pid") == web_one
+    b = attach(two)
+    assert a.ask_all("web", "pid") == web_one
+    assert b.ask_all("web", "pid") == web_two
+    assert cluster_name(a.status()) == one.name and cluster_name(b.status()) == two.name
+    # the module-level functions use the most recent client still open
+    assert cluster_name(actorcluster.ask_sync("primary", "status")) == two.name
+    b.close()
+    assert a.ask_all("web", "pid") == web_one
+    assert cluster_name(actorcluster.ask_sync("primary", "status")) == one.name
+    actorcluster.tell("recorder", "module tell")
+    actorcluster.broadcast("web", "ping")
+    assert a.ask("recorder", "get") == ["module tell"]
+    assert a.ask_all("web", "pings") == [1]
+
+
+def test_client_and_module_functions_from_threads_and_a_foreign_event_loop(cluster, attach):
+    one, two = cluster(*APP), cluster(*APP)
+    web_one = sorted(one.wait_workers(1))
+    a = attach(one)
+    results: list = []
+
+    def from_a_thread() -> None:
+        results.append(a.ask_all("web", "pid"))
+
+    threads = [threading.Thread(target=from_a_thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    b = attach(two)  # opened while the threads ask through a
+    for t in threads:
+        t.join(10)
+    assert results == [web_one] * 4
+    b.close()
+
+    async def main():
+        return (await actorcluster.ask("primary", "status"),
+                await actorcluster.ask_all("web", "pid"),
+                await actorcluster.lookup("web").ask("pid"))
+
+    status, members, pid = asyncio.run(main())
+    assert (cluster_name(status), members, [pid]) == (one.name, web_one, web_one)
+
+
+def test_a_closed_client_refuses_at_once(cluster):
+    c = cluster(*APP)
+    client = actorcluster.connect(c.name)
+    waiting: list = []
+
+    def ask_slowly() -> None:
+        started = time.monotonic()
+        try:
+            waiting.append(client.ask("echo", ("sleep", 3, "late"), timeout=10))
+        except ActorError as exc:
+            waiting.append((exc, time.monotonic() - started))
+
+    asker = threading.Thread(target=ask_slowly)
+    asker.start()
+    time.sleep(0.3)
+    client.close()
+    asker.join(5)
+    [(exc, waited)] = waiting
+    assert "closed" in str(exc) and waited < 2  # not the end of the 3 s sleep, nor the timeout
+    for call in (lambda: client.tell("recorder", 1), lambda: client.broadcast("web", "ping"),
+                 lambda: client.ask("recorder", "get", timeout=2),
+                 lambda: client.ask_all("web", "pid", timeout=2)):
+        started = time.monotonic()
+        with pytest.raises(ActorError, match="this client is closed"):
+            call()
+        assert time.monotonic() - started < 0.5
+    client.close()  # a second close does nothing
+    with pytest.raises(ActorError, match="no cluster here"):
+        actorcluster.tell("recorder", 1)
