@@ -244,19 +244,6 @@ class Messenger:
         if earliest is not None:
             self._arm(earliest)
 
-    def ask_threadsafe(self, target: Any, message: Any, timeout: float) -> Any:
-        """ask() from a thread that is not the loop's: blocks that thread, never the loop."""
-        if threading.get_ident() == self.thread:
-            raise RuntimeError(
-                "ask_sync() was called on the event loop's own thread, which it would stall; "
-                "use `await ask(...)` there (ask_sync is for plain def handlers and threads)"
-            )
-        async def _ask() -> Any:
-            return await self.ask(target, message, timeout)
-
-        future = asyncio.run_coroutine_threadsafe(_ask(), self.loop)
-        return future.result(timeout + 1.0)
-
     def reply(self, to: bytes, correlation: int, result: Any) -> None:
         flags, frames = self._encode(result)
         runs = self._out.get(to)
