@@ -263,9 +263,11 @@ class Primary:
             "%s failed: %s", name, t.exception()))
 
     async def _new_zygote(self) -> None:
-        await self.spawner.replace(self._targets(), self.config.log_level, self.config.timeout)
-        self._watch(self.spawner.pid)
-        log.info("zygote %s started with the code on disk", self.spawner.pid)
+        """A reload's zygote, next to the current one (see Spawner.prepare)."""
+        await self.spawner.prepare(self._targets(), self.config.log_level, self.config.timeout)
+        self._watch(self.spawner.fresh_pid)
+        log.info("zygote %s started with the code on disk; it replaces zygote %s if the "
+                 "reload succeeds", self.spawner.fresh_pid, self.spawner.pid)
 
     def _on_stop_signal(self, sig: int, _frame: FrameType | None) -> None:
         """SIGTERM or SIGINT. A plain signal handler runs before the loop runs any callback, so
@@ -355,7 +357,11 @@ class Primary:
             if pid == 0:
                 return
             if pid in self.spawner.retired:
-                self.spawner.retired.discard(pid)  # a zygote a reload replaced
+                self.spawner.retired.discard(pid)  # a zygote a reload replaced or discarded
+            elif pid == self.spawner.fresh_pid:
+                log.warning("the reload's new zygote (pid %d) died (%s)", pid,
+                            ExitReason.from_wait_status(status).describe())
+                self.spawner.fresh_reaped()
             elif pid == self.spawner.pid:
                 self.spawner.reaped()
                 if not self._stopping and getattr(self, "supervisor", None) is not None:
