@@ -234,7 +234,8 @@ class Rolling:
             await self._retired(leaving)
             for leaf in leaving:
                 tree.router.forget(leaf.name)
-            log.info("pool %s scaled from %d to %d workers", pool.name, before, workers)
+            log.info("pool %s scaled from %d to %d worker%s", pool.name, before, workers,
+                     "" if workers == 1 else "s")
             return {"pool": pool.name, "before": before, "workers": len(pool.members),
                     "ready": sum(1 for leaf in pool.members.values() if leaf.up)}
 

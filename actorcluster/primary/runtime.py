@@ -255,8 +255,8 @@ class Primary:
                 log.warning("got %s, but there is no HTTP pool to scale", name)
                 return
             workers = len(pool.members) + (1 if sig == signal.SIGTTIN else -1)
-            log.info("Primary %d got %s: scaling %s to %d workers", self.pid, name, pool.name,
-                     workers)
+            log.info("Primary %d got %s: scaling %s to %d worker%s", self.pid, name, pool.name,
+                     workers, "" if workers == 1 else "s")
             work = self.rolling.scale(pool.name, workers, self.config.timeout)
         task = self.loop.create_task(work)
         task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or log.error(
