@@ -61,7 +61,7 @@ def import_handler(target: str) -> Any:
     handler = import_target(target)
     if not callable(handler):
         raise TargetImportError(
-            f"{target!r} is not callable (it is a {type(handler).__name__}); "
+            f"{target!r} is not callable (its type is {type(handler).__name__}); "
             "a handler is a function handler(request) or an async def"
         )
     return handler

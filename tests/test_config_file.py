@@ -854,7 +854,7 @@ def test_check_targets_reports_each_bad_target(pipeline_module):
     assert_has(errors[1], "app.toml: supervisor.children[1].actor: ",
                "'examples.counter:handler' is not an Actor subclass")
     assert_has(errors[2], "app.toml: supervisor.children[2].http: ",
-               f"'{pipeline_module}:NOT_CALLABLE' is not callable (it is a int)")
+               f"'{pipeline_module}:NOT_CALLABLE' is not callable (its type is int)")
     assert_has(errors[3], "app.toml: supervisor.children[3].children[1].actor: ",
                "has no attribute 'Nope'")
 

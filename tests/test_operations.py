@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,8 +16,9 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
-from conftest import ROOT, tagged_processes
+from conftest import ROOT, _name, tagged_processes
 
 import actorcluster
 
@@ -99,6 +101,23 @@ def workers(c) -> dict[str, dict]:
     return {w["name"]: w for w in pool["children"]}
 
 
+def zygotes(c) -> list[psutil.Process]:
+    return [p for p in psutil.Process(c.proc.pid).children() if _name(p) == "ac zygote"]
+
+
+def standby(c) -> dict | None:
+    with actorcluster.connect(c.name) as client:
+        return client.status()["tree"]["standby"]
+
+
+def wait_until(check, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.05)
+    return found
+
+
 @pytest.mark.parametrize(("workers_", "batch"), [(2, 1), (4, 2)])
 def test_reload_under_load_drops_nothing_and_then_serves_only_the_new_code(cluster, tmp_path,
                                                                           workers_, batch):
@@ -117,6 +136,10 @@ def test_reload_under_load_drops_nothing_and_then_serves_only_the_new_code(clust
     assert {int(b.split()[1]) for b in after}.isdisjoint(old)
     assert any(b.startswith("v1 ") for _t, _s, b in load.results)  # the load spanned it
     assert out.stdout.strip().endswith(f"reloaded {workers_} process(es)")
+    # the standby, forked from the old code, is replaced on purpose: not a death to warn about
+    assert re.search(r"\[INFO\] standby worker \d+ is replaced", c.log()), c.log()
+    assert not re.search(r"standby worker \d+ died", c.log()), c.log()
+    assert len(wait_until(lambda: len(zygotes(c)) == 1 and zygotes(c))) == 1  # the old one exited
     assert c.stop() == 0
 
 
@@ -157,6 +180,70 @@ def test_a_broken_reload_leaves_the_old_workers_serving(cluster, tmp_path, broke
     load.assert_nothing_failed()
     assert all(body.startswith("v1 ") for _t, _s, body in load.results)
     assert {n: w["pid"] for n, w in workers(c).items()} == before
+    assert c.stop() == 0
+
+
+def test_after_a_failed_reload_a_crash_restarts_the_old_code(cluster, tmp_path):
+    # the reload's new zygote is discarded: a worker killed later is replaced, and the next
+    # standby forked, from the code that was serving, not from the code that failed to start
+    c = live_cluster(cluster, tmp_path, "--workers", "2")
+    spare = wait_until(lambda: (s := standby(c)) and s["state"] == "ready" and s)
+    write_app(tmp_path, "v2", extra="def on_ready():\n    raise RuntimeError('db down')\n")
+    out = cli(c, "reload", "--ready-timeout", "5")
+    assert out.returncode != 0 and "did not start" in out.stderr, out.stderr
+    assert standby(c)["pid"] == spare["pid"]  # kept: it runs the code that goes on serving
+    assert len(wait_until(lambda: len(zygotes(c)) == 1 and zygotes(c))) == 1  # the new one exited
+    for _ in range(2):  # the first kill promotes that standby, the second the one forked next
+        before = workers(c)["web/1"]["pid"]
+        wait_until(lambda: (s := standby(c)) and s["state"] == "ready")
+        os.kill(before, signal.SIGKILL)
+        new = wait_until(lambda old=before: (w := workers(c)["web/1"])["pid"] not in (
+            None, old) and w["state"] == "ready" and w["pid"])
+        bodies = {httpx.get(c.url).text for _ in range(8)}
+        assert f"v1 {new}\n" in bodies and all(b.startswith("v1 ") for b in bodies), bodies
+    log = c.log()
+    time.sleep(3)  # no standby forked from the failed code, dying every second
+    assert c.log().count("db down") == log.count("db down"), c.log()
+    assert not re.search(r"standby worker \d+ died", c.log()), c.log()
+    assert c.proc.poll() is None
+    assert c.stop() == 0
+
+
+ACTOR = '''
+from actorcluster import Actor
+VERSION = "{version}"
+class Versioned(Actor):
+    def on_start(self):
+        {on_start}
+    def receive(self, message):
+        return VERSION
+'''
+
+
+def test_a_failed_actor_reload_restarts_it_with_the_old_code(cluster, tmp_path):
+    path = tmp_path / "ac_live_actor.py"
+    path.write_text(ACTOR.format(version="v1", on_start="pass"))
+    c = live_cluster(cluster, tmp_path, "--workers", "1",
+                     "--actor", "versioned=ac_live_actor:Versioned")
+    with actorcluster.connect(c.name) as client:
+        def actor() -> dict:
+            return client.status()["tree"]["children"][0]
+
+        first = actor()
+        path.write_text(ACTOR.format(version="v2", on_start="raise RuntimeError('no db')"))
+        stamp = time.time() + 10
+        os.utime(path, (stamp, stamp))
+        out = cli(c, "reload", "versioned")
+        assert out.returncode != 0, out.stdout
+        second = wait_until(lambda: (a := actor())["state"] == "ready" and a)
+        assert second["pid"] != first["pid"] and second["restarts"] == 1, second
+        assert client.ask("versioned", "version", timeout=5) == "v1"
+        os.kill(second["pid"], signal.SIGKILL)  # later crashes fork the old code too
+        wait_until(lambda: (a := actor())["state"] == "ready" and a["pid"] != second["pid"])
+        assert client.ask("versioned", "version", timeout=5) == "v1"
+    assert "did not start with the new code" in out.stderr, out.stderr
+    assert "restarts it with the old code, as after a crash" in out.stderr, out.stderr
+    assert c.proc.poll() is None
     assert c.stop() == 0
 
 

@@ -51,12 +51,14 @@ class ProcessChildren:
             if c.max_requests else 0,
         }
 
-    def spawn(self, leaf: Leaf) -> None:
-        """Start a new incarnation of ``leaf`` (or promote the standby into it)."""
+    def spawn(self, leaf: Leaf, fresh: bool = False) -> None:
+        """Start a new incarnation of ``leaf`` (or promote the standby into it). ``fresh``: a
+        reload's replacement, forked from the reload's new zygote, never the standby (forked
+        from the code the reload replaces)."""
         if self.stopping or leaf.live:
             return
         spare = self.spare
-        if leaf.pool is not None and spare is not None and spare is not leaf and (
+        if not fresh and leaf.pool is not None and spare is not None and spare is not leaf and (
             spare.state == READY
         ):
             self._promote(leaf)
@@ -73,7 +75,7 @@ class ProcessChildren:
         spec = self._spec(leaf)
         spec["reads_slot"] = self.router.track(leaf.identity.encode())
         try:
-            self.spawner.spawn(spec, theirs.fileno())
+            self.spawner.spawn(spec, theirs.fileno(), fresh)
         finally:
             theirs.close()
 
@@ -160,6 +162,8 @@ class ProcessChildren:
             return
         if self._spare_serial is None or self._spare_serial.pool.state != READY:
             return
+        if self._spare_serial.live:
+            return  # a replaced standby still exiting (one Leaf): its replacer starts the next
         self.spare = self._spare_serial  # one Leaf; its incarnation counts the spares
         self.spawn(self.spare)
 

@@ -10,6 +10,12 @@ goes on serving: never stopped on a timeout.
 
 A user actor cannot have two processes under one name, so it is reloaded by a stop then a start
 (messages to it are held by the router meanwhile). One operation runs at a time.
+
+A reload forks its replacements from a new zygote started next to the current one; every other
+fork meanwhile (a crash's restart, a new standby) still comes from the current one. Only a
+reload that succeeded adopts the new zygote (then the standby, forked from the old code, is
+replaced); a failed one discards it, so whatever is restarted later runs the code that was
+serving, never the code that just failed to start.
 """
 
 from __future__ import annotations
@@ -31,16 +37,17 @@ class Rolling:
     def __init__(self, tree: SupervisionTree,
                  new_zygote: Callable[[], Awaitable[None]]) -> None:
         self.tree = tree
-        self.new_zygote = new_zygote  # replace the zygote, so new code is really imported
+        self.new_zygote = new_zygote  # a zygote with the code on disk, next to the current one
         self.lock = asyncio.Lock()  # one reload / scale / recycle at a time
         self._recycling: set[str] = set()
         tree.on_recycle = self.recycle
 
     # -- one worker -----------------------------------------------------------------------------
 
-    async def replace(self, old: Leaf, ready_timeout: float) -> Leaf:
+    async def replace(self, old: Leaf, ready_timeout: float, fresh: bool = False) -> Leaf:
         """Start a new incarnation of the pool member ``old``, put it in rotation once ready,
-        then retire ``old``. SupervisorError (and ``old`` untouched) if it does not get ready."""
+        then retire ``old``. SupervisorError (and ``old`` untouched) if it does not get ready.
+        ``fresh``: fork it from the reload's new zygote."""
         tree = self.tree
         pool = old.pool
         assert pool is not None
@@ -48,7 +55,7 @@ class Rolling:
         new.restarts = old.restarts
         new.replacing = True
         tree.candidates.add(new)
-        tree.spawn(new)
+        tree.spawn(new, fresh)
         ready = await tree.until(lambda: new.up or not new.live, ready_timeout)
         if not (ready and new.up):
             why = new.last_exit or f"not ready within {ready_timeout:g} s"
@@ -114,14 +121,13 @@ class Rolling:
             except Exception as exc:  # noqa: BLE001 - say why, keep the old code serving
                 raise SupervisorError(f"reload stopped: the new code does not load: {exc}; "
                                       "every worker goes on serving the old code") from None
-            self._retire_standby()
             replaced: list[dict[str, Any]] = []
             retiring: list[Leaf] = []
+            members = [leaf for leaf in leaves if leaf.pool is not None]
             try:
-                members = [leaf for leaf in leaves if leaf.pool is not None]
                 for at in range(0, len(members), batch):
                     group = members[at:at + batch]
-                    news = await asyncio.gather(*(self.replace(old, ready_timeout)
+                    news = await asyncio.gather(*(self.replace(old, ready_timeout, fresh=True)
                                                   for old in group), return_exceptions=True)
                     failed = [n for n in news if isinstance(n, BaseException)]
                     for old, new in zip(group, news, strict=True):
@@ -137,21 +143,34 @@ class Rolling:
                         await self._restart_actor(leaf, ready_timeout)
                         replaced.append({"name": leaf.name, "old_pid": old_pid,
                                          "pid": leaf.pid})
+            except BaseException:
+                # the new code failed somewhere: nothing restarted from now on may fork it
+                tree.spawner.discard()
+                log.warning("reload of %s failed: the new zygote is discarded; restarts fork "
+                            "the code that was serving", child or "every child")
+                raise
             finally:
                 await self._retired(retiring)
-                tree.start_spare()
+            tree.spawner.adopt()
+            if members:
+                await self._replace_standby()
+            tree.start_spare()
             log.info("reload of %s done: %d process(es) replaced", child or "every child",
                      len(replaced))
             return {"replaced": replaced}
 
-    def _retire_standby(self) -> None:
-        """The standby was forked from the old code: replace it too."""
+    async def _replace_standby(self) -> None:
+        """The standby was forked from the old code: once it exited, a new one is forked from
+        the adopted zygote (one Leaf serves every standby, so never two at once)."""
         tree = self.tree
         spare, tree.spare = tree.spare, None
-        if spare is not None and spare.live:
-            spare.stop_requested = True
-            tree.retiring.add(spare)
-            tree.send_signal(spare, signal.SIGTERM)
+        if spare is None or not spare.live:
+            return
+        log.info("standby worker %s is replaced: it was forked from the old code", spare.pid)
+        spare.stop_requested = True
+        tree.retiring.add(spare)
+        tree.send_signal(spare, signal.SIGTERM)
+        await self._retired([spare])
 
     async def _restart_actor(self, leaf: Leaf, ready_timeout: float) -> None:
         tree = self.tree
@@ -164,12 +183,15 @@ class Rolling:
             tree.router.hold(leaf.name)
             await tree.stop_leaf(leaf)
             parent.logic.child_started(leaf.name)
-            tree.spawn(leaf)
+            tree.spawn(leaf, fresh=True)
             if not await tree.until(lambda: leaf.up or not leaf.live, ready_timeout) or (
                     not leaf.up):
-                raise SupervisorError(f"reload stopped: actor {leaf.name} did not start again "
-                                      f"({leaf.last_exit or 'not ready in time'}); its "
-                                      "supervisor restarts it as after a crash")
+                if leaf.live:  # not ready in time: a failure to start, as a crash is
+                    tree.send_signal(leaf, signal.SIGKILL)
+                raise SupervisorError(f"reload stopped: actor {leaf.name} did not start with "
+                                      f"the new code ({leaf.last_exit or 'not ready in time'}); "
+                                      "its supervisor restarts it with the old code, as after "
+                                      "a crash")
 
     # -- scale ----------------------------------------------------------------------------------
 
@@ -212,7 +234,8 @@ class Rolling:
             await self._retired(leaving)
             for leaf in leaving:
                 tree.router.forget(leaf.name)
-            log.info("pool %s scaled from %d to %d workers", pool.name, before, workers)
+            log.info("pool %s scaled from %d to %d worker%s", pool.name, before, workers,
+                     "" if workers == 1 else "s")
             return {"pool": pool.name, "before": before, "workers": len(pool.members),
                     "ready": sum(1 for leaf in pool.members.values() if leaf.up)}
 

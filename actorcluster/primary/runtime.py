@@ -255,17 +255,19 @@ class Primary:
                 log.warning("got %s, but there is no HTTP pool to scale", name)
                 return
             workers = len(pool.members) + (1 if sig == signal.SIGTTIN else -1)
-            log.info("Primary %d got %s: scaling %s to %d workers", self.pid, name, pool.name,
-                     workers)
+            log.info("Primary %d got %s: scaling %s to %d worker%s", self.pid, name, pool.name,
+                     workers, "" if workers == 1 else "s")
             work = self.rolling.scale(pool.name, workers, self.config.timeout)
         task = self.loop.create_task(work)
         task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or log.error(
             "%s failed: %s", name, t.exception()))
 
     async def _new_zygote(self) -> None:
-        await self.spawner.replace(self._targets(), self.config.log_level, self.config.timeout)
-        self._watch(self.spawner.pid)
-        log.info("zygote %s started with the code on disk", self.spawner.pid)
+        """A reload's zygote, next to the current one (see Spawner.prepare)."""
+        await self.spawner.prepare(self._targets(), self.config.log_level, self.config.timeout)
+        self._watch(self.spawner.fresh_pid)
+        log.info("zygote %s started with the code on disk; it replaces zygote %s if the "
+                 "reload succeeds", self.spawner.fresh_pid, self.spawner.pid)
 
     def _on_stop_signal(self, sig: int, _frame: FrameType | None) -> None:
         """SIGTERM or SIGINT. A plain signal handler runs before the loop runs any callback, so
@@ -355,7 +357,11 @@ class Primary:
             if pid == 0:
                 return
             if pid in self.spawner.retired:
-                self.spawner.retired.discard(pid)  # a zygote a reload replaced
+                self.spawner.retired.discard(pid)  # a zygote a reload replaced or discarded
+            elif pid == self.spawner.fresh_pid:
+                log.warning("the reload's new zygote (pid %d) died (%s)", pid,
+                            ExitReason.from_wait_status(status).describe())
+                self.spawner.fresh_reaped()
             elif pid == self.spawner.pid:
                 self.spawner.reaped()
                 if not self._stopping and getattr(self, "supervisor", None) is not None:

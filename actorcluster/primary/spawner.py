@@ -3,6 +3,11 @@
 The zygote is a fresh interpreter (never a fork of the primary, which holds a ZeroMQ context and
 its threads). It imports the app once; every worker is then a fork of that clean, pre-imported
 process, which makes a respawn cost a few milliseconds.
+
+A reload starts a second zygote (``prepare``) next to the current one, which goes on forking
+every restart meanwhile; only the reload's replacements are asked of the new one (``fresh``).
+The reload then adopts it (``adopt``: the old one exits) or, when it failed, discards it
+(``discard``): the code that keeps being forked is always the code that is known to start.
 """
 
 from __future__ import annotations
@@ -36,13 +41,21 @@ class Spawner:
         self._waiting: list[tuple[dict[str, Any], int]] = []
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
-        self.retired: set[int] = set()  # zygotes replaced by a reload, reaped as they exit
+        self.retired: set[int] = set()  # zygotes a reload replaced or discarded, not reaped
+        self._fresh: tuple[subprocess.Popen, socket.socket] | None = None  # a reload's zygote
 
     async def start(self, targets: list[tuple[str, str]], log_level: str, timeout: float,
                     entry: str | None = None) -> dict[str, Any] | None:
         """Start the zygote and wait until it imported every (target, kind) and ``entry``;
         returns the supervision tree ``entry`` describes (as a dict), or None for a handler.
         A target that fails raises TargetImportError with the target in ``.target``."""
+        self._proc, self._sock = self._launch()
+        self.pid = self._proc.pid
+        tree = await self._load(self._sock, targets, log_level, timeout, entry)
+        self.loop.add_reader(self._sock.fileno(), self._on_readable, self._sock)
+        return tree
+
+    def _launch(self) -> tuple[subprocess.Popen, socket.socket]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         # `actorcluster run` imports the app from the current directory, like `python -m` does.
@@ -52,7 +65,7 @@ class Spawner:
         # the whole process group while its interpreter starts. Here they wait, not get lost.
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         try:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "actorcluster.worker.zygote", str(theirs.fileno()),
                  str(os.getpid())],
                 pass_fds=[theirs.fileno()],
@@ -61,13 +74,15 @@ class Spawner:
             )
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        theirs.close()
-        self.pid = self._proc.pid
-        self._sock = ours
-        ours.send(encode_control("load", targets=targets, log_level=log_level, entry=entry))
-        ours.setblocking(False)
+            theirs.close()
+        return proc, ours
+
+    async def _load(self, sock: socket.socket, targets: list[tuple[str, str]], log_level: str,
+                    timeout: float, entry: str | None) -> dict[str, Any] | None:
+        sock.send(encode_control("load", targets=targets, log_level=log_level, entry=entry))
+        sock.setblocking(False)
         try:
-            data = await asyncio.wait_for(self.loop.sock_recv(ours, SPAWNER_MAX), timeout)
+            data = await asyncio.wait_for(self.loop.sock_recv(sock, SPAWNER_MAX), timeout)
         except TimeoutError:
             names = ", ".join([t for t, _ in targets] + ([entry] if entry else []))
             raise ClusterError(f"importing {names} took more than {timeout} s") from None
@@ -79,47 +94,93 @@ class Spawner:
             error = TargetImportError(reply["error"])
             error.target = reply.get("target")  # type: ignore[attr-defined]
             raise error
-        self.loop.add_reader(ours.fileno(), self._on_readable)
         return reply.get("tree")
 
-    def spawn(self, spec: dict[str, Any], handoff_fd: int) -> None:
+    def spawn(self, spec: dict[str, Any], handoff_fd: int, fresh: bool = False) -> None:
         """Ask the zygote for a worker; its pid arrives through ``on_spawned``. While a new
-        zygote is starting, the request waits (with its own copy of the fd)."""
+        zygote is starting, the request waits (with its own copy of the fd). ``fresh``: ask the
+        zygote a reload prepared, with the new code (a spawn error if it is gone)."""
+        if fresh:
+            try:
+                if self._fresh is None or self._fresh[0].returncode is not None:
+                    raise ConnectionResetError
+                self._send_spawn(self._fresh[1], spec, handoff_fd)
+            except OSError:
+                self.loop.call_soon(self.on_spawn_error, spec["id"],
+                                    "the reload's new zygote is gone")
+            return
         if self._sock is None or self.restarting:
             self._waiting.append((spec, os.dup(handoff_fd)))
             return
-        self._sock.setblocking(True)  # tiny datagrams the zygote reads at once
-        try:
-            socket.send_fds(self._sock, [encode_control("spawn", spec=spec)], [handoff_fd])
-        finally:
-            self._sock.setblocking(False)
+        self._send_spawn(self._sock, spec, handoff_fd)
 
-    async def replace(self, targets: list[tuple[str, str]], log_level: str, timeout: float
-                      ) -> None:
-        """A new zygote that imports the code as it is now on disk (a reload); the old one is
-        told to exit once the new one has imported everything. If the new one cannot import
-        the code, it is gone and the old one stays: the error is raised."""
-        old_sock, old_proc, old_pid = self._sock, self._proc, self.pid
-        self._sock = None
+    @staticmethod
+    def _send_spawn(sock: socket.socket, spec: dict[str, Any], handoff_fd: int) -> None:
+        sock.setblocking(True)  # tiny datagrams the zygote reads at once
         try:
-            await self.start(targets, log_level, timeout)
+            socket.send_fds(sock, [encode_control("spawn", spec=spec)], [handoff_fd])
+        finally:
+            sock.setblocking(False)
+
+    @property
+    def fresh_pid(self) -> int | None:
+        """The pid of the zygote a reload started, until the reload adopts or discards it."""
+        return None if self._fresh is None else self._fresh[0].pid
+
+    async def prepare(self, targets: list[tuple[str, str]], log_level: str, timeout: float,
+                      ) -> None:
+        """Start a new zygote that imports the code as it is now on disk (a reload), next to
+        the current one, which goes on forking every other spawn. If the new one cannot import
+        the code, it is discarded and the error raised."""
+        self.discard()
+        proc, sock = self._launch()
+        self._fresh = (proc, sock)
+        try:
+            await self._load(sock, targets, log_level, timeout, None)
+            if proc.returncode is not None:
+                raise ClusterError("the new zygote exited after importing the code")
         except BaseException:
-            if self.pid is not None and self.pid != old_pid:
-                self.retired.add(self.pid)
-                if self._proc is not None and self._proc.poll() is None:
-                    self._proc.kill()
-            if self._sock is not None and self._sock is not old_sock:
-                self._sock.close()
-            self._sock, self._proc, self.pid = old_sock, old_proc, old_pid
+            self.discard()
             raise
-        if old_pid is not None:
-            self.retired.add(old_pid)
+        self.loop.add_reader(sock.fileno(), self._on_readable, sock)
+
+    def adopt(self) -> None:
+        """The reload succeeded: the new zygote forks everything from now on; the old one is
+        told to exit (its channel closes)."""
+        if self._fresh is None:
+            return
+        (proc, sock), self._fresh = self._fresh, None
+        old_proc, old_sock, old_pid = self._proc, self._sock, self.pid
+        self._proc, self._sock, self.pid = proc, sock, proc.pid
+        if old_pid is not None and old_proc is not None:
+            self._retire(old_proc)
         if old_sock is not None:
-            try:
-                self.loop.remove_reader(old_sock.fileno())
-            except (ValueError, OSError):
-                pass
-            old_sock.close()  # the old zygote's cue to exit
+            self._close(old_sock)
+
+    def discard(self) -> None:
+        """The reload failed (or the cluster stops): the new zygote exits, the old one stays."""
+        if self._fresh is None:
+            return
+        (proc, sock), self._fresh = self._fresh, None
+        self._close(sock)
+        if proc.returncode is None:  # a reaped pid may be reused: never count it as ours
+            self._retire(proc)
+
+    def fresh_reaped(self) -> None:
+        """The primary reaped the zygote a reload started, before the reload adopted or
+        discarded it. Its channel stays open until then (``prepare`` may be reading it); spawns
+        asked of it from now on fail at once."""
+        if self._fresh is not None:
+            self._fresh[0].returncode = -1  # reaped by the primary's waitpid loop, not Popen
+
+    def _retire(self, proc: subprocess.Popen) -> None:
+        """A zygote told to exit (its channel is closed): reaped without a word, and killed if
+        it lingers (a pid not reaped yet is still ours to signal)."""
+        # The primary's waitpid loop reaps it: a returncode keeps Popen from reaping it too
+        # (a dropped Popen is polled by the next Popen), which would leave the pid in `retired`.
+        proc.returncode = -1
+        self.retired.add(proc.pid)
+        self.loop.call_later(1.0, self._kill_lingering, proc.pid)
 
     async def restart(self, targets: list[tuple[str, str]], log_level: str, timeout: float) -> None:
         """A new zygote after the last one died; spawn requests made meanwhile go to it."""
@@ -135,18 +196,17 @@ class Spawner:
             finally:
                 os.close(fd)
 
-    def _on_readable(self) -> None:
-        assert self._sock is not None
+    def _on_readable(self, sock: socket.socket) -> None:
         while True:
             try:
-                data = self._sock.recv(SPAWNER_MAX)
+                data = sock.recv(SPAWNER_MAX)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 data = b""
             if not data:
-                self.loop.remove_reader(self._sock.fileno())
-                return  # the zygote is gone; the primary learns it from SIGCHLD
+                self.loop.remove_reader(sock.fileno())
+                return  # that zygote is gone; the primary learns it from SIGCHLD
             message = decode_control(data)
             if message["op"] == "spawned":
                 self.on_spawned(message["id"], int(message["pid"]))
@@ -162,6 +222,7 @@ class Spawner:
 
     def stop(self) -> None:
         """Ask the zygote to exit: closing its channel is the request; SIGKILL if it lingers."""
+        self.discard()
         self._close_channel()
         waiting, self._waiting = self._waiting, []  # for a new zygote that will not come now
         for _spec, fd in waiting:
@@ -171,13 +232,19 @@ class Spawner:
 
     def _close_channel(self) -> None:
         if self._sock is not None:
-            try:
-                self.loop.remove_reader(self._sock.fileno())
-            except (ValueError, OSError):
-                pass
-            self._sock.close()
+            self._close(self._sock)
             self._sock = None
 
+    def _close(self, sock: socket.socket) -> None:
+        try:
+            self.loop.remove_reader(sock.fileno())
+        except (ValueError, OSError):
+            pass
+        sock.close()
+
     def _kill_lingering(self, pid: int) -> None:
-        if self.pid == pid:  # not reaped yet, so the pid is still the zygote's
-            os.kill(pid, signal.SIGKILL)
+        if self.pid == pid or pid in self.retired:  # not reaped yet, so the pid is still ours
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
