@@ -245,6 +245,32 @@ def test_held_messages_are_delivered_when_the_restart_beats_the_hold(cluster, at
     assert status(client)["messages"]["held"] == {}
 
 
+def test_tells_to_a_function_handler_worker_are_counted_dead_letters(cluster, attach):
+    # an HTTP worker whose handler is a function has no receive(): an ask fails at once, and
+    # tells are dead letters under the worker's name (one report per burst), not just a warning
+    c = cluster("ac_testapp:pid", "--workers", "1")
+    (pid,) = c.wait_workers(1)
+    client = attach(c)
+    with pytest.raises(actorcluster.ActorError, match="takes no messages"):
+        client.ask("web/1", "hello", timeout=5)
+    for i in range(5):
+        client.tell("web/1", i)
+    client.tell("web", "to the group: a member")
+    deadline = time.monotonic() + 5
+    while status(client)["messages"]["dead_letters"] != {"web/1": 6}:
+        assert time.monotonic() < deadline, status(client)["messages"]
+        time.sleep(0.02)
+    c.wait_for_log(r"dead letter: \d message\(s\) to 'web/1': takes no messages: its handler "
+                   r"is a function, not an Actor with receive\(\)")
+    for i in range(3):  # a later burst: counted too
+        client.tell("web/1", i)
+    while status(client)["messages"]["dead_letters"] != {"web/1": 9}:
+        assert time.monotonic() < deadline, status(client)["messages"]
+        time.sleep(0.02)
+    assert int(httpx.get(c.url).text) == pid  # the worker serves on
+    assert c.stop() == 0
+
+
 def test_each_error_type(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
     client = attach(c)

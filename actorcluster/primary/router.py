@@ -533,9 +533,17 @@ class Router:
             except (ValueError, UnicodeDecodeError):
                 self._malformed(frames, "bad system payload")
                 return
-            if message["op"] == "bye":
+            op = message["op"]
+            if op == "bye":
                 # everything this peer sent before has been read: it may disconnect now
                 self.send_system(sender, "bye")
+            elif op == "dead":  # tells the sender (a process without an actor) had to drop
+                count = message.get("count")
+                if type(count) is int and count > 0:
+                    name = self._name_of.get(sender, sender.split(b"#", 1)[0])
+                    self._dead(name.decode(errors="replace"), count,
+                               str(message.get("why", "the process dropped them")))
+                return
             self.on_system(sender, message)
             return
         if kind not in (TELL, ASK):
