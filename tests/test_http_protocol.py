@@ -265,6 +265,36 @@ def test_keep_alive_serves_many_requests_on_one_connection(serve, loop):
     assert server.call(lambda: server.state.requests_served) == 5
 
 
+def test_limit_requests_is_reached_by_the_response_that_reaches_it(serve):
+    # --max-requests: the worker is told as each response is counted, whatever the mix of
+    # status classes (each class has its own bound; the total is taken only when one is hit)
+    def handler(request: Request) -> Any:
+        if request.path == "/boom":
+            raise ValueError("boom")
+        if request.path.startswith("/s/"):
+            return Response(b"", status=int(request.path[3:]))
+        return "ok"
+
+    server = serve(handler)
+    reached: list[tuple[int, int]] = []
+    server.call(server.state.limit_requests, 23,
+                lambda served: reached.append((served, server.state.requests_served)))
+    paths = ["/", "/s/404", "/s/302", "/boom", "/s/201", "/", "/s/500", None]  # None: a 400
+    answered = 0
+    with httpx.Client(base_url=server.url) as client:
+        for i in range(40):
+            path = paths[i % len(paths)]
+            if path is None:
+                with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                    sock.sendall(b"NOT HTTP\r\n\r\n")
+                    assert sock.recv(100).startswith(b"HTTP/1.1 400 ")
+            else:
+                client.get(path)
+            answered += 1
+            assert server.call(lambda: list(reached)) == ([] if answered < 23 else [(23, 23)])
+    assert server.call(lambda: server.state.requests_served) == 40
+
+
 def test_request_attributes(serve):
     server = serve(echo)
     response = httpx.post(

@@ -192,6 +192,85 @@ def test_held_messages_expire_into_dead_letters(cluster, attach):
     assert client.ask("recorder", "get", timeout=10) == []
 
 
+def test_held_messages_expire_on_time_not_on_the_next_tick(cluster, attach):
+    # --hold-seconds is an upper bound: each message held becomes a dead letter within a few ms
+    # of its own deadline (not at the router's next 1 s tick), never delivered afterwards.
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-seconds", "0.3",
+                "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "1.5"})
+    client = attach(c)
+    os.kill(client.ask("recorder", "pid", timeout=5), signal.SIGKILL)
+    while child(client, "recorder")["state"] != "starting":
+        time.sleep(0.01)
+    first = time.monotonic()
+    for i in range(5):
+        client.tell("recorder", i)
+    time.sleep(0.15)
+    second = time.monotonic()
+    for i in range(5, 10):
+        client.tell("recorder", i)
+    dead_at = {}
+    while len(dead_at) < 2:
+        n = status(client)["messages"]["dead_letters"].get("recorder", 0)
+        now = time.monotonic()
+        assert now - first < 3, (dead_at, status(client)["messages"])
+        if n >= 5:
+            dead_at.setdefault(5, now - first)
+        if n >= 10:
+            dead_at.setdefault(10, now - second)
+        time.sleep(0.01)
+    assert n == 10
+    # each batch on its own deadline, 0.3 s after it was held (the old 1 s tick expired both
+    # together, up to a second late)
+    assert 0.25 < dead_at[5] < 0.6 and 0.25 < dead_at[10] < 0.6, dead_at
+    assert dead_at[10] + (second - first) - dead_at[5] > 0.1, dead_at
+    while child(client, "recorder")["state"] != "ready":
+        time.sleep(0.05)
+    assert client.ask("recorder", "get", timeout=10) == []
+
+
+def test_held_messages_are_delivered_when_the_restart_beats_the_hold(cluster, attach):
+    # the expiry timer armed for them finds nothing held once the new incarnation has them
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-seconds", "1.5",
+                "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "0.2"})
+    client = attach(c)
+    os.kill(client.ask("recorder", "pid", timeout=5), signal.SIGKILL)
+    while child(client, "recorder")["state"] != "starting":
+        time.sleep(0.01)
+    for i in range(5):
+        client.tell("recorder", i)
+    assert client.ask("recorder", "get", timeout=10) == list(range(5))
+    time.sleep(1.6)  # past the hold deadline: the timer fires and finds nothing
+    assert client.ask("recorder", "get", timeout=10) == list(range(5))
+    assert status(client)["messages"]["dead_letters"] == {}
+    assert status(client)["messages"]["held"] == {}
+
+
+def test_tells_to_a_function_handler_worker_are_counted_dead_letters(cluster, attach):
+    # an HTTP worker whose handler is a function has no receive(): an ask fails at once, and
+    # tells are dead letters under the worker's name (one report per burst), not just a warning
+    c = cluster("ac_testapp:pid", "--workers", "1")
+    (pid,) = c.wait_workers(1)
+    client = attach(c)
+    with pytest.raises(actorcluster.ActorError, match="takes no messages"):
+        client.ask("web/1", "hello", timeout=5)
+    for i in range(5):
+        client.tell("web/1", i)
+    client.tell("web", "to the group: a member")
+    deadline = time.monotonic() + 5
+    while status(client)["messages"]["dead_letters"] != {"web/1": 6}:
+        assert time.monotonic() < deadline, status(client)["messages"]
+        time.sleep(0.02)
+    c.wait_for_log(r"dead letter: \d message\(s\) to 'web/1': takes no messages: its handler "
+                   r"is a function, not an Actor with receive\(\)")
+    for i in range(3):  # a later burst: counted too
+        client.tell("web/1", i)
+    while status(client)["messages"]["dead_letters"] != {"web/1": 9}:
+        assert time.monotonic() < deadline, status(client)["messages"]
+        time.sleep(0.02)
+    assert int(httpx.get(c.url).text) == pid  # the worker serves on
+    assert c.stop() == 0
+
+
 def test_each_error_type(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
     client = attach(c)

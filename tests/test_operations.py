@@ -260,6 +260,39 @@ def test_max_requests_recycles_workers_without_a_failed_request(cluster, tmp_pat
     assert c.stop() == 0
 
 
+def test_max_requests_asks_for_a_replacement_at_the_limit(cluster, tmp_path):
+    # The worker asks as the response that reaches the limit is counted, not with its next
+    # heartbeat (which came 12 requests late here); it serves on until its replacement is ready.
+    c = live_cluster(cluster, tmp_path, "--workers", "1", "--max-requests", "5",
+                     "--keepalive", "2")
+    (first,) = c.wait_workers(1)
+    replaced = r"is replaced: served (\d+) requests \(--max-requests 5\)"
+    pids = []
+    with httpx.Client(timeout=10) as idle, httpx.Client(timeout=10) as client:
+        # an idle keep-alive connection keeps the first worker retiring (up to --keepalive)
+        # after its replacement is ready: the replacement reaches its own limit meanwhile, and
+        # asks again with its heartbeats until the primary is done with the first one
+        assert idle.get(c.url).status_code == 200
+        for _ in range(11):
+            r = client.get(c.url)
+            assert r.status_code == 200, r.text
+            pids.append(int(r.text.split()[1]))
+        assert c.wait_for_log(replaced) == ["5"]
+        # the replacement serves, and asks in turn at its own limit
+        deadline = time.monotonic() + 20
+        while len(c.wait_for_log(replaced)) < 2:
+            assert time.monotonic() < deadline, c.log()
+            r = client.get(c.url)
+            assert r.status_code == 200, r.text
+            pids.append(int(r.text.split()[1]))
+            time.sleep(0.02)
+    assert c.wait_for_log(replaced) == ["5", "5"]
+    workers_replaced = c.wait_for_log(r"Worker (\d+) \(\S+\) is replaced", count=2)
+    assert int(workers_replaced[0]) == first == pids[0]
+    assert len(set(workers_replaced)) == 2 and int(workers_replaced[1]) in pids
+    assert c.stop() == 0
+
+
 def test_scale_up_and_down_under_load(cluster, tmp_path):
     c = live_cluster(cluster, tmp_path, "--workers", "2")
     with Load(c.url) as load:

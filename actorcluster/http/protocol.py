@@ -362,7 +362,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
     def _send_error(self) -> None:
         if not self._closed:
             self._write(error_response(self._error, self._state.date_header))
-            self._state.status_counts[self._error // 100] += 1  # not timed: no complete message
+            self._state.count(self._error // 100)  # not timed: no complete message
         self._close()
 
     def _write(self, data: bytes) -> None:
@@ -520,7 +520,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         conn = connection_line(keep, request.http_version == "1.0")
         data = error_response(status, state.date_header, request._method == b"HEAD", conn)
         self._write(data)
-        state.status_counts[status // 100] += 1
+        state.count(status // 100)
         if self._starts is not None:
             self._timed()
         self._done(keep)
@@ -547,7 +547,10 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                 state.write_soon(self, b"".join((state.text_head, end, body)))
             else:
                 self._write(b"".join((state.text_head, end, body)))
-            state.status_counts[2] += 1
+            counts = state.status_counts  # HttpServerState.count, inlined
+            counts[2] += 1
+            if counts[2] >= state.status_bounds[2]:  # --max-requests: see limit_requests
+                state.count_bound()
             if self._starts is not None:
                 self._timed()
             self._busy = False
@@ -574,7 +577,11 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             state.write_soon(self, data)
         else:
             self._write(data)
-        state.status_counts[result.status // 100 if isinstance(result, Response) else 2] += 1
+        status_class = result.status // 100 if isinstance(result, Response) else 2
+        counts = state.status_counts  # HttpServerState.count, inlined
+        counts[status_class] += 1
+        if counts[status_class] >= state.status_bounds[status_class]:
+            state.count_bound()
         if self._starts is not None:
             self._timed()
         if stream is None:

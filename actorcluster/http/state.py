@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import email.utils
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ SWEEP_INTERVAL = 1.0  # seconds between two sweeps (Date header, coarse clock, i
 # Upper bounds (seconds, inclusive) of the request latency histogram: Prometheus's defaults. A
 # last bucket, +Inf, takes what is above them.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+NO_LIMIT = 1 << 62  # an int, not inf: comparing two ints is what the count of every response pays
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,8 @@ class HttpServerState:
     Attributes:
         connections: the live `HttpProtocol` instances.
         status_counts: responses written since the state was made, indexed by status // 100
-            (``status_counts[2]``: the 2xx). Always kept: one list increment per response.
+            (``status_counts[2]``: the 2xx). Always kept: one list increment per response,
+            then one comparison with the same class's ``status_bounds`` (see `limit_requests`).
         timed: time every request, from its message complete to its response written (its head,
             for a streamed body), into ``latency_counts`` / ``latency_sum``.
         latency_counts: per bucket of `LATENCY_BUCKETS`, then +Inf; not cumulative.
@@ -73,6 +76,9 @@ class HttpServerState:
         self.limits = limits
         self.connections: set[HttpProtocol] = set()
         self.status_counts = [0] * 6
+        self.status_bounds = [NO_LIMIT] * 6
+        self._request_limit = 0
+        self._on_limit: Callable[[int], None] | None = None
         self.timed = timed
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
@@ -95,6 +101,41 @@ class HttpServerState:
     def requests_served(self) -> int:
         """Responses written since the state was made (a protocol error's answer included)."""
         return sum(self.status_counts)
+
+    def limit_requests(self, limit: int, reached: Callable[[int], None]) -> None:
+        """Call ``reached(requests_served)`` once, right after the response that makes
+        ``requests_served`` reach ``limit`` (--max-requests).
+
+        The total is a sum over the status classes, too dear to take per response; each class
+        gets a bound instead: its count now plus a sixth of what is left to the limit, rounded
+        up. The total cannot reach the limit before one class reaches its bound (six classes
+        each short of a sixth of it add up to less), so only then is the total taken again
+        (`count_bound`): a few dozen times over a limit of a thousand."""
+        self._request_limit = limit
+        self._on_limit = reached
+        self.count_bound()
+
+    def count(self, status_class: int) -> None:
+        """Count one response (the per-response code of `HttpProtocol` inlines this)."""
+        counts = self.status_counts
+        counts[status_class] += 1
+        if counts[status_class] >= self.status_bounds[status_class]:
+            self.count_bound()
+
+    def count_bound(self) -> None:
+        """A class reached its bound (`limit_requests`): the limit, or new bounds."""
+        counts, bounds = self.status_counts, self.status_bounds
+        served = sum(counts)
+        left = self._request_limit - served
+        if left <= 0 or self._on_limit is None:
+            bounds[:] = [NO_LIMIT] * len(bounds)
+            reached, self._on_limit = self._on_limit, None
+            if reached is not None:
+                reached(served)
+            return
+        step = -(-left // len(counts))
+        for i, n in enumerate(counts):
+            bounds[i] = n + step
 
     def observe(self, seconds: float) -> None:
         """Count one timed request in the latency histogram."""

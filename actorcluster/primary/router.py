@@ -5,8 +5,9 @@ unpickles anything. Per message it:
 
 1. resolves the destination: a name bound to its ready incarnation, a group (one member in turn,
    or every member for a broadcast), or an incarnation id / client id taken as it is;
-2. holds messages for a name whose actor is restarting (bounded in count and time) and delivers
-   them to the new incarnation;
+2. holds messages for a name whose actor is restarting (bounded in count and time: one timer, armed
+   for the earliest deadline of all that is held, turns what is still held then into dead
+   letters) and delivers them to the new incarnation;
 3. counts whatever cannot be delivered as a dead letter (per name, logged once per burst) and
    answers an undeliverable ask with ActorNotFound at once;
 4. remembers which asks each incarnation owes, so that if it dies the askers get ActorCrashed;
@@ -58,6 +59,9 @@ OUTBOX_PAUSE = 64  # ZeroMQ messages waiting for one destination before its send
 OUTBOX_RESUME = 16
 OUTBOX_LIMIT = 4096  # past this (senders ignoring pause) messages become dead letters
 RETRY = 0.001
+# held messages whose deadline is this close expire with those due: a timer may fire a little
+# early (uvloop rounds delays to the millisecond), and the next one would then be a busy wait
+EXPIRY_SLACK = 0.001
 PEER_HWM = 256  # ZeroMQ messages (each up to 256 coalesced actor messages) per peer pipe
 KEEP_TRIM = 32  # messages kept for one incarnation before the router looks at what it read
 KINDS = frozenset(int(k) for k in Kind)
@@ -97,6 +101,8 @@ class Router:
         self.groups: dict[bytes, list[bytes]] = {}  # group -> member names
         self._turn: dict[bytes, int] = {}
         self.held: dict[bytes, _Held] = {}  # name (restarting) -> (deadline, frames), bounded
+        self._expiry: asyncio.TimerHandle | None = None  # for the earliest deadline held
+        self._expiry_at = 0.0
         self.outboxes: dict[bytes, deque] = {}  # identity -> frames ZeroMQ refused for now
         self._pausing: dict[bytes, set[tuple[bytes, bytes]]] = {}  # identity -> (sender, dest)
         self._retrying = False
@@ -218,6 +224,8 @@ class Router:
                 count = _count(frames[2])
                 held.messages += count
                 self.held_total += count
+            if again:
+                self._expire_at(deadline)
         else:
             for frames in again:
                 if key in self.names:
@@ -243,13 +251,8 @@ class Router:
         return self.channel.send([identity, PRIMARY, *system_frames(op, **fields)])
 
     def tick(self) -> None:
-        """Expire held messages and report dead-letter bursts (called about once a second)."""
-        now = self.loop.time()
-        for queue in list(self.held.values()):
-            while queue and queue[0][0] <= now:
-                frames = queue.popleft()[1]
-                queue.messages -= _count(frames[2])
-                self._undeliverable(frames, f"held {self.hold_seconds} s")
+        """Trim what tracked incarnations have read and report dead-letter bursts (called about
+        once a second)."""
         for track in self._tracked.values():
             if track.kept:
                 self._trim(track)
@@ -269,6 +272,9 @@ class Router:
         }
 
     def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self.channel.close()
         self.context.term()
         if self._reads is not None and self._reads_map is not None:
@@ -413,9 +419,37 @@ class Router:
             frames, rest = _split(frames, room)
             self._undeliverable(rest, f"more than {self.hold_max} held")
             count = room
-        held.append((self.loop.time() + self.hold_seconds, frames))
+        deadline = self.loop.time() + self.hold_seconds
+        held.append((deadline, frames))
         held.messages += count
         self.held_total += count
+        if self._expiry is None:  # else it fires no later: every deadline is a now + hold_seconds
+            self._expire_at(deadline)
+
+    def _expire_at(self, deadline: float) -> None:
+        """Something held is due at ``deadline``: have the timer fire by then."""
+        if self._expiry is not None:
+            if self._expiry_at <= deadline:
+                return
+            self._expiry.cancel()
+        self._expiry_at = deadline
+        self._expiry = self.loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        """The timer: what was held past its deadline becomes dead letters; the timer is armed
+        again for the earliest deadline left (each queue's first message is its earliest)."""
+        self._expiry = None
+        due = self.loop.time() + EXPIRY_SLACK
+        earliest = None
+        for queue in list(self.held.values()):
+            while queue and queue[0][0] <= due:
+                frames = queue.popleft()[1]
+                queue.messages -= _count(frames[2])
+                self._undeliverable(frames, f"held {self.hold_seconds} s")
+            if queue and (earliest is None or queue[0][0] < earliest):
+                earliest = queue[0][0]
+        if earliest is not None:
+            self._expire_at(earliest)
 
     def _retry_soon(self) -> None:
         if not self._retrying:
@@ -499,9 +533,17 @@ class Router:
             except (ValueError, UnicodeDecodeError):
                 self._malformed(frames, "bad system payload")
                 return
-            if message["op"] == "bye":
+            op = message["op"]
+            if op == "bye":
                 # everything this peer sent before has been read: it may disconnect now
                 self.send_system(sender, "bye")
+            elif op == "dead":  # tells the sender (a process without an actor) had to drop
+                count = message.get("count")
+                if type(count) is int and count > 0:
+                    name = self._name_of.get(sender, sender.split(b"#", 1)[0])
+                    self._dead(name.decode(errors="replace"), count,
+                               str(message.get("why", "the process dropped them")))
+                return
             self.on_system(sender, message)
             return
         if kind not in (TELL, ASK):

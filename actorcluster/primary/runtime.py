@@ -219,8 +219,10 @@ class Primary:
                         signals: asyncio.Task[int]) -> asyncio.Task[int]:
         """SIGTERM, SIGINT or `actorcluster stop`: the graceful stop; a second SIGINT (or a
         SIGQUIT) meanwhile hurries it. Returns the task that waits for the next signal."""
-        log.info("Primary %d got %s: stopping gracefully (Ctrl-C again to stop at once)",
-                 self.pid, signal.Signals(sig).name)
+        # only a second SIGINT (or a SIGQUIT) hurries the stop: a second SIGTERM does not
+        hint = " (Ctrl-C again to stop at once)" if sig == signal.SIGINT else ""
+        log.info("Primary %d got %s: stopping gracefully%s", self.pid, signal.Signals(sig).name,
+                 hint)
         self._begin_stop()  # `actorcluster stop` comes this way, not through a signal handler
         self._exit_code = EXIT_OK
         graceful = loop.create_task(self._graceful_stop())

@@ -60,13 +60,19 @@ class HttpWorker(ProcessActor):
         self.handoff = socket.socket(fileno=handoff_fd)
         self.handoff.setblocking(False)
         self._receiving = False
-        self._recycling = False
+        self._recycle_reason: str | None = None  # --max-requests reached: why we are replaced
 
     def _protocol(self) -> HttpProtocol:
         return HttpProtocol(self.app, self.state, self.limits)
 
     async def start(self) -> None:
         self.state.start()
+        limit = self.spec.get("max_requests") or 0
+        if limit:
+            # checked as each response is counted, not with the heartbeat: a heartbeat's worth
+            # of requests is what --max-requests was overshot by
+            self.state.limit_requests(limit, lambda served: self._recycle(
+                f"served {served} requests (--max-requests {limit})"))
         self.loop.add_reader(self.handoff.fileno(), self._on_handoff)
         self._receiving = True
 
@@ -104,12 +110,18 @@ class HttpWorker(ProcessActor):
             stats["busy"] = busy_for()
         return stats
 
+    def _recycle(self, reason: str) -> None:
+        """Ask to be replaced; we serve on until the replacement is ready, then retire."""
+        self._recycle_reason = reason
+        if not self._stopping:
+            self.send_system("recycle", reason=reason)
+
     def check_limits(self) -> None:
-        limit = self.spec.get("max_requests") or 0
-        if limit and self.state.requests_served >= limit and not self._recycling:
-            self._recycling = True  # once: the primary replaces us, one worker at a time
-            self.send_system("recycle", reason=f"served {self.state.requests_served} requests "
-                             f"(--max-requests {limit})")
+        # Asked again with every heartbeat until we are retired: the primary drops a request
+        # while it replaces another worker of the same name (our predecessor, still retiring,
+        # when we reach the limit quickly) or before we are a member of the pool.
+        if self._recycle_reason is not None:
+            self.send_system("recycle", reason=self._recycle_reason)
 
     def _stop_receiving(self) -> None:
         if self._receiving:

@@ -38,9 +38,13 @@ from ..zmqio import LoopSocket
 from .actor_host import ActorHost
 
 log = logging.getLogger("actorcluster.worker")
+NO_RECEIVE = "takes no messages: its handler is a function, not an Actor with receive()"
 
 _SYSTEM = bytes((Kind.SYSTEM,))
 _ASK = int(Kind.ASK)  # kinds up to it (tell, ask) are what the router keeps until read
+# tells this process cannot take are reported to the router as dead letters, one system message
+# for all those dropped within this many seconds of the first
+DEAD_REPORT_DELAY = 0.05
 
 
 class ProcessActor:
@@ -68,6 +72,8 @@ class ProcessActor:
         self._last_heard = loop.time()
         self._finished: asyncio.Future[int] = loop.create_future()
         self._stopping = False
+        self._dropped = 0  # tells dropped (no actor hosted) and not yet reported
+        self._dropped_report: asyncio.TimerHandle | None = None
 
     def _connect_router(self) -> LoopSocket:
         dealer = self._context.socket(zmq.DEALER)
@@ -172,6 +178,7 @@ class ProcessActor:
 
     async def goodbye(self, timeout: float = 1.0) -> None:
         """Flush the outbox and wait until the router has read everything we sent."""
+        self._report_dropped()
         self.messenger.flush()
         self._bye = self.loop.create_future()
         self.send_system("heartbeat", **self.stats())  # the last counters, for the metrics
@@ -244,9 +251,20 @@ class ProcessActor:
         if self.host is not None:
             self.host.deliver(sender, kind, flags, count, corr, payload)
             return
-        why = (f"{self.identity.decode()} takes no messages: its handler is a function, not an "
-               "Actor with receive()")
         if kind == Kind.ASK:
-            self.messenger.reply_error(sender, corr, error_payload("ActorError", why))
-        else:
-            log.warning("%s (message from %r dropped)", why, sender.decode(errors="replace"))
+            why = error_payload("ActorError", f"{self.identity.decode()} {NO_RECEIVE}")
+            for i in range(count):  # a coalesced run of asks: each waits for its own answer
+                self.messenger.reply_error(sender, corr + i, why)
+            return
+        # a dead letter, counted by the router under our name (which logs it once per burst)
+        self._dropped += count
+        if self._dropped_report is None:
+            self._dropped_report = self.loop.call_later(DEAD_REPORT_DELAY, self._report_dropped)
+
+    def _report_dropped(self) -> None:
+        if self._dropped_report is not None:
+            self._dropped_report.cancel()
+            self._dropped_report = None
+        if self._dropped:
+            self.send_system("dead", count=self._dropped, why=NO_RECEIVE)
+            self._dropped = 0
