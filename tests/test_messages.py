@@ -347,7 +347,9 @@ def test_a_message_or_reply_that_cannot_be_read_costs_only_itself(cluster, attac
     client = attach(c)
     assert client.ask("echo", ("tell_mixed", "recorder")) == "sent"
     assert client.ask("recorder", "get") == list(range(20))  # the other 20 of the run
-    c.wait_for_log(r"dead letter: recorder could not read a message .*ValueError")
+    c.wait_for_log(r"dead letter: 1 message\(s\) to 'recorder': recorder could not read a "
+                   r"message .*ValueError")
+    assert status(client)["messages"]["dead_letters"] == {"recorder": 1}
     # in a run of three asks, the unreadable one fails at once; the others are answered
     first, bad, last = client.ask("echo", ("ask_unreadable", "recorder"), timeout=3)
     assert (first, last) == (20, 20)

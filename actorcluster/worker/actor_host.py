@@ -34,6 +34,10 @@ class ActorHost:
         self.name = name
         self.messenger = messenger
         self.crash: Callable[..., None] = lambda code=1: os._exit(code)
+        # a tell that cannot be read: the process reports it to the router (a counted dead
+        # letter); only logged until the process wires it
+        self.report_dead: Callable[[int, str], None] = lambda count, why: log.warning(
+            "dead letter: %s", why)
         instance.ref = ActorRef(identity.decode())
         instance.sender = None
         self._async = inspect.iscoroutinefunction(instance.receive)
@@ -144,10 +148,7 @@ class ActorHost:
         if kind == ASK:
             self.messenger.reply_error(sender, corr, error_payload("ActorError", text))
         else:
-            self.dead_letter(text)
-
-    def dead_letter(self, text: str) -> None:
-        log.warning("dead letter: %s", text)
+            self.report_dead(1, text)
 
     async def _consume(self) -> None:
         mailbox = self._mailbox

@@ -13,3 +13,4 @@ class ActorWorker(ProcessActor):
     def __init__(self, loop: asyncio.AbstractEventLoop, spec: dict[str, Any], actor_class: Any):
         super().__init__(loop, spec)
         self.host = ActorHost(actor_class(), spec["name"], self.identity, self.messenger)
+        self.host.report_dead = self.report_dead

@@ -49,6 +49,7 @@ class HttpWorker(ProcessActor):
             # cluster's messages (Node's process.on('message')).
             instance = handler()
             self.host = ActorHost(instance, spec["name"], self.identity, self.messenger)
+            self.host.report_dead = self.report_dead
             handler = instance.handle
         # on_ready(): an optional function (plain or async) in the handler's module, run once
         # per worker before it is put in rotation (warm a cache, open a pool, check a database)

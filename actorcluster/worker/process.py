@@ -245,6 +245,10 @@ class ProcessActor:
         except Exception:  # noqa: BLE001 - a malformed frame must not take the worker down
             log.exception("dropping a message from %r that could not be read", sender)
 
+    def report_dead(self, count: int, why: str) -> None:
+        """Tells this process could not take: the router counts them under our name."""
+        self.send_system("dead", count=count, why=why)
+
     def _deliver(
         self, sender: bytes, kind: int, flags: int, count: int, corr: int, payload: list
     ) -> None:
