@@ -188,7 +188,9 @@ class ActorHost:
         if isinstance(exc, SystemExit):  # sys.exit() in receive: the actor ends, with that code
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             log.info("Actor %s exits (sys.exit(%r))", self.name, exc.code)
-            if kind == ASK:  # it ended instead of answering: the asker hears that, not None
+            if kind == ASK and code == 0:  # a normal end (a transient child's work is done)
+                self.messenger.reply(sender, corr, None)
+            elif kind == ASK:  # it failed instead of answering: the asker hears that, not None
                 self.messenger.reply_error(sender, corr, error_payload(
                     "ActorCrashed", f"actor {self.name!r} exited (sys.exit({exc.code!r})) while "
                     "handling the ask"))
