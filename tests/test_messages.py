@@ -90,16 +90,24 @@ def test_actor_broadcasts_to_a_group_and_asks_all(cluster, attach):
     assert sorted(client.ask_all("web", "pid")) == sorted(c.wait_workers(2))
 
 
-def test_held_messages_reach_the_new_incarnation_after_kill_9(cluster, attach):
-    c = cluster("ac_actors:WebActor", "--workers", "1",
-                "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "0.5"})
+def killed_recorder(cluster, attach, slow_start: float, *args: str):
+    """A cluster whose actor "recorder" takes ``slow_start`` s to start, just killed -9 and
+    seen restarting by the primary: (cluster, client, the killed pid)."""
+    c = cluster("ac_actors:WebActor", "--workers", "1", *args,
+                "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": str(slow_start)})
     client = attach(c)
-    old = client.ask("recorder", "pid")
+    old = client.ask("recorder", "pid", timeout=5)
     os.kill(old, signal.SIGKILL)
-    # Once the primary knows (it is restarting), messages are held for the new incarnation.
-    # (What reached the old process before it was gone died with it: at most once.)
+    deadline = time.monotonic() + 5
     while child(client, "recorder")["state"] != "starting":
+        assert time.monotonic() < deadline, status(client)
         time.sleep(0.005)
+    return c, client, old
+
+
+def test_held_messages_reach_the_new_incarnation_after_kill_9(cluster, attach):
+    # Once the primary knows (it is restarting), messages are held for the new incarnation.
+    c, client, old = killed_recorder(cluster, attach, 0.5)
     for i in range(100):
         client.tell("recorder", i)
     assert client.ask("recorder", "get", timeout=10) == list(range(100))
@@ -175,12 +183,7 @@ def test_dead_letters_for_an_unknown_name_and_past_the_hold_bound(cluster, attac
 
 
 def test_held_messages_expire_into_dead_letters(cluster, attach):
-    c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-seconds", "0.2",
-                "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "2.5"})
-    client = attach(c)
-    os.kill(client.ask("recorder", "pid", timeout=5), signal.SIGKILL)
-    while child(client, "recorder")["state"] != "starting":
-        time.sleep(0.01)
+    c, client, _ = killed_recorder(cluster, attach, 2.5, "--hold-seconds", "0.2")
     for i in range(5):
         client.tell("recorder", i)
     deadline = time.monotonic() + 5
@@ -195,12 +198,7 @@ def test_held_messages_expire_into_dead_letters(cluster, attach):
 def test_held_messages_expire_on_time_not_on_the_next_tick(cluster, attach):
     # --hold-seconds is an upper bound: each message held becomes a dead letter within a few ms
     # of its own deadline (not at the router's next 1 s tick), never delivered afterwards.
-    c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-seconds", "0.3",
-                "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "1.5"})
-    client = attach(c)
-    os.kill(client.ask("recorder", "pid", timeout=5), signal.SIGKILL)
-    while child(client, "recorder")["state"] != "starting":
-        time.sleep(0.01)
+    c, client, _ = killed_recorder(cluster, attach, 1.5, "--hold-seconds", "0.3")
     first = time.monotonic()
     for i in range(5):
         client.tell("recorder", i)
@@ -230,12 +228,7 @@ def test_held_messages_expire_on_time_not_on_the_next_tick(cluster, attach):
 
 def test_held_messages_are_delivered_when_the_restart_beats_the_hold(cluster, attach):
     # the expiry timer armed for them finds nothing held once the new incarnation has them
-    c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-seconds", "1.5",
-                "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "0.2"})
-    client = attach(c)
-    os.kill(client.ask("recorder", "pid", timeout=5), signal.SIGKILL)
-    while child(client, "recorder")["state"] != "starting":
-        time.sleep(0.01)
+    c, client, _ = killed_recorder(cluster, attach, 0.2, "--hold-seconds", "1.5")
     for i in range(5):
         client.tell("recorder", i)
     assert client.ask("recorder", "get", timeout=10) == list(range(5))

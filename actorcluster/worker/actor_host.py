@@ -47,6 +47,11 @@ class ActorHost:
         self._crashed = False
         self.handled = 0
 
+    @property
+    def crashed(self) -> bool:
+        """It will handle nothing more (receive raised or exited; the process is ending)."""
+        return self._crashed
+
     def rename(self, name: str, identity: bytes) -> None:
         self.name = name
         self.actor.ref = ActorRef(identity.decode())
