@@ -263,3 +263,22 @@ def test_status_while_the_app_is_still_importing_says_starting(cluster, tmp_path
     c.wait_ready()
     assert httpx.get(c.url).text == "ok"
     assert c.stop() == 0
+    assert "ERROR" not in c.log(), c.log()  # the clients' goodbyes reached no supervisor
+
+
+def test_stop_while_the_app_is_still_importing_stops_like_sigterm(cluster, tmp_path):
+    (tmp_path / "ac_slow_import.py").write_text(SLOW_IMPORT)
+    c = cluster("ac_slow_import:handler", "--workers", "1", ready=False,
+                env={"PYTHONPATH": str(tmp_path)})
+    c.wait_for_log("Primary \\d+ is running")
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run([sys.executable, "-m", "actorcluster", "stop", "--name", c.name],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # the run directory is there before the router binds
+    assert out.returncode == 0, out.stderr
+    assert c.wait(15) == 0
+    log = c.log()
+    assert "Listening at" not in log and "Worker" not in log and "ERROR" not in log, log

@@ -440,7 +440,9 @@ class Primary:
         self.supervisor.on_spawn_error(identity, error)
 
     def _on_system(self, identity: bytes, message: dict) -> None:
-        self.supervisor.on_system(identity, message)
+        supervisor = getattr(self, "supervisor", None)
+        if supervisor is not None:  # before it exists only clients talk (their "bye")
+            supervisor.on_system(identity, message)
 
     def _on_request(self, sender: bytes, request: Any) -> Any:
         """A JSON tell/ask to "primary": ``"status"``, ``{"op": "members", "group": ...}`` and
@@ -450,6 +452,8 @@ class Primary:
             request.get("op") if isinstance(request, dict) else None)
         if op == "status":
             return self.status()
+        if op == "stop" and isinstance(request, dict):  # as SIGTERM: at any time, even starting
+            return self._stop_request(request.get("timeout"))
         if getattr(self, "supervisor", None) is None:
             raise ActorError("the cluster is starting: the zygote is importing the app")
         if op in REQUESTS and not isinstance(request, dict):
@@ -496,8 +500,10 @@ class Primary:
         """`actorcluster stop`: the graceful stop of SIGTERM, with its own timeout."""
         if timeout is not None:
             self.config = replace(self.config, graceful_timeout=float(timeout))
-            self.supervisor.config = self.config
+            if getattr(self, "supervisor", None) is not None:
+                self.supervisor.config = self.config
         log.info("Primary %d was asked to stop", self.pid)
+        self._begin_stop()  # as the signal handler does: nothing starts from now on
         self._signals.put_nowait(signal.SIGTERM)
         return {"pid": self.pid}
 
