@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ActorError, ActorNotFound, AskTimeout
+from .messenger import check_timeout
 
 if TYPE_CHECKING:
     from .messenger import Messenger
@@ -84,6 +85,7 @@ def _blocking(messenger: Messenger, work: Callable[[], Awaitable[T]], timeout: f
             "ask_sync() was called on the event loop's own thread, which it would stall; "
             "use `await ask(...)` there (ask_sync is for plain def handlers and threads)"
         )
+    check_timeout(timeout)
     future = _on_loop(messenger, work)
     try:
         return future.result(max(timeout, 0.0) + 1.0)

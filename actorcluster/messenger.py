@@ -52,6 +52,7 @@ BATCH = 256  # messages per ZeroMQ message at most
 ASK_BATCH = 32
 QUEUE_LIMIT = 100_000  # messages queued for one paused destination before tell() refuses
 RETRY = 0.001  # seconds between retries while ZeroMQ refuses (our own pipe is full)
+MAX_TIMEOUT = 1e9  # seconds; an infinite timeout would overflow the loop's timer
 
 TELL, ASK, REPLY, ERROR = Kind.TELL, Kind.ASK, Kind.REPLY, Kind.ERROR
 _pack = HEADER.pack
@@ -74,6 +75,14 @@ class _Done:
 SENT = _Done()
 
 Deliver = Callable[[bytes, int, int, int, int, list], None]  # sender kind flags count corr
+
+
+def check_timeout(timeout: Any) -> float:
+    """An ask's timeout, or ValueError: seconds above 0, finite (NaN and inf refused)."""
+    if not 0.0 < timeout <= MAX_TIMEOUT:  # also False for NaN
+        raise ValueError(f"ask timeout: a number of seconds above 0 (at most {MAX_TIMEOUT:g}), "
+                         f"not {timeout!r}")
+    return float(timeout)
 
 
 def _unreadable_reply(sender: bytes, exc: Exception) -> ActorError:
@@ -193,6 +202,8 @@ class Messenger:
     def ask(self, target: Any, message: Any, timeout: float = 5.0) -> asyncio.Future:
         """Send an ask; the returned future (await it) gets the reply or the error. A plain
         future, not a coroutine, so gathering many asks creates no task per ask."""
+        if not 0.0 < timeout <= MAX_TIMEOUT:
+            check_timeout(timeout)
         future = self.loop.create_future()
         # The fast path, as tell's: a plain message joins this turn's run of asks.
         dest = self._dests.get(target) if type(target) is str else None

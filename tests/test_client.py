@@ -103,3 +103,16 @@ def test_a_closed_client_refuses_at_once(cluster):
     client.close()  # a second close does nothing
     with pytest.raises(ActorError, match="no cluster here"):
         actorcluster.tell("recorder", 1)
+
+
+def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_a_value_error(cluster):
+    c = cluster(*APP)
+    with actorcluster.connect(c.name) as client:
+        for bad in (-1, 0, float("nan"), float("inf")):
+            started = time.monotonic()
+            with pytest.raises(ValueError, match="ask timeout: a number of seconds above 0"):
+                client.ask("echo", "x", timeout=bad)
+            with pytest.raises(ValueError, match="ask timeout"):
+                client.ask_all("web", "x", timeout=bad)
+            assert time.monotonic() - started < 1  # at once
+        assert client.ask("echo", "fine", timeout=2) == "fine"

@@ -444,7 +444,10 @@ def _log_exit(child: Node, pid: int | None, reason: ExitReason, restarting: bool
     """The line for a child's exit its supervisor decided on. A transient or temporary child
     that exits normally did what it was meant to do: no warning."""
     never = " (it never became ready)" if was_starting else ""
-    if restarting:
+    if restarting and not reason.abnormal:  # a permanent child that ended normally
+        log.info("%s exited normally (%s), restarting (%s)", who(child, pid),
+                 reason.describe(), child.restart)
+    elif restarting:
         log.warning("%s died (%s), restarting%s", who(child, pid), reason.describe(), never)
     elif child.restart == Restart.PERMANENT:
         log.warning("%s died (%s), not restarting%s", who(child, pid), reason.describe(), never)
