@@ -23,6 +23,7 @@ import pickle
 import queue
 import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -61,6 +62,8 @@ class Client:
         self.inbox: queue.Queue[tuple[ActorRef, Any]] = queue.Queue()
         self._bye: asyncio.Future[None] | None = None
         self._closed = False
+        self._gone = ""  # why the cluster is gone (its primary exited), once it is
+        self._primary_fd = -1
         self._loop = asyncio.new_event_loop()
         self._context = zmq.Context(1)
         ready = threading.Event()
@@ -78,10 +81,37 @@ class Client:
         self._channel = LoopSocket(self._loop, dealer, self._on_frames)
         self.messenger = Messenger(self._loop, self._channel.send, self._deliver)
         actor._attach(self.messenger)
+        self._watch_primary(directory)
         ready.set()
         self._loop.run_forever()
+        self._unwatch_primary()
         self._channel.close(linger=1000)
         self._loop.close()  # a call that raced close() fails instead of waiting forever
+
+    def _watch_primary(self, directory: str) -> None:
+        """Learn from the kernel when the cluster's primary exits (a pidfd becomes readable),
+        so that waiting asks fail at once instead of at their timeouts, and later calls too."""
+        pid = rundir.read_pid(Path(directory))
+        try:
+            fd = os.pidfd_open(pid) if pid else -1
+        except OSError:  # gone already, or a kernel without pidfds: the timeouts still hold
+            fd = -1
+        if fd < 0:
+            return
+        self._primary_fd = fd
+
+        def gone() -> None:
+            self._unwatch_primary()
+            self._gone = f"the cluster stopped (its primary, pid {pid}, exited)"
+            self.messenger.fail_pending(ActorError(self._gone))
+
+        self._loop.add_reader(fd, gone)
+
+    def _unwatch_primary(self) -> None:
+        fd, self._primary_fd = self._primary_fd, -1
+        if fd >= 0:
+            self._loop.remove_reader(fd)
+            os.close(fd)
 
     def _on_frames(self, frames: list[bytes]) -> None:
         if len(frames) < 3:
@@ -111,6 +141,8 @@ class Client:
     def _open(self) -> Messenger:
         if self._closed:
             raise ActorError("this client is closed: connect() again to send")
+        if self._gone:
+            raise ActorError(f"{self._gone}: nothing was sent")
         return self.messenger
 
     def tell(self, target: str | ActorRef, message: Any) -> None:

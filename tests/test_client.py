@@ -4,6 +4,7 @@ from a foreign event loop, and after close()."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 import time
 
@@ -116,3 +117,30 @@ def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_a_value_error(clu
                 client.ask_all("web", "x", timeout=bad)
             assert time.monotonic() - started < 1  # at once
         assert client.ask("echo", "fine", timeout=2) == "fine"
+
+
+def test_a_client_of_a_cluster_that_stopped_fails_at_once(cluster):
+    c = cluster(*APP)
+    with actorcluster.connect(c.name) as client:
+        waiting: list = []
+
+        def ask_slowly() -> None:
+            started = time.monotonic()
+            try:
+                waiting.append(client.ask("echo", ("sleep", 30, "late"), timeout=20))
+            except ActorError as exc:
+                waiting.append((exc, time.monotonic() - started))
+
+        asker = threading.Thread(target=ask_slowly)
+        asker.start()
+        time.sleep(0.3)
+        c.signal(signal.SIGKILL)  # the primary; its workers follow it (parent-death signal)
+        asker.join(10)
+        [(exc, waited)] = waiting
+        assert "the cluster stopped" in str(exc) and waited < 3, (exc, waited)
+        for call in (lambda: client.tell("recorder", 1),
+                     lambda: client.ask("recorder", "get", timeout=2)):
+            started = time.monotonic()
+            with pytest.raises(ActorError, match="the cluster stopped"):
+                call()
+            assert time.monotonic() - started < 1
