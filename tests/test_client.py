@@ -75,21 +75,28 @@ def test_client_and_module_functions_from_threads_and_a_foreign_event_loop(clust
     assert (cluster_name(status), members, [pid]) == (one.name, web_one, web_one)
 
 
-def test_a_closed_client_refuses_at_once(cluster):
-    c = cluster(*APP)
-    client = actorcluster.connect(c.name)
+def ask_slowly(client, seconds: float, timeout: float) -> tuple[threading.Thread, list]:
+    """An ask that takes ``seconds`` to answer, waiting in a thread (started 0.3 s ago): the
+    thread and the list that gets its reply, or (the ActorError, seconds it waited)."""
     waiting: list = []
 
-    def ask_slowly() -> None:
+    def ask() -> None:
         started = time.monotonic()
         try:
-            waiting.append(client.ask("echo", ("sleep", 3, "late"), timeout=10))
+            waiting.append(client.ask("echo", ("sleep", seconds, "late"), timeout=timeout))
         except ActorError as exc:
             waiting.append((exc, time.monotonic() - started))
 
-    asker = threading.Thread(target=ask_slowly)
+    asker = threading.Thread(target=ask)
     asker.start()
     time.sleep(0.3)
+    return asker, waiting
+
+
+def test_a_closed_client_refuses_at_once(cluster):
+    c = cluster(*APP)
+    client = actorcluster.connect(c.name)
+    asker, waiting = ask_slowly(client, 3, timeout=10)
     client.close()
     asker.join(5)
     [(exc, waited)] = waiting
@@ -122,18 +129,7 @@ def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_a_value_error(clu
 def test_a_client_of_a_cluster_that_stopped_fails_at_once(cluster):
     c = cluster(*APP)
     with actorcluster.connect(c.name) as client:
-        waiting: list = []
-
-        def ask_slowly() -> None:
-            started = time.monotonic()
-            try:
-                waiting.append(client.ask("echo", ("sleep", 30, "late"), timeout=20))
-            except ActorError as exc:
-                waiting.append((exc, time.monotonic() - started))
-
-        asker = threading.Thread(target=ask_slowly)
-        asker.start()
-        time.sleep(0.3)
+        asker, waiting = ask_slowly(client, 30, timeout=20)
         c.signal(signal.SIGKILL)  # the primary; its workers follow it (parent-death signal)
         asker.join(10)
         [(exc, waited)] = waiting

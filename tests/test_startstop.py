@@ -242,19 +242,32 @@ def handler(request):
 '''
 
 
-def test_status_while_the_app_is_still_importing_says_starting(cluster, tmp_path):
+def slow_importing(cluster, tmp_path):
+    """A cluster whose app takes 1.5 s to import, not waited for."""
     (tmp_path / "ac_slow_import.py").write_text(SLOW_IMPORT)
     c = cluster("ac_slow_import:handler", "--workers", "1", ready=False,
                 env={"PYTHONPATH": str(tmp_path)})
     c.wait_for_log("Primary \\d+ is running")
+    return c
+
+
+def cli_while_importing(c, *args: str) -> subprocess.CompletedProcess:
+    """`actorcluster ARGS --name c.name` as soon as it succeeds (the run directory is there a
+    moment before the router binds): the completed process, asserted successful."""
     deadline = time.monotonic() + 10
     while True:
-        out = subprocess.run([sys.executable, "-m", "actorcluster", "status", "--name", c.name,
-                              "--json"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([sys.executable, "-m", "actorcluster", *args, "--name", c.name],
+                             capture_output=True, text=True, timeout=30)
         if out.returncode == 0 or time.monotonic() > deadline:
             break
-        time.sleep(0.05)  # the run directory is there before the router binds
+        time.sleep(0.05)
     assert out.returncode == 0, out.stderr
+    return out
+
+
+def test_status_while_the_app_is_still_importing_says_starting(cluster, tmp_path):
+    c = slow_importing(cluster, tmp_path)
+    out = cli_while_importing(c, "status", "--json")
     status = json.loads(out.stdout)
     assert status["tree"]["state"] == "starting" and status["tree"]["children"] == []
     table = subprocess.run([sys.executable, "-m", "actorcluster", "status", "--name", c.name],
@@ -267,18 +280,8 @@ def test_status_while_the_app_is_still_importing_says_starting(cluster, tmp_path
 
 
 def test_stop_while_the_app_is_still_importing_stops_like_sigterm(cluster, tmp_path):
-    (tmp_path / "ac_slow_import.py").write_text(SLOW_IMPORT)
-    c = cluster("ac_slow_import:handler", "--workers", "1", ready=False,
-                env={"PYTHONPATH": str(tmp_path)})
-    c.wait_for_log("Primary \\d+ is running")
-    deadline = time.monotonic() + 10
-    while True:
-        out = subprocess.run([sys.executable, "-m", "actorcluster", "stop", "--name", c.name],
-                             capture_output=True, text=True, timeout=30)
-        if out.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # the run directory is there before the router binds
-    assert out.returncode == 0, out.stderr
+    c = slow_importing(cluster, tmp_path)
+    cli_while_importing(c, "stop")
     assert c.wait(15) == 0
     log = c.log()
     assert "Listening at" not in log and "Worker" not in log and "ERROR" not in log, log
