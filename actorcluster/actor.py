@@ -212,5 +212,7 @@ async def _ask_all(messenger: Messenger, group: str, message: Any, timeout: floa
     members = await messenger.ask("primary", {"op": "members", "group": group}, timeout)
     if not members:
         raise ActorNotFound(f"no live member in group {group!r}")
-    left = max(deadline - messenger.loop.time(), 0.0)
+    left = deadline - messenger.loop.time()
+    if left <= 0:  # the look-up took it all (an ask's timeout must be above 0)
+        raise AskTimeout(f"ask_all to {group!r}: no reply within {timeout:g} s")
     return list(await asyncio.gather(*(messenger.ask(m, message, left) for m in members)))

@@ -273,5 +273,5 @@ class ProcessActor:
             self._dropped_report.cancel()
             self._dropped_report = None
         if self._dropped:
-            self.send_system("dead", count=self._dropped, why=NO_RECEIVE)
+            self.report_dead(self._dropped, NO_RECEIVE)
             self._dropped = 0
