@@ -152,6 +152,10 @@ class Messenger:
         dest, flags, frames = self._address(target, message)
         if broadcast:
             flags |= FLAG_BROADCAST
+        if self._paused or self._blocked:
+            # Refused here, in the caller's thread, before anything is queued: a tell that
+            # raised is never sent (a client's tell from its caller's thread included).
+            self._check_room(dest)
         if threading.get_ident() != self.thread:
             self.loop.call_soon_threadsafe(self._enqueue, dest, TELL, flags, frames, None)
             return SENT
@@ -304,12 +308,14 @@ class Messenger:
             if size >= (BATCH if kind == TELL else ASK_BATCH) and not self._flush_one(dest, runs):
                 self._block()
             return SENT
-        if kind == TELL:
-            if self.queued_for(dest) > QUEUE_LIMIT:
-                raise MailboxFull(f"{dest.decode(errors='replace')!r}: mailbox full and "
-                                  f"{QUEUE_LIMIT} messages already waiting")
-            return resumed
-        return SENT
+        return resumed if kind == TELL else SENT
+
+    def _check_room(self, dest: bytes) -> None:
+        """MailboxFull if QUEUE_LIMIT messages already wait here for a paused ``dest`` (or while
+        our own pipe is full)."""
+        if (dest in self._paused or self._blocked) and self.queued_for(dest) >= QUEUE_LIMIT:
+            raise MailboxFull(f"{dest.decode(errors='replace')!r}: mailbox full and "
+                              f"{QUEUE_LIMIT} messages already waiting; this one was not sent")
 
     def _send_one(self, dest: bytes, kind: int, flags: int, frames: list, extra: Any) -> bool:
         corr = next(self._corr) if kind == ASK else (extra or 0)

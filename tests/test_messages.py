@@ -488,6 +488,51 @@ def test_full_mailbox_pauses_the_sender_and_loses_nothing(cluster, attach):
     assert status(client)["messages"]["dead_letters"] == {}
 
 
+def wait_count(client, expected: int, timeout: float = 20.0) -> int:
+    """The recorder's count once it reaches ``expected`` (or stops growing past the timeout)."""
+    deadline = time.monotonic() + timeout
+    while client.ask("recorder", "count", timeout=10) < expected:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    time.sleep(0.3)  # anything sent beyond ``expected`` has arrived by now too
+    return client.ask("recorder", "count", timeout=10)
+
+
+@pytest.mark.timeout(90)
+def test_a_tell_refused_with_mailbox_full_is_never_sent(cluster, attach):
+    """Past QUEUE_LIMIT messages waiting for a paused destination, tell raises MailboxFull and
+    that message is not sent: the receiver gets exactly the tells that did not raise, from an
+    actor (on its loop) as from a client (from its caller's thread)."""
+    from actorcluster import MailboxFull
+    from actorcluster.messenger import QUEUE_LIMIT
+
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    receiver = client.ask("recorder", "pid")
+    os.kill(receiver, signal.SIGSTOP)
+    try:
+        told = client.ask("echo", ("flood", "recorder"), timeout=30)
+    finally:
+        os.kill(receiver, signal.SIGCONT)
+    assert told > QUEUE_LIMIT
+    assert wait_count(client, told) == told
+    assert client.ask("recorder", "get", timeout=10)[-1] == told - 1
+
+    before = told
+    os.kill(receiver, signal.SIGSTOP)
+    told = 0
+    try:
+        with pytest.raises(MailboxFull, match="not sent"):
+            while told < 2_000_000:
+                client.tell("recorder", told)
+                told += 1
+    finally:
+        os.kill(receiver, signal.SIGCONT)
+    assert told > QUEUE_LIMIT
+    assert wait_count(client, before + told) == before + told
+
+
 @pytest.mark.parametrize("target", ["ac_actors:sync_handler", "ac_actors:loop_handler"])
 def test_ask_sync_from_a_sync_handler_and_refused_on_the_loop(cluster, target):
     c = cluster(target, "--workers", "1", *ACTORS)

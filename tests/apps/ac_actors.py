@@ -4,7 +4,7 @@ import asyncio
 import os
 import time
 
-from actorcluster import Actor, ask, ask_all, broadcast, tell
+from actorcluster import Actor, MailboxFull, ask, ask_all, broadcast, tell
 
 
 class Unreadable:
@@ -76,6 +76,16 @@ class Echo(Actor):
                 return Unreadable()
             case ("exit", code):
                 raise SystemExit(code)
+            case ("flood", target):  # tell 0, 1, 2 ... until refused: how many were taken
+                told = 0
+                try:
+                    while True:
+                        tell(target, told)
+                        told += 1
+                        if told % 1000 == 0:
+                            await asyncio.sleep(0)  # the loop turns: the router's pause arrives
+                except MailboxFull:
+                    return told
             case ("lock",):
                 import threading
 
