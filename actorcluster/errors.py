@@ -77,6 +77,11 @@ class RemoteError(ActorCrashed):
         self.remote_message = remote_message
         self.remote_traceback = remote_traceback
 
+    def __reduce__(self) -> tuple:
+        # An actor that catches it may send it on as a value; the default reduce would call
+        # __init__ with the one formatted message.
+        return (type(self), (self.remote_type, self.remote_message, self.remote_traceback))
+
 
 _BY_NAME = {cls.__name__: cls for cls in (ActorNotFound, AskTimeout, ActorCrashed, MailboxFull)}
 

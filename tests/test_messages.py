@@ -303,6 +303,20 @@ def test_each_error_type(cluster, attach):
     assert isinstance(ActorCrashed("x"), actorcluster.ActorError)
 
 
+def test_an_ask_error_caught_in_an_actor_can_be_sent_on(cluster, attach):
+    """The ActorError an actor catches can be returned (or told) like any value; RemoteError
+    keeps what the failing actor raised."""
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS, "--actor", "echo2=ac_actors:Echo")
+    client = attach(c)
+    error = client.ask("echo", ("ask_caught", "echo2", ("raise", "bad input")))
+    assert isinstance(error, RemoteError)
+    assert (error.remote_type, error.remote_message) == ("ValueError", "bad input")
+    assert "raise ValueError(text)" in error.remote_traceback
+    assert str(error) == "ValueError: bad input"
+    error = client.ask("echo", ("ask_caught", "nobody", "x"))
+    assert isinstance(error, ActorNotFound)
+
+
 def test_cloudpickle_for_lambdas_and_local_classes(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
     client = attach(c)

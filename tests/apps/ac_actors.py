@@ -4,7 +4,7 @@ import asyncio
 import os
 import time
 
-from actorcluster import Actor, MailboxFull, ask, ask_all, broadcast, tell
+from actorcluster import Actor, ActorError, MailboxFull, ask, ask_all, broadcast, tell
 
 
 class Unreadable:
@@ -76,6 +76,11 @@ class Echo(Actor):
                 return Unreadable()
             case ("exit", code):
                 raise SystemExit(code)
+            case ("ask_caught", target, value):  # an ask's error, caught and sent on as a value
+                try:
+                    return await ask(target, value, timeout=2.0)
+                except ActorError as exc:
+                    return exc
             case ("flood", target):  # tell 0, 1, 2 ... until refused: how many were taken
                 told = 0
                 try:
