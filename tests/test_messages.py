@@ -397,6 +397,30 @@ def test_primary_answers_status(cluster, attach):
     assert all(ch["state"] == "ready" and ch["pid"] and ch["restarts"] == 0 for ch in processes)
 
 
+def test_a_request_the_primary_cannot_carry_out_is_never_dropped_silently(cluster, attach):
+    """A field missing or of the wrong type: the asker hears why at once (not an AskTimeout);
+    a tell the primary cannot carry out is a counted dead letter."""
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    for request in ({"op": "scale", "pool": "web"}, {"op": "scale", "pool": "web", "workers": None},
+                    {"op": "stop", "timeout": [1]}):
+        t0 = time.monotonic()
+        with pytest.raises(actorcluster.ActorError, match="could not carry out") as info:
+            client.ask("primary", request, timeout=5)
+        assert not isinstance(info.value, AskTimeout)
+        assert time.monotonic() - t0 < 2, request
+    client.tell("primary", "bogus")
+    client.tell("primary", {"op": "terminate_child", "supervisor": "nobody", "name": "x"})
+    client.tell("primary", {"op": "scale", "pool": "web"})
+    deadline = time.monotonic() + 5
+    while status(client)["messages"]["dead_letters"] != {"primary": 3}:
+        assert time.monotonic() < deadline, status(client)["messages"]
+        time.sleep(0.02)
+    c.wait_for_log(r"dead letter: 1 message\(s\) to 'primary': the primary does not know 'bogus'")
+    assert client.ask("echo", "still here") == "still here"
+    assert c.stop() == 0
+
+
 def test_send_and_ask_from_the_command_line(cluster):
     c = cluster("examples.counter:handler", "--workers", "1",
                 "--actor", "counter=examples.counter:Counter")

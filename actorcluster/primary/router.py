@@ -556,25 +556,26 @@ class Router:
             return
         try:
             request = json.loads(frames[3])
-            result = self.on_request(sender, request)
         except (ValueError, UnicodeDecodeError):
             self._malformed(frames, "bad JSON to the primary")
             if kind == ASK:
                 self._error(sender, corr, "ActorError", "the primary could not read the request")
             return
-        except ActorError as exc:
-            if kind == ASK:
-                self._error(sender, corr, type(exc).__name__, str(exc))
+        try:
+            result = self.on_request(sender, request)
+        except Exception as exc:  # noqa: BLE001 - the sender's mistake (or ours): it must hear
+            self._failed(sender, kind, corr, request, exc)
             return
         if inspect.isawaitable(result):  # a request that takes time (start_child): reply later
             task = asyncio.ensure_future(result)
             self._requests.add(task)
-            task.add_done_callback(lambda t: self._answer(t, sender, kind, corr))
+            task.add_done_callback(lambda t: self._answer(t, sender, kind, corr, request))
             return
         if kind == ASK:
             self._reply(sender, corr, result)
 
-    def _answer(self, task: asyncio.Future, sender: bytes, kind: int, corr: int) -> None:
+    def _answer(self, task: asyncio.Future, sender: bytes, kind: int, corr: int,
+                request: Any) -> None:
         self._requests.discard(task)
         if task.cancelled():
             if kind == ASK:
@@ -582,13 +583,27 @@ class Router:
             return
         exc = task.exception()
         if exc is not None:
-            if not isinstance(exc, ActorError):
-                log.error("request to the primary failed", exc_info=exc)
-            if kind == ASK:
-                self._error(sender, corr, type(exc).__name__ if isinstance(exc, ActorError)
-                            else "ActorError", str(exc))
+            self._failed(sender, kind, corr, request, exc)
         elif kind == ASK:
             self._reply(sender, corr, task.result())
+
+    def _failed(self, sender: bytes, kind: int, corr: int, request: Any,
+                exc: BaseException) -> None:
+        """A request the primary could not carry out: an asker gets the error at once, a tell
+        is a counted dead letter (never dropped silently)."""
+        if isinstance(exc, ActorError):
+            error, text = type(exc).__name__, str(exc)
+        elif isinstance(exc, (KeyError, TypeError, ValueError)):  # a field missing or mistyped
+            error = "ActorError"
+            text = (f"the primary could not carry out {dumps_json(request).decode()[:200]}: "
+                    f"{type(exc).__name__}: {exc}")
+        else:
+            log.error("request to the primary failed", exc_info=exc)
+            error, text = "ActorError", f"{type(exc).__name__}: {exc}"
+        if kind == ASK:
+            self._error(sender, corr, error, text)
+        else:
+            self._dead(PRIMARY.decode(), 1, text)
 
     def _reply(self, sender: bytes, corr: int, result: Any) -> None:
         self.channel.send([sender, PRIMARY, _pack(REPLY, FLAG_JSON, 1, corr), dumps_json(result)])
