@@ -168,7 +168,11 @@ class Messenger:
         if dest is None:
             dest = self._dest(target)
         if dest == PRIMARY:
-            return dest, FLAG_JSON, [dumps_json(message)]
+            try:
+                return dest, FLAG_JSON, [dumps_json(message, strict=True)]
+            except (TypeError, ValueError) as exc:  # as for an unpicklable message: nothing sent
+                raise TypeError(f"cannot send a {type(message).__name__} to the primary: its "
+                                f"messages are JSON ({exc})") from None
         flags, frames = self._encode(message)
         return dest, flags, frames
 

@@ -233,8 +233,10 @@ def split_batch(count: int, frames: list[Any], n: int) -> tuple[list[Any], list[
     return pack_batch(parts[:n]), pack_batch(parts[n:])
 
 
-def dumps_json(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), default=str).encode()
+def dumps_json(value: Any, strict: bool = False) -> bytes:
+    """Compact JSON; what JSON cannot hold is written as its str(), or with ``strict`` (a
+    request someone will act on) a TypeError."""
+    return json.dumps(value, separators=(",", ":"), default=None if strict else str).encode()
 
 
 def error_payload(kind: str, message: str, remote_type: str = "", traceback: str = "") -> bytes:

@@ -382,6 +382,16 @@ def test_unpicklable_message_is_a_type_error_at_the_sender(cluster, attach):
     answer = client.ask("echo", ("unpicklable",))
     assert answer.startswith("TypeError: cannot send a lock")
     assert [type(m).__name__ for m in client.ask("recorder", "get")] == ["function"]
+    # the primary takes JSON: what JSON cannot hold is a TypeError at the sender too, not its str()
+    from actorcluster import ActorSpec
+
+    with pytest.raises(TypeError, match="to the primary: its messages are JSON"):
+        client.ask("primary", {"op": "start_child", "supervisor": "root",
+                               "spec": ActorSpec("late", "ac_actors:Recorder")})
+    with pytest.raises(TypeError, match="to the primary"):
+        client.tell("primary", {"op": "scale", "pool": "web", "workers": threading.Lock()})
+    assert status(client)["messages"]["dead_letters"] == {}
+    assert [ch["name"] for ch in status(client)["tree"]["children"]] == ["recorder", "echo", "web"]
 
 
 def test_primary_answers_status(cluster, attach):
