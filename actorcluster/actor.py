@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ActorError, ActorNotFound, AskTimeout
-from .messenger import check_timeout
+from .messenger import check_timeout, target_bytes
 
 if TYPE_CHECKING:
     from .messenger import Messenger
@@ -195,19 +195,21 @@ def lookup(name: str) -> ActorRef:
     return ActorRef(name)
 
 
-def broadcast(group: str, message: Any) -> Any:
+def broadcast(group: str | ActorRef, message: Any) -> Any:
     """Send ``message`` to every live member of ``group`` (e.g. the HTTP pool ``"web"``)."""
     return _current().tell(group, message, broadcast=True)
 
 
-async def ask_all(group: str, message: Any, timeout: float = 5.0) -> list[Any]:
+async def ask_all(group: str | ActorRef, message: Any, timeout: float = 5.0) -> list[Any]:
     """Ask every live member of ``group`` and return their replies (in member order)."""
     messenger = _current()
     return await _awaitable(messenger, lambda: _ask_all(messenger, group, message, timeout))
 
 
-async def _ask_all(messenger: Messenger, group: str, message: Any, timeout: float) -> list[Any]:
+async def _ask_all(messenger: Messenger, group: str | ActorRef, message: Any, timeout: float
+                   ) -> list[Any]:
     """ask_all on the messenger's loop; ``timeout`` bounds the whole, members' look-up included."""
+    group = target_bytes(group).decode()  # a name or a reference (lookup("web")), as for tell
     deadline = messenger.loop.time() + timeout
     members = await messenger.ask("primary", {"op": "members", "group": group}, timeout)
     if not members:

@@ -148,7 +148,7 @@ class Client:
     def tell(self, target: str | ActorRef, message: Any) -> None:
         self._open().tell(target, message)
 
-    def broadcast(self, group: str, message: Any) -> None:
+    def broadcast(self, group: str | ActorRef, message: Any) -> None:
         self._open().tell(group, message, broadcast=True)
 
     def ask(self, target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
@@ -156,7 +156,7 @@ class Client:
         return actor._blocking(messenger, lambda: messenger.ask(target, message, timeout),
                                timeout)
 
-    def ask_all(self, group: str, message: Any, timeout: float = 5.0) -> list[Any]:
+    def ask_all(self, group: str | ActorRef, message: Any, timeout: float = 5.0) -> list[Any]:
         """Ask every live member of ``group``; their replies, in member order."""
         messenger = self._open()
         return actor._blocking(

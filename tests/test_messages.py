@@ -88,6 +88,10 @@ def test_actor_broadcasts_to_a_group_and_asks_all(cluster, attach):
         time.sleep(0.05)
     assert replies == [1, 1]
     assert sorted(client.ask_all("web", "pid")) == sorted(c.wait_workers(2))
+    # a group may be given by reference (lookup("web")), as a target of tell/ask/broadcast is
+    web = actorcluster.lookup("web")
+    assert sorted(client.ask_all(web, "pid")) == sorted(c.wait_workers(2))
+    assert client.ask("echo", ("ask_all", web, "pings")) == [1, 1]
 
 
 def killed_recorder(cluster, attach, slow_start: float, *args: str):
