@@ -27,8 +27,9 @@ class _StartError(click.ClickException):
 
 
 class _Seconds(click.FloatRange):
-    """A finite number of seconds above 0 (or at least 0 with ``zero_ok``): a bad value is a
-    usage error (exit 2) here, not a timeout or a traceback later."""
+    """A finite number of seconds above 0 (or at least 0 with ``zero_ok``), at most an ask's
+    longest timeout: a bad value is a usage error (exit 2) here, not a timeout or a traceback
+    later."""
 
     name = "number of seconds"
 
@@ -40,6 +41,10 @@ class _Seconds(click.FloatRange):
         seconds = super().convert(value, param, ctx)
         if not math.isfinite(seconds):
             self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        from .messenger import MAX_TIMEOUT
+
+        if seconds > MAX_TIMEOUT:
+            self.fail(f"{value!r} is more than {MAX_TIMEOUT:g} seconds", param, ctx)
         return seconds
 
 

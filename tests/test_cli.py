@@ -138,6 +138,8 @@ def test_loop_uvloop_without_uvloop_is_one_line_and_exit_2(tmp_path):
     (["ask", "primary", '"status"', "--timeout", "0"], "'--timeout': 0.0 is not in the range x>0"),
     (["ask", "primary", '"status"', "--timeout", "nan"], "'nan' is not a finite number of seconds"),
     (["ask", "primary", '"status"', "--timeout", "inf"], "'inf' is not a finite number of seconds"),
+    (["ask", "primary", '"status"', "--timeout", "1e10"], "'1e10' is more than 1e+09 seconds"),
+    (["stop", "--timeout", "1e300"], "'1e300' is more than 1e+09 seconds"),
     (["start-child", "root", "{}", "--timeout", "-5"], "'--timeout': -5.0"),
     (["terminate-child", "root", "c", "--timeout", "0"], "'--timeout': 0.0"),
     (["restart-child", "root", "c", "--timeout", "abc"], "'abc' is not a valid number of seconds"),
