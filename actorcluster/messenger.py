@@ -28,6 +28,9 @@ from typing import Any
 
 from .errors import ActorError, MailboxFull, error_from_payload
 from .wire import (
+    BY_VALUE as _BY_VALUE,
+)
+from .wire import (
     FLAG_BROADCAST,
     FLAG_JSON,
     HEADER,
@@ -36,6 +39,7 @@ from .wire import (
     decode,
     dumps_json,
     encode,
+    needs_cloudpickle,
     pack_batch,
     unpack_batch,
 )
@@ -177,9 +181,9 @@ class Messenger:
         return dest, flags, frames
 
     def _plain(self, message: Any) -> bytes | None:
-        """The pickle of a plain message (no out-of-band buffer, no reference to __main__, not a
-        large bytes-like), or None when it needs wire.encode. Loop thread only: the buffer list
-        is reused."""
+        """The pickle of a plain message (no out-of-band buffer, no reference to __main__ or to
+        a module registered to travel by value, not a large bytes-like), or None when it needs
+        wire.encode. Loop thread only: the buffer list is reused."""
         kind = type(message)
         if kind is bytes or kind is bytearray or kind is memoryview:
             return None
@@ -191,7 +195,9 @@ class Messenger:
         if oob:
             oob.clear()
             return None
-        return None if _MAIN in data else data
+        if _MAIN in data or (_BY_VALUE and needs_cloudpickle(data)):
+            return None
+        return data
 
     def _encode(self, message: Any) -> tuple[int, list]:
         """wire.encode, cheaper for plain data on the loop's thread."""

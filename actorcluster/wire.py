@@ -155,14 +155,28 @@ class ExitCode(IntEnum):
 
 # -- payloads ---------------------------------------------------------------------------------
 # Pickle protocol 5 is the fast path. cloudpickle is used only when plain pickle fails (lambdas,
-# closures, local classes) or when the pickle refers to __main__, which the receiving process
-# cannot import (cloudpickle sends such definitions by value). Buffers of OOB_MIN bytes or more
+# closures, local classes) or when the pickle refers to __main__ or to a module registered with
+# cloudpickle.register_pickle_by_value, which the receiving process may not import (cloudpickle
+# sends such definitions by value). Buffers of OOB_MIN bytes or more
 # (bytes, bytearray, memoryview, numpy arrays...) travel out of band as their own frames: no copy
 # into the pickle.
 
 OOB_MIN = 64 * 1024
 MAIN_MARK = _MAIN = b"__main__"
 _dumps = pickle.dumps
+# The names of the modules registered with cloudpickle.register_pickle_by_value (a test module, a
+# notebook's helpers: what the cluster's processes cannot import). cloudpickle changes this set in
+# place; while it is empty (the usual case) checking it costs one truth test per message.
+BY_VALUE: set[str] = getattr(getattr(cloudpickle, "cloudpickle", None),
+                             "_PICKLE_BY_VALUE_MODULES", set())
+
+
+def needs_cloudpickle(data: bytes) -> bool:
+    """Whether a plain pickle refers to __main__ or to a module registered to travel by value,
+    which the receiving process may not import: cloudpickle must send it, by value."""
+    if _MAIN in data:
+        return True
+    return bool(BY_VALUE) and any(name.encode() in data for name in list(BY_VALUE))
 
 
 def encode(message: Any) -> tuple[int, list[Any]]:
@@ -175,7 +189,7 @@ def encode(message: Any) -> tuple[int, list[Any]]:
     buffers: list[pickle.PickleBuffer] = []
     try:
         data = _dumps(message, 5, buffer_callback=buffers.append)
-        if _MAIN not in data:
+        if not needs_cloudpickle(data):
             return (FLAG_OOB, [data, *buffers]) if buffers else (0, [data])
     except (pickle.PicklingError, TypeError, AttributeError):
         pass

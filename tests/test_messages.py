@@ -338,6 +338,32 @@ def test_cloudpickle_for_lambdas_and_local_classes(cluster, attach):
     assert isinstance(sender, ActorRef) and sender == client.ref
 
 
+class Parcel:
+    """Defined at the top of this test module, which the cluster's processes cannot import."""
+
+    def __init__(self, x):
+        self.x = x
+
+
+def test_a_class_of_a_module_registered_by_value_travels(cluster, attach):
+    """By reference, a class of this module cannot be read by the cluster; once the module is
+    registered with cloudpickle.register_pickle_by_value, it travels by value (asks go through
+    the client's loop, tells from this thread: both ways of encoding)."""
+    import cloudpickle
+
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    with pytest.raises(actorcluster.ActorError, match="No module named"):
+        client.ask("echo", Parcel(1))
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        assert client.ask("echo", Parcel(2)).x == 2
+        client.tell("recorder", Parcel(3))
+        assert [(type(p).__name__, p.x) for p in client.ask("recorder", "get")] == [("Parcel", 3)]
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
 def test_class_defined_in_main_travels_by_value(cluster):
     c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
     script = (
