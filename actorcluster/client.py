@@ -32,7 +32,16 @@ from . import actor, rundir
 from .actor import ActorRef
 from .errors import ActorError, ClusterNotFound
 from .messenger import Messenger
-from .wire import PRIMARY, Kind, decode, decode_system, incarnation_id, system_frames, unpack_batch
+from .wire import (
+    PRIMARY,
+    Kind,
+    decode,
+    decode_system,
+    error_payload,
+    incarnation_id,
+    system_frames,
+    unpack_batch,
+)
 from .zmqio import LoopSocket
 
 _SYSTEM = bytes((Kind.SYSTEM,))
@@ -129,6 +138,12 @@ class Client:
     def _deliver(
         self, sender: bytes, kind: int, flags: int, count: int, corr: int, payload: list
     ) -> None:
+        if kind == Kind.ASK:  # nothing here could answer: the asker hears it now, not at timeout
+            why = (f"{self.identity.decode()} is a client: it takes tells (client.receive()) "
+                   "and cannot answer an ask")
+            for i in range(count):
+                self.messenger.reply_error(sender, corr + i, error_payload("ActorError", why))
+            return
         if flags:
             messages = [decode(flags, payload)]
         else:

@@ -140,3 +140,18 @@ def test_a_client_of_a_cluster_that_stopped_fails_at_once(cluster):
             with pytest.raises(ActorError, match="the cluster stopped"):
                 call()
             assert time.monotonic() - started < 1
+
+
+def test_an_ask_to_a_client_fails_at_once_and_its_tells_wait_in_receive(cluster, attach):
+    """A client takes tells (client.receive()); an actor asking it hears at once that it cannot
+    answer, instead of waiting for its timeout."""
+    c = cluster(*APP)
+    client = attach(c)
+    t0 = time.monotonic()
+    error = client.ask("echo", ("ask_caught", client.ref, "are you there?"), timeout=5)
+    assert type(error) is ActorError and "cannot answer an ask" in str(error), error
+    assert time.monotonic() - t0 < 1.5
+    tell_back = lambda ref: actorcluster.tell(ref, "told") and "sent"  # noqa: E731 - by value
+    assert client.ask("echo", ("call", tell_back, client.ref)) == "sent"
+    sender, message = client.receive(timeout=5)
+    assert (sender.base_name, message) == ("echo", "told")
