@@ -191,7 +191,7 @@ def encode(message: Any) -> tuple[int, list[Any]]:
         data = _dumps(message, 5, buffer_callback=buffers.append)
         if not needs_cloudpickle(data):
             return (FLAG_OOB, [data, *buffers]) if buffers else (0, [data])
-    except (pickle.PicklingError, TypeError, AttributeError):
+    except Exception:  # noqa: BLE001 - a __reduce__ may raise anything; cloudpickle tries next
         pass
     buffers = []
     try:

@@ -424,6 +424,35 @@ def test_unpicklable_message_is_a_type_error_at_the_sender(cluster, attach):
     assert [ch["name"] for ch in status(client)["tree"]["children"]] == ["recorder", "echo", "web"]
 
 
+def test_a_pickling_error_of_any_type_is_a_type_error_and_costs_the_actor_nothing(cluster,
+                                                                                 attach):
+    """A __reduce__ that raises ValueError: the sender gets TypeError as for any unpicklable
+    message; as a reply, the asker gets ActorError at once and the (async) actor goes on."""
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+
+    class Refuses:
+        def __reduce__(self):
+            raise ValueError("no")
+
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        client.tell("recorder", Refuses())
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        client.tell("recorder", deep)
+    pid = child(client, "echo")["pid"]
+    t0 = time.monotonic()
+    with pytest.raises(actorcluster.ActorError, match="the reply cannot be sent") as info:
+        client.ask("echo", ("refusing_reply",), timeout=5)
+    assert not isinstance(info.value, (AskTimeout, ActorCrashed))
+    assert time.monotonic() - t0 < 2
+    assert client.ask("echo", "still here", timeout=3) == "still here"
+    assert child(client, "echo")["pid"] == pid
+    assert client.ask("recorder", "get") == []
+
+
 def test_primary_answers_status(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "2", *ACTORS)
     client = attach(c)

@@ -14,6 +14,13 @@ class Unreadable:
         return (int, ("not-an-int",))
 
 
+class RefusesPickle:
+    """Its __reduce__ raises ValueError (not the TypeError of an unpicklable type)."""
+
+    def __reduce__(self):
+        raise ValueError("this one refuses to be pickled")
+
+
 class Recorder(Actor):
     """Keeps what it is told; "get" returns it."""
 
@@ -95,6 +102,8 @@ class Echo(Actor):
                 import threading
 
                 return threading.Lock()  # a reply that cannot be pickled
+            case ("refusing_reply",):
+                return RefusesPickle()  # nor this one, which raises ValueError when pickled
             case ("unpicklable",):
                 try:
                     tell("recorder", lambda: None)  # picklable by cloudpickle: fine
