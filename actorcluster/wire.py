@@ -184,6 +184,8 @@ def encode(message: Any) -> tuple[int, list[Any]]:
     ``(FLAG_RAW, [bytes-like])``. Raises TypeError, at the sender, when it cannot be pickled."""
     kind = type(message)
     if kind is bytes or kind is bytearray or kind is memoryview:
+        if kind is memoryview and not message.contiguous:
+            message = message.tobytes()  # ZeroMQ sends contiguous buffers only
         if len(message) >= OOB_MIN:
             return FLAG_RAW, [message]
     buffers: list[pickle.PickleBuffer] = []

@@ -334,6 +334,11 @@ def test_cloudpickle_for_lambdas_and_local_classes(cluster, attach):
     assert (p.x, p.y) == (1, 2)
     big = os.urandom(64 * 1024)
     assert client.ask("echo", big) == big  # out of band, as its own frame
+    # a memoryview that is not contiguous (every other byte) arrives as the bytes it shows, and
+    # the messages after it to the same actor still go
+    strided = memoryview(os.urandom(256 * 1024))[::2]
+    client.tell("recorder", strided)
+    assert client.ask("recorder", "get", timeout=3) == [strided.tobytes()]
     sender = client.ask("echo", ("sender",))
     assert isinstance(sender, ActorRef) and sender == client.ref
 
