@@ -81,10 +81,18 @@ def _blocking(messenger: Messenger, work: Callable[[], Awaitable[T]], timeout: f
     """``work()``'s result for plain blocking code in a thread that is not the messenger's.
     ``work`` ends by itself within ``timeout``; the extra second only bounds a stalled loop."""
     if threading.get_ident() == messenger.thread:
-        raise RuntimeError(
-            "ask_sync() was called on the event loop's own thread, which it would stall; "
-            "use `await ask(...)` there (ask_sync is for plain def handlers and threads)"
-        )
+        wait = messenger.wait_in_place
+        if wait is None or not messenger.in_sync_receive:
+            raise RuntimeError(
+                "ask_sync() was called on the event loop's own thread, which it would stall; "
+                "use `await ask(...)` there (ask_sync is for plain def handlers, threads and "
+                "an actor's plain def receive)"
+            )
+        # An actor's plain `def receive`: it holds its process's loop anyway (one message at a
+        # time), so the process waits for the reply right here (worker/process.py).
+        future = work()
+        wait(future, check_timeout(timeout))  # type: ignore[arg-type]
+        return future.result()  # type: ignore[union-attr]
     check_timeout(timeout)
     future = _on_loop(messenger, work)
     try:

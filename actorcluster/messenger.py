@@ -133,6 +133,10 @@ class Messenger:
         self._room: asyncio.Future | None = None  # done when the pipe takes messages again
         self.sent = 0
         self.received = 0
+        # ask_sync on the loop's own thread, inside an actor's plain `def receive` (which holds
+        # the loop anyway: one message at a time): the process waits for the reply in place.
+        self.in_sync_receive = False
+        self.wait_in_place: Callable[[asyncio.Future, float], None] | None = None
 
     # -- sending --------------------------------------------------------------------------------
     # Per destination, a list of runs: [kind, flags, payloads, extra]. A plain message (flags 0)
@@ -407,6 +411,14 @@ class Messenger:
             runs.pop(0)
         del self._out[dest]
         return True
+
+    def time_out(self, future: asyncio.Future, timeout: float) -> None:
+        """End an ask made with ``timeout`` whose time is up now (a wait in place, during which
+        the loop's timer could not run): AskTimeout, or MailboxFull if it was never sent."""
+        for _deadline, queued, dest in reversed(self._deadlines.get(timeout, ())):
+            if queued is future:
+                self._ask_timed_out(future, dest, timeout)
+                return
 
     def _ask_timed_out(self, future: asyncio.Future, dest: bytes, timeout: float) -> None:
         if future.done():

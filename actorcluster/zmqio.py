@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
 
 import zmq
@@ -57,6 +58,7 @@ class LoopSocket:
         self._fd = sock.getsockopt(zmq.FD)
         self._scheduled = False
         self._closed = False
+        self._backlog: deque[list] = deque()  # read out of turn (`requeue`): handled first
         loop.add_reader(self._fd, self._drain)
         self._schedule()
 
@@ -68,11 +70,12 @@ class LoopSocket:
     def _drain(self) -> None:
         self._scheduled = False
         sock = self.sock
+        backlog = self._backlog
         for _ in range(DRAIN_BATCH):
             if self._closed:
                 return
             try:
-                frames = recv_frames(sock)
+                frames = backlog.popleft() if backlog else recv_frames(sock)
             except zmq.Again:
                 return
             except zmq.ZMQError:
@@ -84,6 +87,13 @@ class LoopSocket:
             except Exception:  # noqa: BLE001 - one bad message must not stall the socket
                 log.exception("a message could not be handled; dropping it")
         self._schedule()  # more may be waiting; let the rest of the loop run first
+
+    def requeue(self, messages: list[list]) -> None:
+        """Messages someone read from the socket out of turn (a blocking wait on the loop's own
+        thread): handled by ``on_message`` before anything still in the socket, in this order."""
+        self._backlog.extend(messages)
+        if messages:
+            self._schedule()
 
     def send(self, frames: list[bytes]) -> bool:
         """Send without blocking; False when ZeroMQ refused (peer unknown or full)."""

@@ -653,3 +653,51 @@ def test_ask_sync_from_a_sync_handler_and_refused_on_the_loop(cluster, target):
         assert body == {"count": 1}
     else:
         assert "event loop's own thread" in body["refused"]
+
+
+def test_ask_sync_in_a_plain_receive_waits_in_place_and_keeps_order(cluster, attach):
+    """An actor's plain `def receive` may ask_sync another actor: its process waits for the
+    reply in place (the actor handles one message at a time anyway). What it is told meanwhile
+    is handled after receive returns, in order; a timeout is AskTimeout at its time; heartbeats
+    go on, so a wait longer than --timeout is not taken for a hang."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS,
+                "--actor", "relay=ac_actors:Relay", "--timeout", "1")
+    client = attach(c)
+    assert client.ask("relay", ("via", "echo", "hi", 2.0)) == "hi"
+    assert client.ask("relay", ("via", "recorder", "count", 2.0)) == 0
+    pid = client.ask("relay", ("pid",))
+
+    start = time.monotonic()
+    answer = client.ask("relay", ("via", "echo", ("sleep", 1.0, "late"), 0.3))
+    assert answer.startswith("AskTimeout") and time.monotonic() - start < 0.9
+
+    with ThreadPoolExecutor(1) as pool:
+        # 2.5 s of waiting inside receive, more than --timeout 1: still the same process
+        slow = pool.submit(client.ask, "relay", ("via", "echo", ("sleep", 2.5, "done"), 5.0), 8.0)
+        time.sleep(0.3)
+        for i in range(200):
+            client.tell("relay", i)
+        assert slow.result(10) == "done"
+    assert client.ask("relay", "get") == list(range(200))
+    assert client.ask("relay", ("pid",)) == pid
+    # the actor still takes its messages from the loop as usual afterwards
+    client.tell("relay", "after")
+    assert client.ask("relay", "get")[-1] == "after"
+    # an HTTP worker's plain receive: refused, its loop also serves the connections
+    assert "RuntimeError: ask_sync() was called on the event loop's own thread" in client.ask(
+        "web/1", "ask_sync")
+
+
+def test_the_report_example_asks_the_counter_from_a_plain_receive(cluster):
+    """examples/report.py as docs/messages.md runs it: HTTP hit, then the CLI ask."""
+    c = cluster("examples.counter:handler", "--workers", "1",
+                "--actor", "counter=examples.counter:Counter",
+                "--actor", "report=examples.report:Report")
+    assert httpx.get(c.url).json() == {"hits": 1}
+    out = subprocess.run([sys.executable, "-m", "actorcluster", "ask", "report", '"summary"',
+                          "--name", c.name], capture_output=True, text=True, timeout=30,
+                         cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '"the counter is at 1"'

@@ -102,6 +102,15 @@ class ActorHost:
             assert self._wakeup is not None
             self._wakeup.set()
             return
+        messenger = self.messenger
+        messenger.in_sync_receive = True  # ask_sync may wait in place (actor._blocking)
+        try:
+            self._receive_all(sender, kind, corr, messages)
+        finally:
+            messenger.in_sync_receive = False
+
+    def _receive_all(self, sender: bytes, kind: int, corr: int, messages: list) -> None:
+        """A plain ``def receive`` for each message of a run, inline."""
         actor = self.actor
         receive = actor.receive
         actor.sender = ActorRef(sender.decode())  # one sender for the whole batch

@@ -44,6 +44,9 @@ class HttpWorker(ProcessActor):
         )
         # spec["metrics"] (--metrics-bind): time each request for the latency histogram
         self.state = HttpServerState(loop, self.limits, timed=bool(spec.get("metrics")))
+        # ask_sync in a plain def receive would hold every connection of this worker while it
+        # waits: refused here (RuntimeError), as anywhere else on the loop's own thread
+        self.messenger.wait_in_place = None
         if isinstance(handler, type) and issubclass(handler, Actor):
             # An Actor as the handler: handle(request) serves HTTP, receive(message) takes the
             # cluster's messages (Node's process.on('message')).

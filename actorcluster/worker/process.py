@@ -16,6 +16,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 import zmq
@@ -34,7 +35,7 @@ from ..wire import (
     map_read_counters,
     system_frames,
 )
-from ..zmqio import LoopSocket
+from ..zmqio import LoopSocket, recv_frames
 from .actor_host import ActorHost
 
 log = logging.getLogger("actorcluster.worker")
@@ -66,6 +67,7 @@ class ProcessActor:
         self._context = zmq.Context(1)
         self.channel = self._connect_router()
         self.messenger = Messenger(loop, self.channel.send, self._deliver)
+        self.messenger.wait_in_place = self._wait_in_place
         actor._install(self.messenger)
         self.host: ActorHost | None = None
         self._bye: asyncio.Future[None] | None = None
@@ -247,6 +249,60 @@ class ProcessActor:
             self.messenger.on_frames(sender, header, payload)
         except Exception:  # noqa: BLE001 - a malformed frame must not take the worker down
             log.exception("dropping a message from %r that could not be read", sender)
+
+    def _wait_in_place(self, future: asyncio.Future, timeout: float) -> None:
+        """``ask_sync`` inside the actor's plain ``def receive``, which holds this process's loop
+        anyway (one message at a time): send the ask now and read the DEALER right here until
+        the reply comes or ``timeout`` ends. Replies and flow control are handled as they come;
+        every other message (the actor's next ones, a stop) waits, in order, until receive has
+        returned. Heartbeats go on, so a long wait is not taken for a hang."""
+        messenger = self.messenger
+        sock = self.channel.sock
+        later: list[list] = []
+        now = time.monotonic()
+        deadline = now + timeout
+        beat = now + self.heartbeat_interval
+        try:
+            messenger.flush()
+            while not future.done():
+                now = time.monotonic()
+                if now >= deadline:
+                    messenger.time_out(future, timeout)
+                    return
+                if now >= beat:
+                    beat = now + self.heartbeat_interval
+                    self.send_system("heartbeat", **self.stats())
+                if not sock.poll(max(1, int(1000 * min(deadline, beat) - 1000 * now)),
+                                 zmq.POLLIN):
+                    continue
+                while not future.done():
+                    try:
+                        frames = recv_frames(sock)
+                    except zmq.Again:
+                        break
+                    if self._answers_a_wait(frames):
+                        self._on_frames(frames)
+                        messenger.flush()  # a "resume" may have let the ask go
+                    else:
+                        self._last_heard = self.loop.time()  # heard, though handled later
+                        later.append(frames)
+        finally:
+            self.channel.requeue(later)
+
+    @staticmethod
+    def _answers_a_wait(frames: list) -> bool:
+        """A reply, an ask's error, or the router's flow control: handled during a wait."""
+        if len(frames) < 3 or not frames[1]:
+            return False
+        kind = frames[1][0]
+        if kind == Kind.REPLY or kind == Kind.ERROR:
+            return True
+        if frames[1][:1] == _SYSTEM and frames[0] == PRIMARY and len(frames) > 2:
+            try:
+                return decode_system(frames[2])["op"] in ("pause", "resume")
+            except (ValueError, KeyError, TypeError):
+                return False
+        return False
 
     def report_dead(self, count: int, why: str) -> None:
         """Tells this process could not take: the router counts them under our name."""

@@ -116,6 +116,29 @@ class Echo(Actor):
         return message
 
 
+class Relay(Actor):
+    """A plain def receive that asks other actors with ask_sync (its process waits in place);
+    anything else it is told, it keeps."""
+
+    def on_start(self):
+        self.seen = []
+
+    def receive(self, message):
+        from actorcluster import ask_sync
+
+        match message:
+            case ("via", target, value, timeout):
+                try:
+                    return ask_sync(target, value, timeout=timeout)
+                except ActorError as exc:
+                    return f"{type(exc).__name__}: {exc}"
+            case ("pid",):
+                return os.getpid()
+            case "get":
+                return self.seen
+        self.seen.append(message)
+
+
 class WebActor(Actor):
     """An HTTP handler that is also an actor: handle() serves HTTP, receive() takes messages."""
 
@@ -129,6 +152,13 @@ class WebActor(Actor):
             return self.pings
         elif message == "pid":
             return os.getpid()
+        elif message == "ask_sync":  # refused in an HTTP worker: it would hold the connections
+            from actorcluster import ask_sync
+
+            try:
+                return ask_sync("recorder", "count")
+            except RuntimeError as exc:
+                return f"RuntimeError: {exc}"
 
     async def handle(self, request):
         if request.path == "/peer":
