@@ -701,3 +701,26 @@ def test_the_report_example_asks_the_counter_from_a_plain_receive(cluster):
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '"the counter is at 1"'
+
+
+def test_an_async_actor_whose_mailbox_fails_outside_receive_crashes_and_restarts(cluster, attach):
+    """A failure in the runtime's part of an async actor's mailbox (here the user's class makes
+    `self.sender` read-only) must not leave a process that takes messages and never answers:
+    the actor crashes (let it crash) and its supervisor starts a new one."""
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS,
+                "--actor", "fixed=ac_actors:FixedSender")
+    client = attach(c)
+    first = client.ask("fixed", "pid")
+    client.tell("fixed", "arm")  # from the next message on, setting self.sender fails
+    with pytest.raises(ActorCrashed):
+        client.ask("fixed", "hello", timeout=5)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            second = client.ask("fixed", "pid", timeout=2)
+            break
+        except ActorCrashed:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    assert second != first
+    assert "its mailbox failed outside receive" in c.log()

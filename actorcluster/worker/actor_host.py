@@ -68,7 +68,22 @@ class ActorHost:
         if self._async:
             self._wakeup = asyncio.Event()
             self._consumer = asyncio.get_running_loop().create_task(self._consume())
+            self._consumer.add_done_callback(self._consumer_ended)
         return True
+
+    def _consumer_ended(self, task: asyncio.Task) -> None:
+        """The mailbox task of an ``async def receive`` ended: by a stop (cancelled) or a crash
+        (already handled), or by an error outside ``receive`` itself. Such an actor would take
+        messages and never handle them again: let it crash, its supervisor starts a new one."""
+        if task.cancelled() or self._crashed:
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        self._crashed = True
+        log.error("Actor %s: its mailbox failed outside receive:\n%s", self.name,
+                  "".join(traceback.format_exception(exc)).rstrip())
+        self.crash(1)
 
     async def stop(self) -> None:
         """Graceful stop: finish the mailbox, then on_stop."""

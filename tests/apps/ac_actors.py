@@ -190,6 +190,24 @@ async def loop_handler(request):
     return {"refused": None}
 
 
+class FixedSender(Actor):
+    """An async actor whose class makes ``self.sender`` read-only once "arm" was handled: the
+    runtime's setting it, outside receive, then fails for every message."""
+
+    sender = property(lambda self: None, lambda self, value: self._refuse(value))
+
+    def _refuse(self, value):
+        if getattr(self, "armed", False):
+            raise AttributeError("sender is read-only here")
+
+    async def receive(self, message):
+        if message == "pid":
+            return os.getpid()
+        if message == "arm":
+            self.armed = True
+        return message
+
+
 class Journal(Actor):
     """Writes each number it is told to the file $AC_JOURNAL as it handles it ("pid number", a
     line at once), so what every incarnation handled outlives a kill -9."""
