@@ -649,6 +649,35 @@ def test_chunked_request_body(serve, raw, loop):
     assert json.loads(conn.response()[2])["body"] == "abcdef"
 
 
+def test_trailer_fields_are_dropped_and_count_toward_the_header_limit(serve, raw):
+    server = serve(echo)
+    conn = raw(server.port)
+    conn.send(
+        b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nX-Trailer: t\r\nHost: evil\r\n\r\n"
+    )
+    described = json.loads(conn.response()[2])
+    assert described["body"] == "abc"
+    assert described["headers"] == [["host", "t"], ["transfer-encoding", "chunked"]]
+
+    # an endless trailer section is cut off at the header limit, as an endless header block is
+    conn = raw(server.port)
+    conn.send(
+        b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+    )
+    line = b"X-Pad: " + b"p" * 1000 + b"\r\n"
+    try:
+        for _ in range(8):  # 32 KiB in all, twice the limit
+            conn.send(line * 4)
+            time.sleep(0.005)
+        conn.send(b"\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    status, headers, _ = conn.response()
+    assert (status, headers["connection"]) == (431, "close")
+    assert httpx.get(server.url + "/after").json()["path"] == "/after"
+
+
 def test_content_length_body_in_pieces(serve, raw):
     server = serve(echo)
     conn = raw(server.port)

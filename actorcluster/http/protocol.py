@@ -61,6 +61,7 @@ MAX_PIPELINE = 32  # parsed requests waiting on one connection before it stops r
 # a larger one is written at once, so a full transport pauses the next request at once.
 DEFER_MAX = 16 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+NO_TRAILERS = 1 << 62  # _trailers_from outside a chunk header
 
 
 class _HttpError(Exception):
@@ -103,6 +104,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         "_headers",
         "_body",
         "_body_len",
+        "_trailers_from",
         "_continue_pending",
         "_version",
         "_queue",
@@ -145,6 +147,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] | None = None  # a list once the body has started
         self._body_len = 0
+        self._trailers_from = NO_TRAILERS  # where the trailer fields begin in _headers
         self._continue_pending = False  # a 100 Continue waits for the responses before it
         self._version: str | None = None  # "1.1" or "1.0", read once per connection
         # requests parsed and not answered yet
@@ -270,6 +273,23 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             raise _HttpError(413)
         self._body.append(body)  # type: ignore[union-attr]
 
+    # Only a chunked body calls these two. The parser gives the trailer fields that may follow
+    # the last chunk to on_header: they are not merged into the request's headers (RFC 9110,
+    # 6.5.1: a client must not be able to add a header after the body) and, with the headers,
+    # stay under the header limit (else a client could send them without end).
+
+    def on_chunk_header(self) -> None:
+        self._trailers_from = len(self._headers)
+
+    def on_chunk_complete(self) -> None:
+        trailers_from = self._trailers_from
+        self._trailers_from = NO_TRAILERS
+        headers = self._headers
+        if len(headers) > trailers_from:
+            if self._header_size() > self._max_header:
+                raise _HttpError(431)
+            del headers[trailers_from:]
+
     def on_message_complete(self) -> None:
         self._in_message = False
         self._continue_pending = False
@@ -325,6 +345,9 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                 self._start_body(announce=True)
             except _HttpError as exc:
                 self._protocol_error(exc.status)
+        elif len(self._headers) > self._trailers_from:  # trailer fields arriving in pieces
+            if self._header_size() > self._max_header:
+                self._protocol_error(431)
 
     def _start_body(self, announce: bool) -> None:
         """The headers are in and the body has not been read: check its declared size, and
