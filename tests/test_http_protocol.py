@@ -867,6 +867,24 @@ def test_malformed_requests_are_400_and_the_server_goes_on(serve, raw, request_b
     assert httpx.get(server.url + "/next").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET / HTTP/2.0\r\nHost: t\r\n\r\n",
+        b"POST / HTTP/2.0\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET / HTTP/0.9\r\n\r\n",
+        b"GET /\r\n\r\n",  # HTTP/0.9's form
+    ],
+)
+def test_http_versions_other_than_1_0_and_1_1_are_505(serve, raw, request_bytes):
+    server = serve(echo)
+    conn = raw(server.port).send(request_bytes)
+    status, headers, _ = conn.response()
+    assert (status, headers["connection"]) == (505, "close")
+    assert conn.closed()
+    assert httpx.get(server.url + "/next").json()["version"] == "1.1"
+
+
 def test_an_error_after_pipelined_requests_comes_after_their_answers(serve, raw):
     server = serve(echo)
     conn = raw(server.port)

@@ -321,6 +321,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         # The parser formats the version anew on each call (slow): read it for the first request
         # of the connection only; a client does not change its HTTP version on a connection.
         self._version = version = self._parser.get_http_version()
+        if version != "1.1" and version != "1.0":  # 0.9, or 2.0 in HTTP/1's syntax
+            raise _HttpError(505)
         return version
 
     # -- limits, 100-continue, errors -------------------------------------------------------
