@@ -382,6 +382,39 @@ def test_handler_exception_is_500_logged_and_the_connection_keeps_serving(serve,
     assert record.exc_info is not None and "the secret detail" in str(record.exc_info[1])
 
 
+class Escape(BaseException):
+    """A BaseException that is neither SystemExit nor KeyboardInterrupt (as gevent's Timeout or
+    pytest's Failed are): from a task it would not stop the loop, so it is a handler's failure."""
+
+
+@pytest.mark.parametrize("kind", ["async at once", "async after a wait", "sync"])
+def test_a_handler_raising_another_base_exception_is_500(serve, caplog, kind):
+    async def at_once(request: Request) -> str:
+        if request.path == "/boom":
+            raise Escape("the secret detail")
+        return "fine"
+
+    async def after_a_wait(request: Request) -> str:
+        await asyncio.sleep(0.01)
+        return await at_once(request)
+
+    def sync(request: Request) -> str:
+        if request.path == "/boom":
+            raise Escape("the secret detail")
+        return "fine"
+
+    handler = {"async at once": at_once, "async after a wait": after_a_wait, "sync": sync}[kind]
+    server = serve(handler)
+    with caplog.at_level(logging.ERROR, logger="actorcluster.http"):
+        with httpx.Client(base_url=server.url, timeout=3) as client:
+            failed = client.get("/boom")
+            assert (failed.status_code, failed.text) == (500, "Internal Server Error")
+            assert client.get("/ok").text == "fine"
+    assert server.thread.is_alive()
+    [record] = [r for r in caplog.records if r.name == "actorcluster.http"]
+    assert "GET /boom" in record.getMessage() and isinstance(record.exc_info[1], Escape)
+
+
 def test_sync_handler_runs_in_a_thread_and_does_not_block_the_loop(serve):
     def handler(request: Request) -> str:
         if request.path == "/slow":
@@ -459,15 +492,21 @@ def test_context_variables_do_not_leak_between_requests(serve):
         assert server.connections() == 1
 
 
-@pytest.mark.parametrize("kind", ["async", "sync"])
+@pytest.mark.parametrize("kind", ["async", "async after a wait", "sync"])
 def test_sys_exit_in_a_handler_stops_the_worker_loop(serve, raw, kind):
     async def async_handler(request: Request) -> None:
+        sys.exit(7)
+
+    async def after_a_wait(request: Request) -> None:
+        await asyncio.sleep(0.01)
         sys.exit(7)
 
     def sync_handler(request: Request) -> None:
         sys.exit(7)
 
-    server = serve(async_handler if kind == "async" else sync_handler)
+    server = serve(
+        {"async": async_handler, "async after a wait": after_a_wait, "sync": sync_handler}[kind]
+    )
     raw(server.port).send(get("/"))
     server.thread.join(5)  # run_forever raised SystemExit: let it crash
     assert not server.thread.is_alive()
