@@ -6,6 +6,7 @@ variable (ACTORCLUSTER_<NAME>), default, check and help text live in one place.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -194,6 +195,8 @@ class ClusterConfig:
                 raise ConfigError(
                     f"{setting.flag} {value!r}: allowed values are {', '.join(setting.choices)}"
                 )
+            if setting.type is float and not math.isfinite(value):  # nan passes the minimum
+                raise ConfigError(f"{setting.flag} {value!r}: must be a finite number")
             if setting.minimum is not None and value < setting.minimum:
                 raise ConfigError(f"{setting.flag} {value!r}: must be at least {setting.minimum}")
         if self.loop == "uvloop":

@@ -119,6 +119,11 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *parts: str) -> None
      ["--graceful-timeout -1.0", "at least 0"]),
     (["examples.hello:handler"], {"ACTORCLUSTER_HOLD_MESSAGES": "many"},
      ["ACTORCLUSTER_HOLD_MESSAGES", "'many'"]),
+    (["examples.hello:handler", "--timeout", "nan"], {}, ["--timeout nan", "finite"]),
+    (["examples.hello:handler", "--within", "nan"], {}, ["--within nan", "finite"]),
+    (["examples.hello:handler", "--graceful-timeout", "inf"], {},
+     ["--graceful-timeout inf", "finite"]),
+    (["examples.hello:handler"], {"ACTORCLUSTER_KEEPALIVE": "nan"}, ["--keepalive nan", "finite"]),
     ([], {"ACTORCLUSTER_TARGET": "examples.hello"}, ["'examples.hello'", '"MODULE:ATTR"']),
 ])
 def test_a_bad_start_up_value_is_one_line_and_exit_2(tmp_path, args, env, parts):
