@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -240,6 +241,7 @@ def test_render_response_headers():
         Response("x", status=99),
         Response("x", status=600),
         Response("x", status="200"),
+        Response("x", status=True),
         Response(12345),
         Response({"a": 1}),
         Response(iter(["x"]), headers={"Content-Length": "-1"}),
@@ -248,6 +250,11 @@ def test_render_response_headers():
 def test_render_refuses_what_cannot_be_sent(response):
     with pytest.raises((ValueError, TypeError)):
         render(response, False, True, False, DATE)
+
+
+def test_render_takes_a_status_from_http_status():
+    data, _, _ = render(Response("gone\n", status=HTTPStatus.NOT_FOUND), False, True, False, DATE)
+    assert data.startswith(b"HTTP/1.1 404 Not Found\r\n") and data.endswith(b"\r\n\r\ngone\n")
 
 
 def test_render_refuses_other_types():

@@ -174,7 +174,11 @@ def _render_response(
     response: Response, head_only: bool, keep_alive: bool, http10: bool, date: bytes
 ) -> tuple[bytes, bool, Stream | None]:
     status = response.status
-    if type(status) is not int or not 200 <= status <= 599:
+    if type(status) is not int:  # an HTTPStatus is an int too; a bool is not a status
+        if not isinstance(status, int) or isinstance(status, bool):
+            raise ValueError(f"Response status must be an int from 200 to 599, not {status!r}")
+        status = int(status)
+    if not 200 <= status <= 599:
         raise ValueError(f"Response status must be an int from 200 to 599, not {status!r}")
     lines = [status_line(status)]
     has_server = has_date = False
