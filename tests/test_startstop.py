@@ -144,6 +144,32 @@ def test_a_stop_while_a_new_zygote_starts_is_quiet(cluster):
     assert "Traceback" not in log and "Task was destroyed" not in log, log
 
 
+DIES_SOON = '''
+import asyncio
+import os
+
+
+async def on_ready():
+    asyncio.get_running_loop().call_later(0.1, os._exit, 1)  # up, then gone: restarts back off
+
+
+async def handler(request):
+    return "short-lived"
+'''
+
+
+def test_a_stop_while_a_restart_backs_off_is_quiet(cluster, tmp_path):
+    (tmp_path / "ac_dies_soon.py").write_text(DIES_SOON)
+    for deaths in (6, 7):  # the back-off is then 0.8 s, 1.6 s: far longer than the rest
+        c = cluster("ac_dies_soon:handler", "--workers", "1", "--no-standby",
+                    "--max-restarts", "1000", env={"PYTHONPATH": str(tmp_path)})
+        c.wait_for_log(r"died \(exit code 1\), restarting", timeout=20, count=deaths)
+        c.signal(signal.SIGTERM)
+        assert c.wait(15) == 0
+        log = c.log()
+        assert "Traceback" not in log and "Task was destroyed" not in log, log
+
+
 def test_a_taken_metrics_port_fails_as_fast_and_as_quietly_as_a_taken_bind_port(cluster):
     took = {}
     with socket.create_server(("127.0.0.1", 0)) as taken:
