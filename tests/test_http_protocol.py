@@ -688,6 +688,13 @@ def test_chunked_request_body(serve, raw, loop):
     assert json.loads(conn.response()[2])["body"] == "abcdef"
 
 
+def test_header_values_exclude_the_whitespace_around_them(serve, raw):
+    server = serve(echo)
+    conn = raw(server.port).send(get("/", "X-Token: \t secret  \t\r\nX-Empty:   \r\n"))
+    described = json.loads(conn.response()[2])
+    assert described["headers"] == [["host", "t"], ["x-token", "secret"], ["x-empty", ""]]
+
+
 def test_trailer_fields_are_dropped_and_count_toward_the_header_limit(serve, raw):
     server = serve(echo)
     conn = raw(server.port)
