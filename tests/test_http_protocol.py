@@ -949,6 +949,27 @@ def test_upgrade_requests_are_501(serve, raw):
     assert httpx.get(server.url + "/next").status_code == 200
 
 
+def test_an_offer_to_switch_to_h2c_is_ignored_and_answered_in_http11(serve, raw):
+    # what curl --http2 sends for an http:// URL; it goes on in HTTP/1.1 when not switched
+    server = serve(echo)
+    offer = (
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+    )
+    conn = raw(server.port).send(get("/first", offer) + get("/second"))
+    status, headers, body = conn.response()
+    assert (status, json.loads(body)["path"]) == (200, "/first")
+    assert "upgrade" not in headers and "connection" not in headers
+    status, _, body = conn.response()
+    assert (status, json.loads(body)["path"]) == (200, "/second")
+    # with a body, the parser took the body for the new protocol's bytes: still refused
+    conn = raw(server.port).send(
+        b"POST /up HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        b"Content-Length: 3\r\n\r\nabc"
+    )
+    assert conn.response()[0] == 501
+
+
 # -- timeouts, draining, closing ---------------------------------------------------------------
 
 

@@ -184,13 +184,16 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._received = received + len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as exc:
             # on_message_complete queued the request that asks to switch protocols
-            if self._queue:
-                self._queue.pop()
-                if self._starts:
-                    self._starts.pop()
-            self._protocol_error(501)
+            if self._queue and self._only_offers_h2c(self._queue[-1]):
+                self._go_on_after_upgrade(data[exc.args[0]:])
+            else:
+                if self._queue:
+                    self._queue.pop()
+                    if self._starts:
+                        self._starts.pop()
+                self._protocol_error(501)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _HttpError):
@@ -324,6 +327,30 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         if version != "1.1" and version != "1.0":  # 0.9, or 2.0 in HTTP/1's syntax
             raise _HttpError(505)
         return version
+
+    # -- upgrades ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _only_offers_h2c(request: Request) -> bool:
+        """A request that offers HTTP/2 (``curl --http2`` with an http:// URL) goes on in
+        HTTP/1.1 when the server does not switch (RFC 9110, 7.8: a server may ignore Upgrade);
+        a WebSocket client has nothing to go on with. With a body (the parser took it for the
+        new protocol's bytes) or CONNECT, the request cannot be served."""
+        headers = request.headers
+        return (
+            request._method != b"CONNECT"
+            and headers.get("upgrade", "").lower() == "h2c"
+            and headers.get("content-length", "0") == "0"
+            and "transfer-encoding" not in headers
+        )
+
+    def _go_on_after_upgrade(self, rest: bytes) -> None:
+        """Serve the queued request in HTTP/1.1; what followed it is parsed anew (the parser
+        stays paused after an upgrade)."""
+        self._parser = httptools.HttpRequestParser(self)
+        if rest:
+            self._received -= len(rest)  # data_received counts them
+            self.data_received(rest)
 
     # -- limits, 100-continue, errors -------------------------------------------------------
 
