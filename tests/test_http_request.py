@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from collections import Counter, OrderedDict, defaultdict
+from enum import StrEnum
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -199,6 +201,26 @@ def test_render_plain_values():
     data, _, _ = render(None, False, True, False, DATE)
     status, headers, body = split(data)
     assert status == b"HTTP/1.1 204 No Content" and b"content-length" not in headers
+
+
+def test_render_takes_subclasses_of_the_plain_types():
+    class Color(StrEnum):
+        RED = "red"
+
+    class Raw(bytes):
+        pass
+
+    for value, content_type, body in [
+        (Color.RED, b"text/plain; charset=utf-8", b"red"),
+        (Raw(b"\x00"), b"application/octet-stream", b"\x00"),
+        (OrderedDict(b=1, a=2), b"application/json", b'{"b":1,"a":2}'),
+        (defaultdict(list, k=[1]), b"application/json", b'{"k":[1]}'),
+        (Counter("aab"), b"application/json", b'{"a":2,"b":1}'),
+        (type("Rows", (list,), {})([1, 2]), b"application/json", b"[1,2]"),
+    ]:
+        status, headers, sent = split(render(value, False, True, False, DATE)[0])
+        assert status == b"HTTP/1.1 200 OK"
+        assert (headers[b"content-type"], sent) == ([content_type], body)
 
 
 def test_render_connection_headers():

@@ -165,6 +165,9 @@ def render(
         return EMPTY_204 + date + conn + b"\r\n", keep_alive, None
     if isinstance(result, Response):
         return _render_response(result, head_only, keep_alive, http10, date)
+    for base in (str, bytes, dict, list):
+        if isinstance(result, base):  # a subclass (a StrEnum, an OrderedDict, a Counter ...)
+            return render(base(result), head_only, keep_alive, http10, date)
     raise TypeError(
         f"the handler returned {kind.__name__}; expected str, bytes, dict, list, Response or None"
     )
