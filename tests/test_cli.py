@@ -122,6 +122,11 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *parts: str) -> None
     (["examples.hello:handler", "--hold-seconds", "nan"], {}, ["--hold-seconds nan", "finite"]),
     (["examples.hello:handler", "--timeout", "inf"], {}, ["--timeout inf", "finite"]),
     (["examples.hello:handler"], {"ACTORCLUSTER_WITHIN": "nan"}, ["--within nan", "finite"]),
+    (["examples.hello:handler", "--timeout", "nan"], {}, ["--timeout nan", "finite"]),
+    (["examples.hello:handler", "--within", "nan"], {}, ["--within nan", "finite"]),
+    (["examples.hello:handler", "--graceful-timeout", "inf"], {},
+     ["--graceful-timeout inf", "finite"]),
+    (["examples.hello:handler"], {"ACTORCLUSTER_KEEPALIVE": "nan"}, ["--keepalive nan", "finite"]),
     ([], {"ACTORCLUSTER_TARGET": "examples.hello"}, ["'examples.hello'", '"MODULE:ATTR"']),
 ])
 def test_a_bad_start_up_value_is_one_line_and_exit_2(tmp_path, args, env, parts):

@@ -332,6 +332,31 @@ def test_unix_socket_bind(cluster, tmp_path):
     assert not path.exists()
 
 
+def test_a_unix_socket_path_in_use_is_refused_and_left_alone(cluster, tmp_path):
+    live = tmp_path / "app.sock"
+    first = cluster("ac_testapp:pid", "--workers", "1", "--bind", f"unix:{live}")
+    (pid,) = first.wait_workers(1)
+    regular = tmp_path / "notes.txt"
+    regular.write_text("keep me")
+    for path in (live, regular):  # as a taken port: exit 2, and the file is not touched
+        second = cluster("ac_testapp:pid", "--workers", "1", "--bind", f"unix:{path}",
+                         ready=False)
+        assert second.wait(15) == 2
+        assert "Address already in use" in second.log(), second.log()
+    assert regular.read_text() == "keep me"
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(live))) as client:
+        assert int(client.get("http://cluster/").text) == pid  # the first one still serves
+    first.proc.kill()  # leaves its socket file behind, with nobody listening
+    first.wait()
+    assert live.is_socket()
+    third = cluster("ac_testapp:pid", "--workers", "1", "--bind", f"unix:{live}")
+    (pid,) = third.wait_workers(1)
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(live))) as client:
+        assert int(client.get("http://cluster/").text) == pid
+    assert third.stop() == 0
+    assert not live.exists()
+
+
 def test_options_read_environment_variables(cluster):
     c = cluster("ac_testapp:pid", env={"ACTORCLUSTER_WORKERS": "3"})
     assert len(c.wait_workers(3)) == 3

@@ -382,6 +382,39 @@ def test_handler_exception_is_500_logged_and_the_connection_keeps_serving(serve,
     assert record.exc_info is not None and "the secret detail" in str(record.exc_info[1])
 
 
+class Escape(BaseException):
+    """A BaseException that is neither SystemExit nor KeyboardInterrupt (as gevent's Timeout or
+    pytest's Failed are): from a task it would not stop the loop, so it is a handler's failure."""
+
+
+@pytest.mark.parametrize("kind", ["async at once", "async after a wait", "sync"])
+def test_a_handler_raising_another_base_exception_is_500(serve, caplog, kind):
+    async def at_once(request: Request) -> str:
+        if request.path == "/boom":
+            raise Escape("the secret detail")
+        return "fine"
+
+    async def after_a_wait(request: Request) -> str:
+        await asyncio.sleep(0.01)
+        return await at_once(request)
+
+    def sync(request: Request) -> str:
+        if request.path == "/boom":
+            raise Escape("the secret detail")
+        return "fine"
+
+    handler = {"async at once": at_once, "async after a wait": after_a_wait, "sync": sync}[kind]
+    server = serve(handler)
+    with caplog.at_level(logging.ERROR, logger="actorcluster.http"):
+        with httpx.Client(base_url=server.url, timeout=3) as client:
+            failed = client.get("/boom")
+            assert (failed.status_code, failed.text) == (500, "Internal Server Error")
+            assert client.get("/ok").text == "fine"
+    assert server.thread.is_alive()
+    [record] = [r for r in caplog.records if r.name == "actorcluster.http"]
+    assert "GET /boom" in record.getMessage() and isinstance(record.exc_info[1], Escape)
+
+
 def test_sync_handler_runs_in_a_thread_and_does_not_block_the_loop(serve):
     def handler(request: Request) -> str:
         if request.path == "/slow":
@@ -459,15 +492,21 @@ def test_context_variables_do_not_leak_between_requests(serve):
         assert server.connections() == 1
 
 
-@pytest.mark.parametrize("kind", ["async", "sync"])
+@pytest.mark.parametrize("kind", ["async", "async after a wait", "sync"])
 def test_sys_exit_in_a_handler_stops_the_worker_loop(serve, raw, kind):
     async def async_handler(request: Request) -> None:
+        sys.exit(7)
+
+    async def after_a_wait(request: Request) -> None:
+        await asyncio.sleep(0.01)
         sys.exit(7)
 
     def sync_handler(request: Request) -> None:
         sys.exit(7)
 
-    server = serve(async_handler if kind == "async" else sync_handler)
+    server = serve(
+        {"async": async_handler, "async after a wait": after_a_wait, "sync": sync_handler}[kind]
+    )
     raw(server.port).send(get("/"))
     server.thread.join(5)  # run_forever raised SystemExit: let it crash
     assert not server.thread.is_alive()
@@ -647,6 +686,42 @@ def test_chunked_request_body(serve, raw, loop):
         time.sleep(0.01)
         conn.send(piece)
     assert json.loads(conn.response()[2])["body"] == "abcdef"
+
+
+def test_header_values_exclude_the_whitespace_around_them(serve, raw):
+    server = serve(echo)
+    conn = raw(server.port).send(get("/", "X-Token: \t secret  \t\r\nX-Empty:   \r\n"))
+    described = json.loads(conn.response()[2])
+    assert described["headers"] == [["host", "t"], ["x-token", "secret"], ["x-empty", ""]]
+
+
+def test_trailer_fields_are_dropped_and_count_toward_the_header_limit(serve, raw):
+    server = serve(echo)
+    conn = raw(server.port)
+    conn.send(
+        b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nX-Trailer: t\r\nHost: evil\r\n\r\n"
+    )
+    described = json.loads(conn.response()[2])
+    assert described["body"] == "abc"
+    assert described["headers"] == [["host", "t"], ["transfer-encoding", "chunked"]]
+
+    # an endless trailer section is cut off at the header limit, as an endless header block is
+    conn = raw(server.port)
+    conn.send(
+        b"POST /up HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n"
+    )
+    line = b"X-Pad: " + b"p" * 1000 + b"\r\n"
+    try:
+        for _ in range(8):  # 32 KiB in all, twice the limit
+            conn.send(line * 4)
+            time.sleep(0.005)
+        conn.send(b"\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    status, headers, _ = conn.response()
+    assert (status, headers["connection"]) == (431, "close")
+    assert httpx.get(server.url + "/after").json()["path"] == "/after"
 
 
 def test_content_length_body_in_pieces(serve, raw):
@@ -838,6 +913,24 @@ def test_malformed_requests_are_400_and_the_server_goes_on(serve, raw, request_b
     assert httpx.get(server.url + "/next").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET / HTTP/2.0\r\nHost: t\r\n\r\n",
+        b"POST / HTTP/2.0\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc",
+        b"GET / HTTP/0.9\r\n\r\n",
+        b"GET /\r\n\r\n",  # HTTP/0.9's form
+    ],
+)
+def test_http_versions_other_than_1_0_and_1_1_are_505(serve, raw, request_bytes):
+    server = serve(echo)
+    conn = raw(server.port).send(request_bytes)
+    status, headers, _ = conn.response()
+    assert (status, headers["connection"]) == (505, "close")
+    assert conn.closed()
+    assert httpx.get(server.url + "/next").json()["version"] == "1.1"
+
+
 def test_an_error_after_pipelined_requests_comes_after_their_answers(serve, raw):
     server = serve(echo)
     conn = raw(server.port)
@@ -854,6 +947,27 @@ def test_upgrade_requests_are_501(serve, raw):
     assert (status, headers["connection"]) == (501, "close")
     assert conn.closed()
     assert httpx.get(server.url + "/next").status_code == 200
+
+
+def test_an_offer_to_switch_to_h2c_is_ignored_and_answered_in_http11(serve, raw):
+    # what curl --http2 sends for an http:// URL; it goes on in HTTP/1.1 when not switched
+    server = serve(echo)
+    offer = (
+        "Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        "HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+    )
+    conn = raw(server.port).send(get("/first", offer) + get("/second"))
+    status, headers, body = conn.response()
+    assert (status, json.loads(body)["path"]) == (200, "/first")
+    assert "upgrade" not in headers and "connection" not in headers
+    status, _, body = conn.response()
+    assert (status, json.loads(body)["path"]) == (200, "/second")
+    # with a body, the parser took the body for the new protocol's bytes: still refused
+    conn = raw(server.port).send(
+        b"POST /up HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        b"Content-Length: 3\r\n\r\nabc"
+    )
+    assert conn.response()[0] == 501
 
 
 # -- timeouts, draining, closing ---------------------------------------------------------------

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from collections import Counter, OrderedDict, defaultdict
+from enum import StrEnum
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -128,9 +131,9 @@ header_values = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=1
 @given(st.lists(st.tuples(header_names, header_values), max_size=20))
 def test_headers_lookup_matches_a_naive_scan(pairs):
     headers = Headers([(n.encode(), v.encode()) for n, v in pairs])
-    assert list(headers.items()) == [(n.lower(), v) for n, v in pairs]
+    assert list(headers.items()) == [(n.lower(), v.rstrip(" ")) for n, v in pairs]
     for name, _ in pairs:
-        expected = [v for n, v in pairs if n.lower() == name.lower()]
+        expected = [v.rstrip(" ") for n, v in pairs if n.lower() == name.lower()]
         assert headers.getall(name.swapcase()) == expected
         assert headers[name.upper()] == expected[0]
 
@@ -200,6 +203,26 @@ def test_render_plain_values():
     assert status == b"HTTP/1.1 204 No Content" and b"content-length" not in headers
 
 
+def test_render_takes_subclasses_of_the_plain_types():
+    class Color(StrEnum):
+        RED = "red"
+
+    class Raw(bytes):
+        pass
+
+    for value, content_type, body in [
+        (Color.RED, b"text/plain; charset=utf-8", b"red"),
+        (Raw(b"\x00"), b"application/octet-stream", b"\x00"),
+        (OrderedDict(b=1, a=2), b"application/json", b'{"b":1,"a":2}'),
+        (defaultdict(list, k=[1]), b"application/json", b'{"k":[1]}'),
+        (Counter("aab"), b"application/json", b'{"a":2,"b":1}'),
+        (type("Rows", (list,), {})([1, 2]), b"application/json", b"[1,2]"),
+    ]:
+        status, headers, sent = split(render(value, False, True, False, DATE)[0])
+        assert status == b"HTTP/1.1 200 OK"
+        assert (headers[b"content-type"], sent) == ([content_type], body)
+
+
 def test_render_connection_headers():
     assert split(render("x", False, False, False, DATE)[0])[1][b"connection"] == [b"close"]
     assert split(render("x", False, True, True, DATE)[0])[1][b"connection"] == [b"keep-alive"]
@@ -240,6 +263,7 @@ def test_render_response_headers():
         Response("x", status=99),
         Response("x", status=600),
         Response("x", status="200"),
+        Response("x", status=True),
         Response(12345),
         Response({"a": 1}),
         Response(iter(["x"]), headers={"Content-Length": "-1"}),
@@ -248,6 +272,11 @@ def test_render_response_headers():
 def test_render_refuses_what_cannot_be_sent(response):
     with pytest.raises((ValueError, TypeError)):
         render(response, False, True, False, DATE)
+
+
+def test_render_takes_a_status_from_http_status():
+    data, _, _ = render(Response("gone\n", status=HTTPStatus.NOT_FOUND), False, True, False, DATE)
+    assert data.startswith(b"HTTP/1.1 404 Not Found\r\n") and data.endswith(b"\r\n\r\ngone\n")
 
 
 def test_render_refuses_other_types():

@@ -144,6 +144,32 @@ def test_a_stop_while_a_new_zygote_starts_is_quiet(cluster):
     assert "Traceback" not in log and "Task was destroyed" not in log, log
 
 
+DIES_SOON = '''
+import asyncio
+import os
+
+
+async def on_ready():
+    asyncio.get_running_loop().call_later(0.1, os._exit, 1)  # up, then gone: restarts back off
+
+
+async def handler(request):
+    return "short-lived"
+'''
+
+
+def test_a_stop_while_a_restart_backs_off_is_quiet(cluster, tmp_path):
+    (tmp_path / "ac_dies_soon.py").write_text(DIES_SOON)
+    for deaths in (6, 7):  # the back-off is then 0.8 s, 1.6 s: far longer than the rest
+        c = cluster("ac_dies_soon:handler", "--workers", "1", "--no-standby",
+                    "--max-restarts", "1000", env={"PYTHONPATH": str(tmp_path)})
+        c.wait_for_log(r"died \(exit code 1\), restarting", timeout=20, count=deaths)
+        c.signal(signal.SIGTERM)
+        assert c.wait(15) == 0
+        log = c.log()
+        assert "Traceback" not in log and "Task was destroyed" not in log, log
+
+
 def test_a_taken_metrics_port_fails_as_fast_and_as_quietly_as_a_taken_bind_port(cluster):
     took = {}
     with socket.create_server(("127.0.0.1", 0)) as taken:
@@ -285,3 +311,64 @@ def test_stop_while_the_app_is_still_importing_stops_like_sigterm(cluster, tmp_p
     assert c.wait(15) == 0
     log = c.log()
     assert "Listening at" not in log and "Worker" not in log and "ERROR" not in log, log
+
+
+@pytest.mark.timeout(30)
+def test_hundreds_of_spawns_asked_at_once_do_not_lock_the_primary_and_the_zygote():
+    """A pool asks the zygote for every worker before the primary's loop reads a reply (and a
+    scale up too). The zygote answers each spawn at once, waiting while its answers are not
+    read: with the spawn channel full both ways, the primary waited for ever in its send (with
+    the default buffers, past a few hundred workers: SIGTERM did not stop it). The zygote here
+    is a thread that answers as the real one does, over a real socketpair with small buffers,
+    so a few dozen spawns fill it."""
+    import asyncio
+    import threading
+
+    from actorcluster.primary.spawner import Spawner
+    from actorcluster.wire import SPAWNER_MAX, decode_control, encode_control
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for end in (ours, theirs):
+        end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+
+    def zygote() -> None:
+        try:
+            while True:
+                data, fds, _flags, _addr = socket.recv_fds(theirs, SPAWNER_MAX, 4)
+                if not data:
+                    return
+                for fd in fds:
+                    os.close(fd)
+                spec = decode_control(data)["spec"]
+                theirs.send(encode_control("spawned", id=spec["id"], pid=1000 + spec["n"]))
+        except OSError:
+            return
+
+    thread = threading.Thread(target=zygote, daemon=True)
+    thread.start()
+    loop = asyncio.new_event_loop()
+    spawned: list[tuple[str, int]] = []
+    spawner = Spawner(loop, lambda id_, pid: spawned.append((id_, pid)),
+                      lambda id_, error: pytest.fail(error))
+    ours.setblocking(False)
+    spawner._sock = ours
+    loop.add_reader(ours.fileno(), spawner._on_readable, ours)
+    count = 300
+
+    async def ask_all_at_once() -> None:
+        with open(os.devnull) as handoff:
+            for n in range(count):
+                spawner.spawn({"id": f"web/{n + 1}#1", "n": n}, handoff.fileno())
+        while len(spawned) < count:
+            await asyncio.sleep(0.01)
+
+    try:
+        loop.run_until_complete(asyncio.wait_for(ask_all_at_once(), 10))
+    finally:
+        loop.remove_reader(ours.fileno())
+        loop.close()
+        ours.close()
+        thread.join(5)
+        theirs.close()
+    # every answer, once, in the order the spawns were asked
+    assert spawned == [(f"web/{n + 1}#1", 1000 + n) for n in range(count)]

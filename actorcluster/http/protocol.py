@@ -61,6 +61,7 @@ MAX_PIPELINE = 32  # parsed requests waiting on one connection before it stops r
 # a larger one is written at once, so a full transport pauses the next request at once.
 DEFER_MAX = 16 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+NO_TRAILERS = 1 << 62  # _trailers_from outside a chunk header
 
 
 class _HttpError(Exception):
@@ -103,6 +104,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         "_headers",
         "_body",
         "_body_len",
+        "_trailers_from",
         "_continue_pending",
         "_version",
         "_queue",
@@ -145,6 +147,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] | None = None  # a list once the body has started
         self._body_len = 0
+        self._trailers_from = NO_TRAILERS  # where the trailer fields begin in _headers
         self._continue_pending = False  # a 100 Continue waits for the responses before it
         self._version: str | None = None  # "1.1" or "1.0", read once per connection
         # requests parsed and not answered yet
@@ -181,13 +184,16 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._received = received + len(data)
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as exc:
             # on_message_complete queued the request that asks to switch protocols
-            if self._queue:
-                self._queue.pop()
-                if self._starts:
-                    self._starts.pop()
-            self._protocol_error(501)
+            if self._queue and self._only_offers_h2c(self._queue[-1]):
+                self._go_on_after_upgrade(data[exc.args[0]:])
+            else:
+                if self._queue:
+                    self._queue.pop()
+                    if self._starts:
+                        self._starts.pop()
+                self._protocol_error(501)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _HttpError):
@@ -270,6 +276,23 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             raise _HttpError(413)
         self._body.append(body)  # type: ignore[union-attr]
 
+    # Only a chunked body calls these two. The parser gives the trailer fields that may follow
+    # the last chunk to on_header: they are not merged into the request's headers (RFC 9110,
+    # 6.5.1: a client must not be able to add a header after the body) and, with the headers,
+    # stay under the header limit (else a client could send them without end).
+
+    def on_chunk_header(self) -> None:
+        self._trailers_from = len(self._headers)
+
+    def on_chunk_complete(self) -> None:
+        trailers_from = self._trailers_from
+        self._trailers_from = NO_TRAILERS
+        headers = self._headers
+        if len(headers) > trailers_from:
+            if self._header_size() > self._max_header:
+                raise _HttpError(431)
+            del headers[trailers_from:]
+
     def on_message_complete(self) -> None:
         self._in_message = False
         self._continue_pending = False
@@ -301,7 +324,33 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         # The parser formats the version anew on each call (slow): read it for the first request
         # of the connection only; a client does not change its HTTP version on a connection.
         self._version = version = self._parser.get_http_version()
+        if version != "1.1" and version != "1.0":  # 0.9, or 2.0 in HTTP/1's syntax
+            raise _HttpError(505)
         return version
+
+    # -- upgrades ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _only_offers_h2c(request: Request) -> bool:
+        """A request that offers HTTP/2 (``curl --http2`` with an http:// URL) goes on in
+        HTTP/1.1 when the server does not switch (RFC 9110, 7.8: a server may ignore Upgrade);
+        a WebSocket client has nothing to go on with. With a body (the parser took it for the
+        new protocol's bytes) or CONNECT, the request cannot be served."""
+        headers = request.headers
+        return (
+            request._method != b"CONNECT"
+            and headers.get("upgrade", "").lower() == "h2c"
+            and headers.get("content-length", "0") == "0"
+            and "transfer-encoding" not in headers
+        )
+
+    def _go_on_after_upgrade(self, rest: bytes) -> None:
+        """Serve the queued request in HTTP/1.1; what followed it is parsed anew (the parser
+        stays paused after an upgrade)."""
+        self._parser = httptools.HttpRequestParser(self)
+        if rest:
+            self._received -= len(rest)  # data_received counts them
+            self.data_received(rest)
 
     # -- limits, 100-continue, errors -------------------------------------------------------
 
@@ -325,6 +374,9 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                 self._start_body(announce=True)
             except _HttpError as exc:
                 self._protocol_error(exc.status)
+        elif len(self._headers) > self._trailers_from:  # trailer fields arriving in pieces
+            if self._header_size() > self._max_header:
+                self._protocol_error(431)
 
     def _start_body(self, announce: bool) -> None:
         """The headers are in and the body has not been read: check its declared size, and

@@ -29,7 +29,8 @@ class Headers:
     ``headers["content-type"]`` and ``get`` give the first value, ``getall`` every value.
     ``items()`` yields every pair in the order received, with lower-cased names;
     ``raw`` is the list of ``(name, value)`` bytes pairs exactly as received.
-    Values are decoded as latin-1 (what HTTP/1.1 allows on the wire).
+    Values are decoded as latin-1 (what HTTP/1.1 allows on the wire), without the whitespace
+    around them (RFC 9112, 5.1: the parser drops what precedes a value, this what follows it).
     """
 
     __slots__ = ("raw", "_index")
@@ -43,7 +44,9 @@ class Headers:
         if index is None:
             index = {}
             for name, value in self.raw:
-                index.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+                index.setdefault(name.decode("latin-1").lower(), []).append(
+                    value.decode("latin-1").rstrip(" \t")
+                )
             self._index = index
         return index
 
@@ -69,7 +72,7 @@ class Headers:
     def items(self) -> Iterator[tuple[str, str]]:
         """Every ``(name, value)`` pair in the order received, names lower-cased."""
         for name, value in self.raw:
-            yield name.decode("latin-1").lower(), value.decode("latin-1")
+            yield name.decode("latin-1").lower(), value.decode("latin-1").rstrip(" \t")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._lookup())

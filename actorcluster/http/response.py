@@ -165,6 +165,9 @@ def render(
         return EMPTY_204 + date + conn + b"\r\n", keep_alive, None
     if isinstance(result, Response):
         return _render_response(result, head_only, keep_alive, http10, date)
+    for base in (str, bytes, dict, list):
+        if isinstance(result, base):  # a subclass (a StrEnum, an OrderedDict, a Counter ...)
+            return render(base(result), head_only, keep_alive, http10, date)
     raise TypeError(
         f"the handler returned {kind.__name__}; expected str, bytes, dict, list, Response or None"
     )
@@ -174,7 +177,11 @@ def _render_response(
     response: Response, head_only: bool, keep_alive: bool, http10: bool, date: bytes
 ) -> tuple[bytes, bool, Stream | None]:
     status = response.status
-    if type(status) is not int or not 200 <= status <= 599:
+    if type(status) is not int:  # an HTTPStatus is an int too; a bool is not a status
+        if not isinstance(status, int) or isinstance(status, bool):
+            raise ValueError(f"Response status must be an int from 200 to 599, not {status!r}")
+        status = int(status)
+    if not 200 <= status <= 599:
         raise ValueError(f"Response status must be an int from 200 to 599, not {status!r}")
     lines = [status_line(status)]
     has_server = has_date = False

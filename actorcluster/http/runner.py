@@ -93,6 +93,10 @@ def _raise(exc: BaseException) -> None:
     raise exc
 
 
+# What a handler may raise to stop its worker (let it crash), as from any task: everything else
+# (any other BaseException too: a task would hold it as its result) is the request's 500.
+STOPS_THE_WORKER = (SystemExit, KeyboardInterrupt)
+
 MAX_SPARE_CARRIERS = 64  # spare carrier tasks a worker keeps for its next connections
 
 
@@ -175,9 +179,9 @@ class _HandlerRunner:
     def _drive_failed(self, request: Request) -> None:
         """The first step of a handler raised (call inside the ``except``): answer 500."""
         exc = sys.exc_info()[1]
-        if not isinstance(exc, Exception | CancelledError):
-            # SystemExit, KeyboardInterrupt: stop the worker, as they would from a task. (Raised
-            # here they would not: uvloop turns them into a "fatal error on transport".)
+        if isinstance(exc, STOPS_THE_WORKER):
+            # stop the worker, as they would from a task. (Raised here they would not: uvloop
+            # turns them into a "fatal error on transport".)
             self._loop.call_soon(_raise, exc)
             return
         self._fail(request)
@@ -217,7 +221,9 @@ class _HandlerRunner:
             if self._aborted:
                 return  # close_all: nobody is left to answer
             self._fail(request)
-        except Exception:
+        except STOPS_THE_WORKER:
+            raise
+        except BaseException:
             self._running = None
             self._fail(request)
         else:
@@ -231,8 +237,8 @@ class _HandlerRunner:
         if future.cancelled():
             self._fail(request, CancelledError())
         elif (exc := future.exception()) is not None:
-            if not isinstance(exc, Exception):
-                raise exc  # SystemExit & co. from a sync handler stop the worker too
+            if isinstance(exc, STOPS_THE_WORKER):
+                raise exc  # from a sync handler too
             self._fail(request, exc)
         else:
             result = future.result()

@@ -62,9 +62,7 @@ def listen(bind: Bind, backlog: int = 2048) -> socket.socket:
     """Bind the listening socket; it belongs to the primary for the cluster's whole life."""
     try:
         if bind.path is not None:
-            path = Path(bind.path)
-            if path.is_socket():
-                path.unlink()
+            _clear_stale_socket(Path(bind.path))
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             sock.bind(bind.path)
         else:
@@ -82,6 +80,22 @@ def listen(bind: Bind, backlog: int = 2048) -> socket.socket:
     return sock
 
 
+def _clear_stale_socket(path: Path) -> None:
+    """Remove a Unix socket file that nobody listens on (a primary killed with -9 leaves it).
+    One somebody answers on is taken, as a port is, and any other file is not ours to delete:
+    bind then fails with "Address already in use"."""
+    if not path.is_socket():
+        return
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)  # a full backlog: somebody listens
+        try:
+            probe.connect(str(path))
+        except ConnectionRefusedError:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 class Primary:
     def __init__(self, config: ClusterConfig) -> None:
         self.config = config
@@ -93,6 +107,7 @@ class Primary:
         self._zygote_died_at = float("-inf")
         self._stopping = False  # from now on nothing is started or restarted
         self._zygote_restart: asyncio.Task[None] | None = None
+        self._socket_file: Path | None = None  # the Unix socket file we bound, removed at exit
 
     def run(self) -> int:
         """Run the cluster until it is stopped; return the process exit code."""
@@ -114,9 +129,8 @@ class Primary:
                 signal.signal(sig, handler)
             loop.close()
             rundir.release(directory)
-            bind = self.config.listen
-            if bind.path is not None:
-                Path(bind.path).unlink(missing_ok=True)
+            if self._socket_file is not None:
+                self._socket_file.unlink(missing_ok=True)
 
     async def _main(self, loop: asyncio.AbstractEventLoop, directory: Path) -> int:
         self._stopped = asyncio.Event()
@@ -136,7 +150,10 @@ class Primary:
             tree = await self._load_tree()
             self._watch(self.spawner.pid)
             has_pool = any(isinstance(node, specs.Pool) for _path, node in tree.walk())
-            self.gateway = Gateway(loop, listen(self.config.listen) if has_pool else None)
+            listener = listen(self.config.listen) if has_pool else None
+            if listener is not None and self.config.listen.path is not None:
+                self._socket_file = Path(self.config.listen.path)
+            self.gateway = Gateway(loop, listener)
             self.supervisor = SupervisionTree(
                 loop, self.config, tree, self.spawner, self.router, self.gateway, self.halt
             )

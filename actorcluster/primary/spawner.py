@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -114,13 +115,21 @@ class Spawner:
             return
         self._send_spawn(self._sock, spec, handoff_fd)
 
-    @staticmethod
-    def _send_spawn(sock: socket.socket, spec: dict[str, Any], handoff_fd: int) -> None:
-        sock.setblocking(True)  # tiny datagrams the zygote reads at once
-        try:
-            socket.send_fds(sock, [encode_control("spawn", spec=spec)], [handoff_fd])
-        finally:
-            sock.setblocking(False)
+    def _send_spawn(self, sock: socket.socket, spec: dict[str, Any], handoff_fd: int) -> None:
+        message = encode_control("spawn", spec=spec)
+        while True:
+            try:
+                socket.send_fds(sock, [message], [handoff_fd])
+                return
+            except BlockingIOError:
+                pass
+            # The channel is full: hundreds of spawns asked at once (a pool starting, a scale
+            # up) without this loop reading the zygote's replies, so the zygote may be waiting
+            # to send one. Waiting here without reading them would wait for ever: read what is
+            # there (handled once the caller returns, in order), then wait for room.
+            for reply in self._receive(sock):
+                self.loop.call_soon(self._dispatch, reply)
+            select.select([sock], [sock], [], 1.0)
 
     @property
     def fresh_pid(self) -> int | None:
@@ -197,21 +206,29 @@ class Spawner:
                 os.close(fd)
 
     def _on_readable(self, sock: socket.socket) -> None:
+        for message in self._receive(sock):
+            self._dispatch(message)
+
+    def _receive(self, sock: socket.socket) -> list[dict[str, Any]]:
+        """The zygote's replies waiting on ``sock``."""
+        messages = []
         while True:
             try:
                 data = sock.recv(SPAWNER_MAX)
             except (BlockingIOError, InterruptedError):
-                return
+                return messages
             except OSError:
                 data = b""
             if not data:
                 self.loop.remove_reader(sock.fileno())
-                return  # that zygote is gone; the primary learns it from SIGCHLD
-            message = decode_control(data)
-            if message["op"] == "spawned":
-                self.on_spawned(message["id"], int(message["pid"]))
-            elif message["op"] == "spawn_error":
-                self.on_spawn_error(message["id"], str(message["error"]))
+                return messages  # that zygote is gone; the primary learns it from SIGCHLD
+            messages.append(decode_control(data))
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message["op"] == "spawned":
+            self.on_spawned(message["id"], int(message["pid"]))
+        elif message["op"] == "spawn_error":
+            self.on_spawn_error(message["id"], str(message["error"]))
 
     def reaped(self) -> None:
         """The primary reaped the zygote."""

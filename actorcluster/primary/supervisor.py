@@ -334,7 +334,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
             leaf.restarts += 1
             self.restart_counts[leaf.name, _why(reason)] += 1
             if decision.delay > 0:
-                await asyncio.sleep(decision.delay)
+                await self._back_off(decision.delay)
             if not self.stopping and pool.state not in (STOPPING, DOWN):
                 self.spawn(leaf)
 
@@ -378,13 +378,18 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
             if removed is not None:
                 self._unregister(removed)
         if decision.delay > 0:
-            await asyncio.sleep(decision.delay)
+            await self._back_off(decision.delay)
         for name in decision.start:
             if self.stopping:
                 return
             child = node.children[name]
             child.restarts += 1
             await self._start(child)
+
+    async def _back_off(self, delay: float) -> None:
+        """Wait ``delay`` before a restart, or until the cluster stops: the task waiting (and
+        those waiting for its supervisor's lock) then end, not outlive the loop."""
+        await self.until(lambda: self.stopping, delay)
 
     async def _give_up(self, node: SupervisorNode, decision: GiveUp) -> None:
         """Intensity exceeded: stop every child (reverse order), then exit; the parent sees a
@@ -410,6 +415,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         """Stop the tree: children in reverse start order, each by its stop ladder, the whole
         within ``timeout`` (the graceful timeout), then SIGKILL; 0 kills every process at once."""
         self.stopping = True
+        self._changed.set()  # ends a restart's back-off (_back_off)
         for leaf in self._all():
             if leaf.link is not None:
                 self.gateway.withdraw(leaf.link)
