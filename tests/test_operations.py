@@ -358,6 +358,9 @@ def test_stop_command(cluster, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("stopped")
     assert c.wait(5) == 0
+    # the log says who asked, once, and no signal that nobody sent
+    assert c.log().count("was asked to stop (actorcluster stop): stopping gracefully") == 1
+    assert "got SIGTERM" not in c.log()
 
 
 def test_the_control_endpoint_refuses_unknown_commands_and_other_users(cluster, tmp_path,

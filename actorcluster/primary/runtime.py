@@ -106,6 +106,7 @@ class Primary:
         self._stopped: asyncio.Event | None = None
         self._zygote_died_at = float("-inf")
         self._stopping = False  # from now on nothing is started or restarted
+        self._stop_asked = False  # by `actorcluster stop` (no signal): for the log line
         self._zygote_restart: asyncio.Task[None] | None = None
         self._socket_file: Path | None = None  # the Unix socket file we bound, removed at exit
 
@@ -238,8 +239,12 @@ class Primary:
         SIGQUIT) meanwhile hurries it. Returns the task that waits for the next signal."""
         # only a second SIGINT (or a SIGQUIT) hurries the stop: a second SIGTERM does not
         hint = " (Ctrl-C again to stop at once)" if sig == signal.SIGINT else ""
-        log.info("Primary %d got %s: stopping gracefully%s", self.pid, signal.Signals(sig).name,
-                 hint)
+        if sig == signal.SIGTERM and self._stop_asked:
+            log.info("Primary %d was asked to stop (actorcluster stop): stopping gracefully",
+                     self.pid)
+        else:
+            log.info("Primary %d got %s: stopping gracefully%s", self.pid,
+                     signal.Signals(sig).name, hint)
         self._begin_stop()  # `actorcluster stop` comes this way, not through a signal handler
         self._exit_code = EXIT_OK
         graceful = loop.create_task(self._graceful_stop())
@@ -519,7 +524,7 @@ class Primary:
             self.config = replace(self.config, graceful_timeout=float(timeout))
             if getattr(self, "supervisor", None) is not None:
                 self.supervisor.config = self.config
-        log.info("Primary %d was asked to stop", self.pid)
+        self._stop_asked = True  # the log says who asked: no signal was sent
         self._begin_stop()  # as the signal handler does: nothing starts from now on
         self._signals.put_nowait(signal.SIGTERM)
         return {"pid": self.pid}
