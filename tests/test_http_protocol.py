@@ -724,6 +724,18 @@ def test_trailer_fields_are_dropped_and_count_toward_the_header_limit(serve, raw
     assert httpx.get(server.url + "/after").json()["path"] == "/after"
 
 
+def test_an_http_1_0_request_with_transfer_encoding_is_400(serve, raw):
+    """RFC 9112, 6.1: the framing of an HTTP/1.0 message with Transfer-Encoding is faulty."""
+    server = serve(echo)
+    for body in (b"3\r\nabc\r\n0\r\n\r\n", b"0\r\n\r\n"):
+        conn = raw(server.port)
+        conn.send(b"POST /up HTTP/1.0\r\nHost: t\r\nConnection: keep-alive\r\n"
+                  b"Transfer-Encoding: chunked\r\n\r\n" + body)
+        status, headers, _ = conn.response()
+        assert (status, headers["connection"]) == (400, "close")
+    assert httpx.get(server.url + "/after").json()["path"] == "/after"
+
+
 def test_content_length_body_in_pieces(serve, raw):
     server = serve(echo)
     conn = raw(server.port)

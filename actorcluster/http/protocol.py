@@ -282,6 +282,11 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
     # stay under the header limit (else a client could send them without end).
 
     def on_chunk_header(self) -> None:
+        if self._version == "1.0" or (self._version is None and self._first_version() == "1.0"):
+            # Transfer-Encoding is HTTP/1.1's: RFC 9112, 6.1 says to treat the framing of such
+            # an HTTP/1.0 message as faulty (an old proxy in front would have read it another
+            # way: request smuggling), as nginx does: 400 and close.
+            raise _HttpError(400)
         self._trailers_from = len(self._headers)
 
     def on_chunk_complete(self) -> None:
