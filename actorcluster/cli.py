@@ -346,7 +346,8 @@ def scale(pool: str, workers: int, cluster: str | None) -> None:
     fewer); workers that leave finish their requests first."""
     reply = _primary(cluster, {"op": "scale", "pool": pool, "workers": workers},
                      timeout=3600.0)
-    click.echo(f"{reply['pool']}: {reply['before']} -> {reply['workers']} workers "
+    plural = "" if reply["workers"] == 1 else "s"
+    click.echo(f"{reply['pool']}: {reply['before']} -> {reply['workers']} worker{plural} "
                f"({reply['ready']} ready)")
 
 

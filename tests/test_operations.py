@@ -303,6 +303,7 @@ def test_scale_up_and_down_under_load(cluster, tmp_path):
         load.wait(200)
         down = cli(c, "scale", "web", "1")
         assert down.returncode == 0, down.stderr
+        assert "web: 4 -> 1 worker (1 ready)" in down.stdout  # as the log says it
         load.wait(200)
     load.assert_nothing_failed()
     assert list(workers(c)) == ["web/1"]
