@@ -504,3 +504,27 @@ def test_a_promoted_standby_answers_its_first_requests_that_ask_an_actor(cluster
     assert statuses and set(statuses) == {200}, sorted(set(statuses))
     assert not errors, errors[:5]
     assert c.stop() == 0
+
+
+def test_a_stop_during_a_reload_stops_the_replacement_that_is_getting_ready(cluster, tmp_path):
+    """SIGTERM while a reload waits for a replacement's on_ready(): the replacement stops with
+    everything else (it was left to become ready, logged 'started' during the stop, and was
+    killed 5 s later), and the reload says that the cluster is stopping, not that the old worker
+    goes on serving."""
+    c = live_cluster(cluster, tmp_path, "--workers", "1")
+    write_app(tmp_path, "v2", extra="import asyncio\n\nasync def on_ready():\n"
+                                    "    await asyncio.sleep(60)\n")
+    out: list[subprocess.CompletedProcess] = []
+    reload = threading.Thread(target=lambda: out.append(cli(c, "reload")))
+    reload.start()
+    c.wait_for_log(r"zygote \d+ started with the code on disk")
+    time.sleep(0.5)  # the replacement is forked and in its on_ready()
+    c.signal(signal.SIGTERM)
+    asked = time.monotonic()
+    assert c.wait(10) == 0
+    assert time.monotonic() - asked < 2.0, c.log()
+    reload.join(15)
+    assert out and out[0].returncode == 1
+    assert "the cluster is stopping" in out[0].stderr, out[0].stderr
+    after = c.log().split("got SIGTERM", 1)[1]
+    assert "started" not in after and "SIGKILL" not in after, after

@@ -142,11 +142,18 @@ class ProcessActor:
             self.host.crash = self.crash
             if not await self.host.start():
                 return ExitCode.BOOT_ERROR
-        if not await self.ready_hook():
+        # a stop (SIGTERM) while on_ready() runs ends it: the cluster is stopping, or the
+        # reload that started us gave up; this process will never serve
+        ready = asyncio.ensure_future(self.ready_hook())
+        await asyncio.wait((ready, self._finished), return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+        elif not ready.result():
             return ExitCode.BOOT_ERROR
-        self.send_system("ready", pid=os.getpid())
-        self._last_heard = self.loop.time()
-        self.loop.call_later(self.heartbeat_interval, self._heartbeat)
+        else:
+            self.send_system("ready", pid=os.getpid())
+            self._last_heard = self.loop.time()
+            self.loop.call_later(self.heartbeat_interval, self._heartbeat)
         code = await self._finished
         self.channel.close(linger=1000)
         if self._standby_channel is not None:
