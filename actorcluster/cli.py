@@ -187,13 +187,13 @@ def _client(name: str | None):  # noqa: ANN202 - click helper
         raise click.ClickException(str(exc)) from None
 
 
-def _json_argument(text: str) -> Any:
+def _json_argument(text: str, name: str = "MESSAGE") -> Any:
     import json
 
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="MESSAGE") from None
+        raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
 
 
 _cluster_name = click.option("--name", "cluster", envvar="ACTORCLUSTER_NAME", show_envvar=True,
@@ -264,7 +264,7 @@ def start_child(supervisor: str, spec: str, cluster: str | None, timeout: float)
     '{"name": "c2", "actor": "examples.counter:Counter", "restart": "transient"}'."""
     import json
 
-    value = _json_argument(spec)
+    value = _json_argument(spec, "SPEC")
     reply = _primary(cluster, {"op": "start_child", "supervisor": supervisor, "spec": value},
                      timeout)
     click.echo(json.dumps(reply))
@@ -346,7 +346,8 @@ def scale(pool: str, workers: int, cluster: str | None) -> None:
     fewer); workers that leave finish their requests first."""
     reply = _primary(cluster, {"op": "scale", "pool": pool, "workers": workers},
                      timeout=3600.0)
-    click.echo(f"{reply['pool']}: {reply['before']} -> {reply['workers']} workers "
+    plural = "" if reply["workers"] == 1 else "s"
+    click.echo(f"{reply['pool']}: {reply['before']} -> {reply['workers']} worker{plural} "
                f"({reply['ready']} ready)")
 
 

@@ -599,3 +599,23 @@ def test_max_requests_recycling_loses_no_count(cluster, tmp_path):
         sent["2xx"] + sent["4xx"] // 2)  # the 404s are timed, the 413s are not
     assert total(s, "actorcluster_restarts_total") == 0  # a recycling is no restart
     assert c.stop() == 0
+
+
+def test_the_standby_a_reload_replaces_is_no_worker_in_the_http_counts(cluster, tmp_path):
+    # a reload retires the standby (forked from the old code) as it retires a worker: its last
+    # heartbeat must not make a "web/standby" worker appear in the HTTP counts for good
+    (tmp_path / "ac_metrics_app.py").write_text(APP)
+    mport = free_port()
+    c = cluster("ac_metrics_app:handler", "--workers", "1", "--metrics-bind",
+                f"127.0.0.1:{mport}", env={"PYTHONPATH": str(tmp_path)})
+    c.wait_workers(1)
+    wait_scrape(mport, lambda s: value(s, "actorcluster_processes_up", type="standby") == 1)
+    time.sleep(1.2)  # a heartbeat of the standby reached the primary
+    c.signal(signal.SIGHUP)
+    c.wait_for_log(r"reload of every child done")
+    assert get(c.url + "/").status_code == 200
+    s = wait_scrape(mport, lambda s: by_class(s)["2xx"] == 1 and value(
+        s, "actorcluster_processes_up", type="standby") == 1)
+    workers = {dict(ls).get("worker") for n, ls in s if n == "actorcluster_http_requests_total"}
+    assert workers == {"web/1"}
+    assert c.stop() == 0

@@ -303,6 +303,7 @@ def test_scale_up_and_down_under_load(cluster, tmp_path):
         load.wait(200)
         down = cli(c, "scale", "web", "1")
         assert down.returncode == 0, down.stderr
+        assert "web: 4 -> 1 worker (1 ready)" in down.stdout  # as the log says it
         load.wait(200)
     load.assert_nothing_failed()
     assert list(workers(c)) == ["web/1"]
@@ -456,3 +457,74 @@ def test_on_ready_runs_before_a_worker_gets_a_connection(cluster):
     bodies = {httpx.get(c.url).text for _ in range(6)}
     assert len(bodies) == 2 and all(b.endswith(", warmed up\n") for b in bodies)
     assert c.stop() == 0
+
+
+def test_a_promoted_standby_answers_its_first_requests_that_ask_an_actor(cluster):
+    """Scaling up promotes the standby, and the gateway hands it connections at once, before it
+    has read its "promote" and moved to its new identity. An ask its handler sent meanwhile, on
+    the standby's old socket, got no reply (discarded with that socket, or its reply sent to
+    the old identity): an AskTimeout and a 500 two seconds later."""
+    c = cluster("examples.counter:handler", "--workers", "2",
+                "--actor", "counter=examples.counter:Counter")
+    statuses: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def new_connections() -> None:  # a new connection per request: any worker may get it
+        with httpx.Client(timeout=10, headers={"Connection": "close"}) as client:
+            while not stop.is_set():
+                try:
+                    statuses.append(client.get(c.url).status_code)
+                except httpx.HTTPError as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=new_connections, daemon=True) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(3):  # crashes first: each promotes the standby too
+            time.sleep(1.0)
+            victim = workers(c)["web/1"]["pid"]
+            os.kill(victim, signal.SIGKILL)
+            wait_until(lambda v=victim: workers(c)["web/1"]["pid"] not in (None, v))
+        time.sleep(0.5)
+        errors.clear()  # requests in flight in a killed worker are lost; from now on none is
+        for n in range(16):  # the race was lost about one promotion in ten
+            time.sleep(0.5)
+            c.signal(signal.SIGTTIN)
+            c.wait_for_log(r"pool web scaled from 2 to 3 workers", count=n + 1)
+            time.sleep(0.5)
+            c.signal(signal.SIGTTOU)
+            c.wait_for_log(r"pool web scaled from 3 to 2 workers", count=n + 1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert "AskTimeout" not in c.log()
+    assert statuses and set(statuses) == {200}, sorted(set(statuses))
+    assert not errors, errors[:5]
+    assert c.stop() == 0
+
+
+def test_a_stop_during_a_reload_stops_the_replacement_that_is_getting_ready(cluster, tmp_path):
+    """SIGTERM while a reload waits for a replacement's on_ready(): the replacement stops with
+    everything else (it was left to become ready, logged 'started' during the stop, and was
+    killed 5 s later), and the reload says that the cluster is stopping, not that the old worker
+    goes on serving."""
+    c = live_cluster(cluster, tmp_path, "--workers", "1")
+    write_app(tmp_path, "v2", extra="import asyncio\n\nasync def on_ready():\n"
+                                    "    await asyncio.sleep(60)\n")
+    out: list[subprocess.CompletedProcess] = []
+    reload = threading.Thread(target=lambda: out.append(cli(c, "reload")))
+    reload.start()
+    c.wait_for_log(r"zygote \d+ started with the code on disk")
+    time.sleep(0.5)  # the replacement is forked and in its on_ready()
+    c.signal(signal.SIGTERM)
+    asked = time.monotonic()
+    assert c.wait(10) == 0
+    assert time.monotonic() - asked < 2.0, c.log()
+    reload.join(15)
+    assert out and out[0].returncode == 1
+    assert "the cluster is stopping" in out[0].stderr, out[0].stderr
+    after = c.log().split("got SIGTERM", 1)[1]
+    assert "started" not in after and "SIGKILL" not in after, after

@@ -240,6 +240,8 @@ def test_dynamic_children_from_the_command_line(cluster, tmp_path):
     assert bad.returncode != 0 and "failed to start" in bad.stderr
     assert "no module named 'nosuch_mod'" in bad.stderr
     assert "e" not in status(c)
+    not_json = cli(c, "start-child", "root", "{name: e}")
+    assert not_json.returncode == 2 and "Invalid value for SPEC: not JSON" in not_json.stderr
     assert c.stop() == 0
 
 

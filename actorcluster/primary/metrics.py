@@ -218,6 +218,14 @@ class _Process:
                 and self.latency.went_back(new.latency))
 
 
+def _member(leaf: Leaf) -> bool:
+    """An HTTP pool's member: not its standby, which serves nothing until it is promoted under
+    a member's name, neither the current one nor one a reload is retiring (the same Leaf,
+    ``<pool>/standby``, no longer ``tree.spare``)."""
+    return leaf.kind == "http" and leaf.pool is not None and (
+        leaf.name != f"{leaf.pool.name}/standby")
+
+
 def _read(leaf: Leaf) -> tuple[int, _Process] | None:
     """The pid and counters in ``leaf``'s last heartbeat; None before the first one."""
     stats = leaf.stats
@@ -258,8 +266,7 @@ class ClusterCollector(Collector):
         tree = self.tree
         seen: dict[tuple[str, int], _Process] = {}
         for leaf in tree._all():
-            # the standby serves nothing until it is promoted, under a member's name
-            if leaf.kind != "http" or leaf.pool is None or leaf is tree.spare:
+            if not _member(leaf):
                 continue
             read = _read(leaf)
             if read is not None:
@@ -306,7 +313,7 @@ class ClusterCollector(Collector):
     def _http(self) -> Iterator[Metric]:
         totals = {key: Counter(counts) for key, counts in self._gone.items()}
         for leaf in self.tree._all():  # every member, before its first heartbeat too
-            if leaf.kind == "http" and leaf.pool is not None and leaf is not self.tree.spare:
+            if _member(leaf):
                 totals.setdefault((leaf.pool.name, leaf.name), Counter())
         latency = {pool: _copy(h) for pool, h in self._gone_latency.items()}
         for proc in self._live.values():
@@ -373,7 +380,7 @@ class ClusterCollector(Collector):
             if leaf.pid is None:
                 continue
             if leaf.up:
-                up["standby" if leaf is tree.spare else kind_of(leaf)] += 1
+                up["standby" if leaf.kind == "http" and not _member(leaf) else kind_of(leaf)] += 1
             usage = leaf.usage
             if "rss" in usage:  # two processes share a name for a moment during a reload
                 rss[leaf.name] += usage["rss"]

@@ -57,15 +57,17 @@ class Rolling:
         tree.candidates.add(new)
         tree.spawn(new, fresh)
         ready = await tree.until(lambda: new.up or not new.live, ready_timeout)
-        if not (ready and new.up):
-            why = new.last_exit or f"not ready within {ready_timeout:g} s"
+        if not (ready and new.up) or tree.stopping:
+            why = ("the cluster is stopping" if tree.stopping
+                   else new.last_exit or f"not ready within {ready_timeout:g} s")
             if new.live:
                 new.stop_requested = True
                 tree.send_signal(new, signal.SIGKILL)
                 await tree.until(lambda: not new.live, KILL_WAIT)
             tree.candidates.discard(new)
-            raise SupervisorError(f"the new {old.name} did not start ({why}); "
-                                  f"{old.name} (pid {old.pid}) goes on serving")
+            raise SupervisorError(f"the new {old.name} did not start ({why}); " + (
+                f"{old.name} was not replaced" if tree.stopping
+                else f"{old.name} (pid {old.pid}) goes on serving"))
         new.replacing = False
         tree.candidates.discard(new)
         if pool.members.get(old.name) is old:

@@ -419,9 +419,12 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         for leaf in self._all():
             if leaf.link is not None:
                 self.gateway.withdraw(leaf.link)
-        if self.spare is not None:
-            self.spare.stop_requested = True
-            self.send_signal(self.spare, signal.SIGTERM)
+        # nothing starts once the stop began: neither the standby nor a replacement that a
+        # reload or a recycling is waiting for (left alone, it became ready, then was killed)
+        for leaf in [self.spare, *self.candidates]:
+            if leaf is not None:
+                leaf.stop_requested = True
+                self.send_signal(leaf, signal.SIGTERM)
         if timeout <= 0:
             self.kill_all()
         else:

@@ -66,6 +66,7 @@ class ProcessActor:
             self._slot = int(spec["reads_slot"])
         self._context = zmq.Context(1)
         self.channel = self._connect_router()
+        self._standby_channel: LoopSocket | None = None  # a promoted standby's first socket
         self.messenger = Messenger(loop, self.channel.send, self._deliver)
         self.messenger.wait_in_place = self._wait_in_place
         actor._install(self.messenger)
@@ -93,12 +94,15 @@ class ProcessActor:
             self._reads = None
         else:
             self._slot = reads_slot  # counting from 0 again: it is a new incarnation's slot
-        old = self.channel
         self.spec["name"], self.spec["incarnation"] = name, incarnation
         self.identity = incarnation_id(name, incarnation)
+        # The old socket stays open until we exit: the gateway hands us connections as soon as
+        # it has sent "promote", so a handler may already have sent an ask on it, which closing
+        # it would discard, or be waiting for the reply, which the router sends to the identity
+        # that asked.
+        self._standby_channel = self.channel
         self.channel = self._connect_router()
         self.messenger._send = self.channel.send
-        old.close(linger=0)
         set_process_name(f"ac {name}")
         if self.host is not None:
             self.host.rename(name, self.identity)
@@ -138,13 +142,22 @@ class ProcessActor:
             self.host.crash = self.crash
             if not await self.host.start():
                 return ExitCode.BOOT_ERROR
-        if not await self.ready_hook():
+        # a stop (SIGTERM) while on_ready() runs ends it: the cluster is stopping, or the
+        # reload that started us gave up; this process will never serve
+        ready = asyncio.ensure_future(self.ready_hook())
+        await asyncio.wait((ready, self._finished), return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            ready.cancel()
+        elif not ready.result():
             return ExitCode.BOOT_ERROR
-        self.send_system("ready", pid=os.getpid())
-        self._last_heard = self.loop.time()
-        self.loop.call_later(self.heartbeat_interval, self._heartbeat)
+        else:
+            self.send_system("ready", pid=os.getpid())
+            self._last_heard = self.loop.time()
+            self.loop.call_later(self.heartbeat_interval, self._heartbeat)
         code = await self._finished
         self.channel.close(linger=1000)
+        if self._standby_channel is not None:
+            self._standby_channel.close(linger=1000)
         self._context.term()
         return code
 
