@@ -165,6 +165,34 @@ def test_what_a_killed_actor_never_read_is_handled_by_its_successor(cluster, att
     assert status(client)["messages"]["dead_letters"] == {}
 
 
+def test_a_graceful_stop_finishes_the_message_in_hand_and_loses_none(cluster, attach, tmp_path):
+    # SIGTERM to an async actor busy with one message, others waiting: it finishes what it had
+    # read (the one in hand was once cancelled, on_stop running under it), and what arrives
+    # after the stop began goes to the next incarnation: every number handled once, in order.
+    journal = tmp_path / "journal"
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor",
+                "journal=ac_actors:SlowJournal", env={"AC_JOURNAL": str(journal), "AC_SLOW": "0.3"})
+    client = attach(c)
+    old = client.ask("journal", "pid")
+    client.tell("journal", 0)
+    client.tell("journal", 1)
+    time.sleep(0.1)
+    os.kill(old, signal.SIGTERM)
+    time.sleep(0.1)
+    for i in range(2, 6):
+        client.tell("journal", i)
+    deadline = time.monotonic() + 10
+    while journal.read_text().count("\n") < 6:
+        assert time.monotonic() < deadline, (journal.read_text(), c.log())
+        time.sleep(0.05)
+    time.sleep(0.5)  # nothing more comes (a duplicate would)
+    lines = [line.split() for line in journal.read_text().splitlines()]
+    assert sorted(int(n) for _pid, n in lines) == list(range(6)), lines
+    assert [int(n) for _pid, n in lines] == list(range(6))
+    assert int(lines[0][0]) == old and int(lines[-1][0]) != old
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
 def test_dead_letters_for_an_unknown_name_and_past_the_hold_bound(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-messages", "10",
                 "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "1.5"})

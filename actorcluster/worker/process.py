@@ -241,9 +241,10 @@ class ProcessActor:
             return
         reads = self._reads
         if reads is not None and header and header[0] <= _ASK:  # a tell or an ask: read now
-            # ... unless the actor crashed: it will not handle it, so it is not counted and
-            # the router gives it to the next incarnation when this process has exited
-            if self.host is None or not self.host.crashed:
+            # ... unless the actor crashed or is stopping: it will not handle it, so it is not
+            # counted and the router gives it to the next incarnation when this process has
+            # exited (or counts it as a dead letter)
+            if self.host is None or not self.host.finished:
                 reads[self._slot] += 1
         try:
             self.messenger.on_frames(sender, header, payload)

@@ -219,3 +219,14 @@ class Journal(Actor):
         if message == "pid":
             return os.getpid()
         os.write(self.fd, b"%d %d\n" % (os.getpid(), message))
+
+
+class SlowJournal(Journal):
+    """An async Journal that takes $AC_SLOW seconds over each number before writing it, so a
+    graceful stop finds one in hand and more waiting."""
+
+    async def receive(self, message):
+        if message == "pid":
+            return os.getpid()
+        await asyncio.sleep(float(os.environ.get("AC_SLOW", "0")))
+        os.write(self.fd, b"%d %d\n" % (os.getpid(), message))
