@@ -193,6 +193,28 @@ def test_a_graceful_stop_finishes_the_message_in_hand_and_loses_none(cluster, at
     assert status(client)["messages"]["dead_letters"] == {}
 
 
+def test_hundreds_of_asks_to_an_actor_killed_all_fail_at_once(cluster, attach):
+    # The async echo has read 1500 asks (they wait in its mailbox) when it is killed: the router
+    # fails each with ActorCrashed at once. Those errors once went straight to ZeroMQ and what
+    # did not fit the asker's pipe (256 messages) was dropped: those asks hung until timeout.
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    pid = child(client, "echo")["pid"]
+
+    async def main():
+        asks = [actorcluster.ask("echo", ("sleep", 2, i), timeout=10) for i in range(1500)]
+        await asyncio.sleep(0.5)  # all read by the echo, which sleeps over the first
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        answers = await asyncio.gather(*asks, return_exceptions=True)
+        return answers, time.monotonic() - started
+
+    answers, took = asyncio.run(main())
+    assert {type(a).__name__ for a in answers} == {"ActorCrashed"}, answers[-1]
+    assert took < 3, took
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
 def test_dead_letters_for_an_unknown_name_and_past_the_hold_bound(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-messages", "10",
                 "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "1.5"})

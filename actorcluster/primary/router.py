@@ -372,7 +372,8 @@ class Router:
         if outbox is None:
             try:
                 send_frames(self._sock, frames)
-                self.delivered += count
+                if sender != PRIMARY:  # the primary's own replies and errors were never sent
+                    self.delivered += count
                 track = self._tracked.get(identity)
                 if track is not None and frames[2][0] <= ASK:  # a tell or an ask
                     self._keep(track, frames)
@@ -470,7 +471,8 @@ class Router:
                     self._undeliverable([frames[1], identity, *frames[2:]], "its process is gone")
                     continue
                 frames = outbox.popleft()
-                self.delivered += _count(frames[2])
+                if frames[1] != PRIMARY:
+                    self.delivered += _count(frames[2])
                 track = self._tracked.get(identity)
                 if track is not None and frames[2][0] <= ASK:
                     self._keep(track, frames)
@@ -512,13 +514,14 @@ class Router:
             log.warning("dead letter: %d message(s) to %r: %s", count, name, why)
 
     def _error(self, asker: bytes, corr: int, error: str, message: str) -> None:
-        try:
-            send_frames(
-                self._sock,
-                [asker, PRIMARY, _pack(ERROR, FLAG_JSON, 1, corr), error_payload(error, message)],
-            )
-        except zmq.ZMQError:
-            self._dead(asker.decode(errors="replace"), 1, "the asker is gone")
+        self._answer_asker(asker, [asker, PRIMARY, _pack(ERROR, FLAG_JSON, 1, corr),
+                                   error_payload(error, message)])
+
+    def _answer_asker(self, asker: bytes, frames: list) -> None:
+        """An answer of the router's own (an ask's error, the primary's reply): through the
+        asker's outbox like any message, so a full pipe (a crash fails hundreds of asks at once)
+        delays it instead of dropping it; an asker that is gone makes it a dead letter."""
+        self._send(asker, frames, PRIMARY, asker, 1)
 
     def _malformed(self, frames: list, why: str) -> None:
         self.malformed += 1
@@ -606,7 +609,8 @@ class Router:
             self._dead(PRIMARY.decode(), 1, text)
 
     def _reply(self, sender: bytes, corr: int, result: Any) -> None:
-        self.channel.send([sender, PRIMARY, _pack(REPLY, FLAG_JSON, 1, corr), dumps_json(result)])
+        self._answer_asker(sender, [sender, PRIMARY, _pack(REPLY, FLAG_JSON, 1, corr),
+                                    dumps_json(result)])
 
 
 def _count(header: bytes) -> int:
