@@ -215,6 +215,28 @@ def test_hundreds_of_asks_to_an_actor_killed_all_fail_at_once(cluster, attach):
     assert status(client)["messages"]["dead_letters"] == {}
 
 
+def test_answers_owed_to_a_killed_actor_never_reach_its_successor(cluster, attach):
+    # The stale actor's pipe is full of answers to its asks and more wait in the router when it
+    # is killed. They answered asks of that process only: its successor, whose own asks reuse
+    # the same correlation ids, must never get them (they once answered its asks wrongly).
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor", "echo=ac_actors:Echo",
+                "--actor", "stale=ac_actors:Stale")
+    client = attach(c)
+    old = client.ask("stale", "pid")
+    assert client.ask("stale", "burst") == "sent"
+    time.sleep(1)
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while child(client, "stale")["pid"] in (old, None):
+        assert time.monotonic() < deadline, c.log()
+        time.sleep(0.05)
+    while (outcomes := client.ask("stale", "outcomes", timeout=10)) is None:
+        assert time.monotonic() < deadline, c.log()
+        time.sleep(0.1)
+    assert outcomes == {"right": 3000}
+    assert set(status(client)["messages"]["dead_letters"]) <= {"stale#1", "nobody"}
+
+
 def test_dead_letters_for_an_unknown_name_and_past_the_hold_bound(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-messages", "10",
                 "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "1.5"})

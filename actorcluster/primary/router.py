@@ -186,10 +186,12 @@ class Router:
         self.held.setdefault(key, _Held())
 
     def incarnation_down(self, name: str, identity: bytes, hold: bool = False) -> None:
-        """An incarnation died. What it never read (sent into its dead socket, or still in our
-        outbox for it) goes to the name again: held for the replacement when ``hold`` (it is
-        being restarted), else to whatever now carries the name, else a dead letter. The asks
-        it read and did not answer fail with ActorCrashed."""
+        """An incarnation died. The tells and asks it never read (sent into its dead socket, or
+        still in our outbox for it) go to the name again: held for the replacement when
+        ``hold`` (it is being restarted), else to whatever now carries the name, else a dead
+        letter. The asks
+        it read and did not answer fail with ActorCrashed. Answers to its own asks are dead
+        letters: they answer nothing of another incarnation."""
         key = name.encode()
         bound = self.names.get(key) == identity
         if bound:
@@ -198,7 +200,11 @@ class Router:
         unread = self.untrack(identity)
         for frames in unread:
             self.delivered -= _count(frames[2])  # handed to ZeroMQ, but never delivered
-        unread += self.outboxes.pop(identity, ())
+        for frames in self.outboxes.pop(identity, ()):
+            if frames[2][0] <= ASK:
+                unread.append(frames)
+            else:  # answers to asks of this process: its successor reuses their correlation ids
+                self._undeliverable([frames[1], identity, *frames[2:]], "the asker died")
         owed = self.asks.pop(identity, {})
         for frames in unread:
             kind, _flags, count, corr = _unpack(frames[2])
