@@ -237,6 +237,33 @@ def test_answers_owed_to_a_killed_actor_never_reach_its_successor(cluster, attac
     assert set(status(client)["messages"]["dead_letters"]) <= {"stale#1", "nobody"}
 
 
+def test_what_waited_in_the_router_for_a_killed_actor_reaches_its_successor(cluster, attach):
+    # Large messages travel one per ZeroMQ message, so a stopped actor's pipe fills and the rest
+    # waits in the router's outbox for it. Killed, it disconnects: when ZeroMQ says so before
+    # the supervisor hears of the death, what waits in the outbox once became dead letters
+    # ("its process is gone"); it must go to the next incarnation, in order, like the rest.
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-messages", "100000",
+                "--max-restarts", "50", "--actor", "recorder=ac_actors:Recorder")
+    client = attach(c)
+    for trial in range(8):  # a race: ZeroMQ's news and the kernel's come in either order
+        old = client.ask("recorder", "pid", timeout=10)
+        os.kill(old, signal.SIGSTOP)
+        try:
+            for i in range(800):
+                client.tell("recorder", i.to_bytes(4, "big") + bytes(65532))
+            client.ask("primary", "status")  # the router has what it could forward by now
+            time.sleep(0.3)
+        finally:
+            os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while (heads := client.ask("recorder", "heads", timeout=10)) != list(range(800)):
+            assert time.monotonic() < deadline and len(heads) < 800, (trial, heads[:5],
+                                                                      len(heads), c.log())
+            assert status(client)["messages"]["dead_letters"] == {}, trial
+            time.sleep(0.1)
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
 def test_dead_letters_for_an_unknown_name_and_past_the_hold_bound(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-messages", "10",
                 "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "1.5"})

@@ -408,7 +408,7 @@ class Router:
             owed = self.asks.get(identity, {}).get(frames[0])
             if owed is not None:
                 owed.difference_update(range(corr, corr + count))
-        name = self._name_of.pop(identity, None)
+        name = self._name_of.get(identity)  # incarnation_down forgets it
         if name is None or frames[1] != name and frames[1] not in self.groups:
             self._undeliverable(frames, "its process is gone")
             return
@@ -416,6 +416,18 @@ class Router:
             del self.names[name]
         self.held.setdefault(name, _Held())
         self._on_frames(frames, again=True)  # re-route: another group member, or held
+
+    def _outbox_gone(self, identity: bytes, outbox: deque) -> None:
+        """ZeroMQ says the peer of ``outbox`` is gone and its supervisor has not heard yet: the
+        tells and asks waiting there go to its name again, in order, as incarnation_down would
+        send them (held for the replacement); answers to its asks are dead letters."""
+        name = self._name_of.get(identity)
+        while outbox:
+            frames = outbox.popleft()
+            if name is not None and frames[2][0] <= ASK:
+                self._peer_gone(identity, _readdressed(frames, name))
+            else:
+                self._undeliverable([frames[1], identity, *frames[2:]], "its process is gone")
 
     def _hold(self, held: _Held, frames: list, count: int) -> None:
         room = self.hold_max - held.messages
@@ -472,10 +484,9 @@ class Router:
                     send_frames(sock, outbox[0])
                 except zmq.Again:
                     break
-                except zmq.ZMQError:
-                    frames = outbox.popleft()
-                    self._undeliverable([frames[1], identity, *frames[2:]], "its process is gone")
-                    continue
+                except zmq.ZMQError:  # EHOSTUNREACH: that peer is gone
+                    self._outbox_gone(identity, outbox)
+                    break
                 frames = outbox.popleft()
                 if frames[1] != PRIMARY:
                     self.delivered += _count(frames[2])
