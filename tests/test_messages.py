@@ -711,6 +711,31 @@ def wait_count(client, expected: int, timeout: float = 20.0) -> int:
 
 
 @pytest.mark.timeout(90)
+def test_a_busy_stage_of_a_pipeline_is_never_left_paused(cluster, attach):
+    # client -> forwarder -> recorder, 64 KiB messages (one per ZeroMQ message). The recorder
+    # naps: the forwarder is paused for it. Then the forwarder naps while the client goes on:
+    # its pipe fills. The recorder wakes and drains, and the router says "resume" to the
+    # forwarder; that once went straight to ZeroMQ, was refused (the pipe is full) and was
+    # dropped: the forwarder stayed paused for good and the pipeline stalled.
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor",
+                "recorder=ac_actors:NappingRecorder", "--actor", "forwarder=ac_actors:Forwarder")
+    client = attach(c)
+    client.tell("recorder", ("nap", 1.5))
+    for i in range(1000):
+        client.tell("forwarder", i.to_bytes(4, "big") + bytes(65532))
+    client.tell("forwarder", ("nap", 2.5))
+    for i in range(1000, 2000):
+        client.tell("forwarder", i.to_bytes(4, "big") + bytes(65532))
+    last, still = -1, time.monotonic()
+    while (count := client.ask("recorder", "count", timeout=10)) < 2000:
+        if count != last:
+            last, still = count, time.monotonic()
+        assert time.monotonic() - still < 4, f"stalled at {count} of 2000"
+        time.sleep(0.1)
+    assert client.ask("recorder", "heads", timeout=10) == list(range(2000))
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
 def test_a_tell_refused_with_mailbox_full_is_never_sent(cluster, attach):
     """Past QUEUE_LIMIT messages waiting for a paused destination, tell raises MailboxFull and
     that message is not sent: the receiver gets exactly the tells that did not raise, from an

@@ -256,6 +256,13 @@ class Router:
     def send_system(self, identity: bytes, op: str, **fields: Any) -> bool:
         return self.channel.send([identity, PRIMARY, *system_frames(op, **fields)])
 
+    def _control(self, identity: bytes, op: str, **fields: Any) -> None:
+        """Flow control and the stop's acknowledgement: through the peer's outbox like any
+        message, so a full pipe delays them instead of dropping them (a "resume" dropped there
+        left its sender paused for good: a busy stage of a pipeline stalled)."""
+        self._send(identity, [identity, PRIMARY, *system_frames(op, **fields)], PRIMARY,
+                   identity, 1)
+
     def tick(self) -> None:
         """Trim what tracked incarnations have read and report dead-letter bursts (called about
         once a second)."""
@@ -398,7 +405,7 @@ class Router:
             pausing = self._pausing.setdefault(identity, set())
             if (sender, dest) not in pausing:
                 pausing.add((sender, dest))
-                self.send_system(sender, "pause", dest=dest.decode(errors="replace"))
+                self._control(sender, "pause", dest=dest.decode(errors="replace"))
 
     def _peer_gone(self, identity: bytes, frames: list) -> None:
         """The incarnation behind a name died and the supervisor has not heard yet: hold its
@@ -502,7 +509,7 @@ class Router:
 
     def _resume_senders(self, identity: bytes) -> None:
         for sender, dest in self._pausing.pop(identity, ()):
-            self.send_system(sender, "resume", dest=dest.decode(errors="replace"))
+            self._control(sender, "resume", dest=dest.decode(errors="replace"))
 
     # -- what cannot be delivered ---------------------------------------------------------------
 
@@ -510,6 +517,8 @@ class Router:
         """frames as received: [sender, dest, header, payload...]."""
         sender, dest, header = frames[0], frames[1], frames[2]
         kind, _flags, count, corr = _unpack(header)
+        if kind == SYSTEM:  # flow control for a process that is gone: nobody's message
+            return
         name = dest.decode(errors="replace")
         if kind == ASK:
             if why == "no such actor":
@@ -556,7 +565,7 @@ class Router:
             op = message["op"]
             if op == "bye":
                 # everything this peer sent before has been read: it may disconnect now
-                self.send_system(sender, "bye")
+                self._control(sender, "bye")
             elif op == "dead":  # tells the sender (a process without an actor) had to drop
                 count = message.get("count")
                 if type(count) is int and count > 0:

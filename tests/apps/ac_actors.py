@@ -264,3 +264,28 @@ class Stale(Actor):
                 ask("nobody", i, timeout=60).add_done_callback(lambda f: f.exception())
             asyncio.get_running_loop().call_soon(time.sleep, 60)  # once the asks have left
             return "sent"
+
+
+
+def nap(message):
+    """("nap", seconds): the process sleeps, its loop stopped (it reads nothing meanwhile)."""
+    if isinstance(message, tuple) and message[:1] == ("nap",):
+        time.sleep(message[1])
+        return True
+    return False
+
+
+class Forwarder(Actor):
+    """Passes each message on to "recorder" (but naps when told to)."""
+
+    def receive(self, message):
+        if not nap(message):
+            tell("recorder", message)
+
+
+class NappingRecorder(Recorder):
+    """A Recorder that naps when told to."""
+
+    def receive(self, message):
+        if not nap(message):
+            return super().receive(message)
