@@ -736,6 +736,27 @@ def test_a_busy_stage_of_a_pipeline_is_never_left_paused(cluster, attach):
     assert status(client)["messages"]["dead_letters"] == {}
 
 
+def test_a_sender_stopped_while_paused_sends_what_it_kept(cluster, attach):
+    # The forwarder is paused for the napping recorder (64 KiB messages, one per ZeroMQ
+    # message), so it keeps what it forwards in its own process. A graceful stop then once
+    # sent only what was not paused, and the rest died with the process, uncounted.
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor",
+                "recorder=ac_actors:NappingRecorder", "--actor", "forwarder=ac_actors:Forwarder")
+    client = attach(c)
+    forwarder = child(client, "forwarder")["pid"]
+    client.tell("recorder", ("nap", 2))
+    for i in range(1500):
+        client.tell("forwarder", i.to_bytes(4, "big") + bytes(65532))
+    time.sleep(0.5)  # the forwarder has forwarded (kept) them all
+    os.kill(forwarder, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while (count := client.ask("recorder", "count", timeout=10)) < 1500:
+        assert time.monotonic() < deadline, f"{count} of 1500"
+        time.sleep(0.1)
+    assert client.ask("recorder", "heads", timeout=10) == list(range(1500))
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
 def test_a_tell_refused_with_mailbox_full_is_never_sent(cluster, attach):
     """Past QUEUE_LIMIT messages waiting for a paused destination, tell raises MailboxFull and
     that message is not sent: the receiver gets exactly the tells that did not raise, from an

@@ -181,10 +181,15 @@ class ProcessActor:
     async def goodbye(self, timeout: float = 1.0) -> None:
         """Flush the outbox and wait until the router has read everything we sent."""
         self._report_dropped()
-        self.messenger.flush()
+        deadline = self.loop.time() + timeout
+        # what waits for a paused destination goes too: it would die with the process
+        while not self.messenger.flush_all() and self.loop.time() < deadline:
+            await asyncio.sleep(0.001)  # our pipe to the router is full: it is reading
         self._bye = self.loop.create_future()
         self.send_system("heartbeat", **self.stats())  # the last counters, for the metrics
-        self.send_system("bye")
+        while not self.channel.send([PRIMARY, *system_frames("bye")]) and (
+                self.loop.time() < deadline):
+            await asyncio.sleep(0.001)  # refused: the pipe is full of what we sent just now
         try:
             await asyncio.wait_for(self._bye, timeout)
         except TimeoutError:
