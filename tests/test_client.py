@@ -155,3 +155,20 @@ def test_an_ask_to_a_client_fails_at_once_and_its_tells_wait_in_receive(cluster,
     assert client.ask("echo", ("call", tell_back, client.ref)) == "sent"
     sender, message = client.receive(timeout=5)
     assert (sender.base_name, message) == ("echo", "told")
+
+
+def test_asks_and_tells_from_the_callers_own_loop_keep_their_order(cluster, attach):
+    # From a script's own asyncio.run, an ask made before a tell once left a loop turn after it
+    # (its future was made in a task's first step, the tell was queued at once): the recorder
+    # counted tells that were sent after the ask.
+    client = attach(cluster(*APP))
+
+    async def main():
+        asks = []
+        for i in range(200):
+            asks.append(actorcluster.ask("recorder", "count", timeout=10))
+            actorcluster.tell("recorder", i)
+        return await asyncio.gather(*asks)
+
+    assert asyncio.run(main()) == list(range(200))
+    assert client.ask("recorder", "get") == list(range(200))
