@@ -61,12 +61,31 @@ def _current() -> Messenger:
 
 def _on_loop(messenger: Messenger, work: Callable[[], Awaitable[T]]) -> concurrent.futures.Future:
     """Run ``work()`` on the messenger's event loop, from any other thread or event loop: the
-    messenger's futures belong to its own loop and must be made and awaited there."""
+    messenger's futures belong to its own loop and must be made and awaited there. ``work()``
+    runs in the callback itself, as a tell from another thread is queued, not in a task's first
+    step a loop turn later: an ask made before a tell leaves before it (order per pair)."""
+    result: concurrent.futures.Future = concurrent.futures.Future()
 
-    async def run() -> T:
-        return await work()
+    def finish(inner: asyncio.Future) -> None:
+        if inner.cancelled():
+            result.set_exception(asyncio.CancelledError())
+        elif inner.exception() is not None:
+            result.set_exception(inner.exception())  # type: ignore[arg-type]
+        else:
+            result.set_result(inner.result())
 
-    return asyncio.run_coroutine_threadsafe(run(), messenger.loop)
+    def start() -> None:
+        if not result.set_running_or_notify_cancel():
+            return
+        try:
+            inner = asyncio.ensure_future(work(), loop=messenger.loop)
+        except BaseException as exc:  # noqa: BLE001 - the caller's error (TypeError ...)
+            result.set_exception(exc)
+            return
+        inner.add_done_callback(finish)
+
+    messenger.loop.call_soon_threadsafe(start)
+    return result
 
 
 def _awaitable(messenger: Messenger, work: Callable[[], Awaitable[T]]) -> Awaitable[T]:

@@ -203,11 +203,14 @@ class Client:
         """Send what is queued and wait until the router has read it: ZeroMQ drops what a
         disconnecting peer sent but the router had not read yet."""
         deadline = self._loop.time() + timeout
-        self.messenger.flush()
-        while self.messenger.queued and self._loop.time() < deadline:
-            await asyncio.sleep(0.005)  # paused destinations drain as the router resumes them
+        # what waits for a paused destination goes too (into the router's bounded outbox for
+        # it): it would be lost with the client, uncounted
+        while not self.messenger.flush_all() and self._loop.time() < deadline:
+            await asyncio.sleep(0.001)  # our pipe to the router is full: it is reading
         self._bye = self._loop.create_future()
-        self._channel.send([PRIMARY, *system_frames("bye")])
+        while not self._channel.send([PRIMARY, *system_frames("bye")]) and (
+                self._loop.time() < deadline):
+            await asyncio.sleep(0.001)
         try:
             await asyncio.wait_for(self._bye, max(0.1, deadline - self._loop.time()))
         except TimeoutError:

@@ -129,6 +129,7 @@ class Messenger:
         self._pending: dict[int, asyncio.Future] = {}
         self._corr = counter(1)
         self._scheduled = False
+        self._final = False  # the process is stopping: paused destinations are sent to too
         self._blocked = False  # ZeroMQ refused: retry on a timer
         self._room: asyncio.Future | None = None  # done when the pipe takes messages again
         self.sent = 0
@@ -349,7 +350,7 @@ class Messenger:
         if self._blocked:
             return
         for dest in list(self._out):
-            if dest in self._paused:
+            if dest in self._paused and not self._final:
                 continue
             if not self._flush_one(dest, self._out[dest]):
                 self._block()
@@ -357,6 +358,15 @@ class Messenger:
         room, self._room = self._room, None
         if room is not None and not room.done():
             room.set_result(None)
+
+    def flush_all(self) -> bool:
+        """The process is stopping: send everything, to paused destinations too (the router
+        keeps those in the destination's bounded outbox, and counts what does not fit as dead
+        letters), rather than let it die with the process. True when nothing is left queued;
+        else our own pipe to the router is full: call again in a moment."""
+        self._final = True
+        self.flush()
+        return not self._out
 
     def _block(self) -> None:
         """ZeroMQ refused a send (our pipe to the router is full): retry on a short timer."""

@@ -155,3 +155,40 @@ def test_an_ask_to_a_client_fails_at_once_and_its_tells_wait_in_receive(cluster,
     assert client.ask("echo", ("call", tell_back, client.ref)) == "sent"
     sender, message = client.receive(timeout=5)
     assert (sender.base_name, message) == ("echo", "told")
+
+
+def test_asks_and_tells_from_the_callers_own_loop_keep_their_order(cluster, attach):
+    # From a script's own asyncio.run, an ask made before a tell once left a loop turn after it
+    # (its future was made in a task's first step, the tell was queued at once): the recorder
+    # counted tells that were sent after the ask.
+    client = attach(cluster(*APP))
+
+    async def main():
+        asks = []
+        for i in range(200):
+            asks.append(actorcluster.ask("recorder", "count", timeout=10))
+            actorcluster.tell("recorder", i)
+        return await asyncio.gather(*asks)
+
+    assert asyncio.run(main()) == list(range(200))
+    assert client.ask("recorder", "get") == list(range(200))
+
+
+def test_close_sends_what_waits_for_a_paused_destination(cluster, attach):
+    # 64 KiB messages (one per ZeroMQ message) to a napping recorder: the client is paused and
+    # keeps the last few hundred itself. close() once waited 2 s for the pause to end, then
+    # dropped them without a word; now they go to the router, which delivers them later.
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor",
+                "recorder=ac_actors:NappingRecorder")
+    client = attach(c)
+    client.tell("recorder", ("nap", 5))  # longer than close() once waited
+    sender = actorcluster.connect(c.name)
+    for i in range(2500):
+        sender.tell("recorder", i.to_bytes(4, "big") + bytes(65532))
+    sender.close()
+    deadline = time.monotonic() + 20
+    while (count := client.ask("recorder", "count", timeout=10)) < 2500:
+        assert time.monotonic() < deadline, f"{count} of 2500"
+        time.sleep(0.2)
+    assert client.ask("recorder", "heads", timeout=10) == list(range(2500))
+    assert client.ask("primary", "status")["messages"]["dead_letters"] == {}

@@ -165,6 +165,105 @@ def test_what_a_killed_actor_never_read_is_handled_by_its_successor(cluster, att
     assert status(client)["messages"]["dead_letters"] == {}
 
 
+def test_a_graceful_stop_finishes_the_message_in_hand_and_loses_none(cluster, attach, tmp_path):
+    # SIGTERM to an async actor busy with one message, others waiting: it finishes what it had
+    # read (the one in hand was once cancelled, on_stop running under it), and what arrives
+    # after the stop began goes to the next incarnation: every number handled once, in order.
+    journal = tmp_path / "journal"
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor",
+                "journal=ac_actors:SlowJournal", env={"AC_JOURNAL": str(journal), "AC_SLOW": "0.3"})
+    client = attach(c)
+    old = client.ask("journal", "pid")
+    client.tell("journal", 0)
+    client.tell("journal", 1)
+    time.sleep(0.1)
+    os.kill(old, signal.SIGTERM)
+    time.sleep(0.1)
+    for i in range(2, 6):
+        client.tell("journal", i)
+    deadline = time.monotonic() + 10
+    while journal.read_text().count("\n") < 6:
+        assert time.monotonic() < deadline, (journal.read_text(), c.log())
+        time.sleep(0.05)
+    time.sleep(0.5)  # nothing more comes (a duplicate would)
+    lines = [line.split() for line in journal.read_text().splitlines()]
+    assert sorted(int(n) for _pid, n in lines) == list(range(6)), lines
+    assert [int(n) for _pid, n in lines] == list(range(6))
+    assert int(lines[0][0]) == old and int(lines[-1][0]) != old
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
+def test_hundreds_of_asks_to_an_actor_killed_all_fail_at_once(cluster, attach):
+    # The async echo has read 1500 asks (they wait in its mailbox) when it is killed: the router
+    # fails each with ActorCrashed at once. Those errors once went straight to ZeroMQ and what
+    # did not fit the asker's pipe (256 messages) was dropped: those asks hung until timeout.
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    pid = child(client, "echo")["pid"]
+
+    async def main():
+        asks = [actorcluster.ask("echo", ("sleep", 2, i), timeout=10) for i in range(1500)]
+        await asyncio.sleep(0.5)  # all read by the echo, which sleeps over the first
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        answers = await asyncio.gather(*asks, return_exceptions=True)
+        return answers, time.monotonic() - started
+
+    answers, took = asyncio.run(main())
+    assert {type(a).__name__ for a in answers} == {"ActorCrashed"}, answers[-1]
+    assert took < 3, took
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
+def test_answers_owed_to_a_killed_actor_never_reach_its_successor(cluster, attach):
+    # The stale actor's pipe is full of answers to its asks and more wait in the router when it
+    # is killed. They answered asks of that process only: its successor, whose own asks reuse
+    # the same correlation ids, must never get them (they once answered its asks wrongly).
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor", "echo=ac_actors:Echo",
+                "--actor", "stale=ac_actors:Stale")
+    client = attach(c)
+    old = client.ask("stale", "pid")
+    assert client.ask("stale", "burst") == "sent"
+    time.sleep(1)
+    os.kill(old, signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while child(client, "stale")["pid"] in (old, None):
+        assert time.monotonic() < deadline, c.log()
+        time.sleep(0.05)
+    while (outcomes := client.ask("stale", "outcomes", timeout=10)) is None:
+        assert time.monotonic() < deadline, c.log()
+        time.sleep(0.1)
+    assert outcomes == {"right": 3000}
+    assert set(status(client)["messages"]["dead_letters"]) <= {"stale#1", "nobody"}
+
+
+def test_what_waited_in_the_router_for_a_killed_actor_reaches_its_successor(cluster, attach):
+    # Large messages travel one per ZeroMQ message, so a stopped actor's pipe fills and the rest
+    # waits in the router's outbox for it. Killed, it disconnects: when ZeroMQ says so before
+    # the supervisor hears of the death, what waits in the outbox once became dead letters
+    # ("its process is gone"); it must go to the next incarnation, in order, like the rest.
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-messages", "100000",
+                "--max-restarts", "50", "--actor", "recorder=ac_actors:Recorder")
+    client = attach(c)
+    for trial in range(8):  # a race: ZeroMQ's news and the kernel's come in either order
+        old = client.ask("recorder", "pid", timeout=10)
+        os.kill(old, signal.SIGSTOP)
+        try:
+            for i in range(800):
+                client.tell("recorder", i.to_bytes(4, "big") + bytes(65532))
+            client.ask("primary", "status")  # the router has what it could forward by now
+            time.sleep(0.3)
+        finally:
+            os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while (heads := client.ask("recorder", "heads", timeout=10)) != list(range(800)):
+            assert time.monotonic() < deadline and len(heads) < 800, (trial, heads[:5],
+                                                                      len(heads), c.log())
+            assert status(client)["messages"]["dead_letters"] == {}, trial
+            time.sleep(0.1)
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
 def test_dead_letters_for_an_unknown_name_and_past_the_hold_bound(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "1", "--hold-messages", "10",
                 "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "1.5"})
@@ -612,6 +711,52 @@ def wait_count(client, expected: int, timeout: float = 20.0) -> int:
 
 
 @pytest.mark.timeout(90)
+def test_a_busy_stage_of_a_pipeline_is_never_left_paused(cluster, attach):
+    # client -> forwarder -> recorder, 64 KiB messages (one per ZeroMQ message). The recorder
+    # naps: the forwarder is paused for it. Then the forwarder naps while the client goes on:
+    # its pipe fills. The recorder wakes and drains, and the router says "resume" to the
+    # forwarder; that once went straight to ZeroMQ, was refused (the pipe is full) and was
+    # dropped: the forwarder stayed paused for good and the pipeline stalled.
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor",
+                "recorder=ac_actors:NappingRecorder", "--actor", "forwarder=ac_actors:Forwarder")
+    client = attach(c)
+    client.tell("recorder", ("nap", 1.5))
+    for i in range(1000):
+        client.tell("forwarder", i.to_bytes(4, "big") + bytes(65532))
+    client.tell("forwarder", ("nap", 2.5))
+    for i in range(1000, 2000):
+        client.tell("forwarder", i.to_bytes(4, "big") + bytes(65532))
+    last, still = -1, time.monotonic()
+    while (count := client.ask("recorder", "count", timeout=10)) < 2000:
+        if count != last:
+            last, still = count, time.monotonic()
+        assert time.monotonic() - still < 4, f"stalled at {count} of 2000"
+        time.sleep(0.1)
+    assert client.ask("recorder", "heads", timeout=10) == list(range(2000))
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
+def test_a_sender_stopped_while_paused_sends_what_it_kept(cluster, attach):
+    # The forwarder is paused for the napping recorder (64 KiB messages, one per ZeroMQ
+    # message), so it keeps what it forwards in its own process. A graceful stop then once
+    # sent only what was not paused, and the rest died with the process, uncounted.
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor",
+                "recorder=ac_actors:NappingRecorder", "--actor", "forwarder=ac_actors:Forwarder")
+    client = attach(c)
+    forwarder = child(client, "forwarder")["pid"]
+    client.tell("recorder", ("nap", 2))
+    for i in range(1500):
+        client.tell("forwarder", i.to_bytes(4, "big") + bytes(65532))
+    time.sleep(0.5)  # the forwarder has forwarded (kept) them all
+    os.kill(forwarder, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while (count := client.ask("recorder", "count", timeout=10)) < 1500:
+        assert time.monotonic() < deadline, f"{count} of 1500"
+        time.sleep(0.1)
+    assert client.ask("recorder", "heads", timeout=10) == list(range(1500))
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
 def test_a_tell_refused_with_mailbox_full_is_never_sent(cluster, attach):
     """Past QUEUE_LIMIT messages waiting for a paused destination, tell raises MailboxFull and
     that message is not sent: the receiver gets exactly the tells that did not raise, from an

@@ -186,10 +186,12 @@ class Router:
         self.held.setdefault(key, _Held())
 
     def incarnation_down(self, name: str, identity: bytes, hold: bool = False) -> None:
-        """An incarnation died. What it never read (sent into its dead socket, or still in our
-        outbox for it) goes to the name again: held for the replacement when ``hold`` (it is
-        being restarted), else to whatever now carries the name, else a dead letter. The asks
-        it read and did not answer fail with ActorCrashed."""
+        """An incarnation died. The tells and asks it never read (sent into its dead socket, or
+        still in our outbox for it) go to the name again: held for the replacement when
+        ``hold`` (it is being restarted), else to whatever now carries the name, else a dead
+        letter. The asks
+        it read and did not answer fail with ActorCrashed. Answers to its own asks are dead
+        letters: they answer nothing of another incarnation."""
         key = name.encode()
         bound = self.names.get(key) == identity
         if bound:
@@ -198,7 +200,11 @@ class Router:
         unread = self.untrack(identity)
         for frames in unread:
             self.delivered -= _count(frames[2])  # handed to ZeroMQ, but never delivered
-        unread += self.outboxes.pop(identity, ())
+        for frames in self.outboxes.pop(identity, ()):
+            if frames[2][0] <= ASK:
+                unread.append(frames)
+            else:  # answers to asks of this process: its successor reuses their correlation ids
+                self._undeliverable([frames[1], identity, *frames[2:]], "the asker died")
         owed = self.asks.pop(identity, {})
         for frames in unread:
             kind, _flags, count, corr = _unpack(frames[2])
@@ -249,6 +255,13 @@ class Router:
 
     def send_system(self, identity: bytes, op: str, **fields: Any) -> bool:
         return self.channel.send([identity, PRIMARY, *system_frames(op, **fields)])
+
+    def _control(self, identity: bytes, op: str, **fields: Any) -> None:
+        """Flow control and the stop's acknowledgement: through the peer's outbox like any
+        message, so a full pipe delays them instead of dropping them (a "resume" dropped there
+        left its sender paused for good: a busy stage of a pipeline stalled)."""
+        self._send(identity, [identity, PRIMARY, *system_frames(op, **fields)], PRIMARY,
+                   identity, 1)
 
     def tick(self) -> None:
         """Trim what tracked incarnations have read and report dead-letter bursts (called about
@@ -372,7 +385,8 @@ class Router:
         if outbox is None:
             try:
                 send_frames(self._sock, frames)
-                self.delivered += count
+                if sender != PRIMARY:  # the primary's own replies and errors were never sent
+                    self.delivered += count
                 track = self._tracked.get(identity)
                 if track is not None and frames[2][0] <= ASK:  # a tell or an ask
                     self._keep(track, frames)
@@ -391,7 +405,7 @@ class Router:
             pausing = self._pausing.setdefault(identity, set())
             if (sender, dest) not in pausing:
                 pausing.add((sender, dest))
-                self.send_system(sender, "pause", dest=dest.decode(errors="replace"))
+                self._control(sender, "pause", dest=dest.decode(errors="replace"))
 
     def _peer_gone(self, identity: bytes, frames: list) -> None:
         """The incarnation behind a name died and the supervisor has not heard yet: hold its
@@ -401,7 +415,7 @@ class Router:
             owed = self.asks.get(identity, {}).get(frames[0])
             if owed is not None:
                 owed.difference_update(range(corr, corr + count))
-        name = self._name_of.pop(identity, None)
+        name = self._name_of.get(identity)  # incarnation_down forgets it
         if name is None or frames[1] != name and frames[1] not in self.groups:
             self._undeliverable(frames, "its process is gone")
             return
@@ -409,6 +423,18 @@ class Router:
             del self.names[name]
         self.held.setdefault(name, _Held())
         self._on_frames(frames, again=True)  # re-route: another group member, or held
+
+    def _outbox_gone(self, identity: bytes, outbox: deque) -> None:
+        """ZeroMQ says the peer of ``outbox`` is gone and its supervisor has not heard yet: the
+        tells and asks waiting there go to its name again, in order, as incarnation_down would
+        send them (held for the replacement); answers to its asks are dead letters."""
+        name = self._name_of.get(identity)
+        while outbox:
+            frames = outbox.popleft()
+            if name is not None and frames[2][0] <= ASK:
+                self._peer_gone(identity, _readdressed(frames, name))
+            else:
+                self._undeliverable([frames[1], identity, *frames[2:]], "its process is gone")
 
     def _hold(self, held: _Held, frames: list, count: int) -> None:
         room = self.hold_max - held.messages
@@ -465,12 +491,12 @@ class Router:
                     send_frames(sock, outbox[0])
                 except zmq.Again:
                     break
-                except zmq.ZMQError:
-                    frames = outbox.popleft()
-                    self._undeliverable([frames[1], identity, *frames[2:]], "its process is gone")
-                    continue
+                except zmq.ZMQError:  # EHOSTUNREACH: that peer is gone
+                    self._outbox_gone(identity, outbox)
+                    break
                 frames = outbox.popleft()
-                self.delivered += _count(frames[2])
+                if frames[1] != PRIMARY:
+                    self.delivered += _count(frames[2])
                 track = self._tracked.get(identity)
                 if track is not None and frames[2][0] <= ASK:
                     self._keep(track, frames)
@@ -483,7 +509,7 @@ class Router:
 
     def _resume_senders(self, identity: bytes) -> None:
         for sender, dest in self._pausing.pop(identity, ()):
-            self.send_system(sender, "resume", dest=dest.decode(errors="replace"))
+            self._control(sender, "resume", dest=dest.decode(errors="replace"))
 
     # -- what cannot be delivered ---------------------------------------------------------------
 
@@ -491,6 +517,8 @@ class Router:
         """frames as received: [sender, dest, header, payload...]."""
         sender, dest, header = frames[0], frames[1], frames[2]
         kind, _flags, count, corr = _unpack(header)
+        if kind == SYSTEM:  # flow control for a process that is gone: nobody's message
+            return
         name = dest.decode(errors="replace")
         if kind == ASK:
             if why == "no such actor":
@@ -512,13 +540,14 @@ class Router:
             log.warning("dead letter: %d message(s) to %r: %s", count, name, why)
 
     def _error(self, asker: bytes, corr: int, error: str, message: str) -> None:
-        try:
-            send_frames(
-                self._sock,
-                [asker, PRIMARY, _pack(ERROR, FLAG_JSON, 1, corr), error_payload(error, message)],
-            )
-        except zmq.ZMQError:
-            self._dead(asker.decode(errors="replace"), 1, "the asker is gone")
+        self._answer_asker(asker, [asker, PRIMARY, _pack(ERROR, FLAG_JSON, 1, corr),
+                                   error_payload(error, message)])
+
+    def _answer_asker(self, asker: bytes, frames: list) -> None:
+        """An answer of the router's own (an ask's error, the primary's reply): through the
+        asker's outbox like any message, so a full pipe (a crash fails hundreds of asks at once)
+        delays it instead of dropping it; an asker that is gone makes it a dead letter."""
+        self._send(asker, frames, PRIMARY, asker, 1)
 
     def _malformed(self, frames: list, why: str) -> None:
         self.malformed += 1
@@ -536,7 +565,7 @@ class Router:
             op = message["op"]
             if op == "bye":
                 # everything this peer sent before has been read: it may disconnect now
-                self.send_system(sender, "bye")
+                self._control(sender, "bye")
             elif op == "dead":  # tells the sender (a process without an actor) had to drop
                 count = message.get("count")
                 if type(count) is int and count > 0:
@@ -606,7 +635,8 @@ class Router:
             self._dead(PRIMARY.decode(), 1, text)
 
     def _reply(self, sender: bytes, corr: int, result: Any) -> None:
-        self.channel.send([sender, PRIMARY, _pack(REPLY, FLAG_JSON, 1, corr), dumps_json(result)])
+        self._answer_asker(sender, [sender, PRIMARY, _pack(REPLY, FLAG_JSON, 1, corr),
+                                    dumps_json(result)])
 
 
 def _count(header: bytes) -> int:

@@ -44,13 +44,16 @@ class ActorHost:
         self._mailbox: deque = deque()
         self._wakeup: asyncio.Event | None = None
         self._consumer: asyncio.Task | None = None
+        self._in_hand = False  # the mailbox task is inside receive (an async def one)
         self._crashed = False
+        self._closed = False  # stopping: takes no more messages
         self.handled = 0
 
     @property
-    def crashed(self) -> bool:
-        """It will handle nothing more (receive raised or exited; the process is ending)."""
-        return self._crashed
+    def finished(self) -> bool:
+        """It will handle nothing more (receive raised or exited, or a graceful stop began; the
+        process is ending)."""
+        return self._crashed or self._closed
 
     def rename(self, name: str, identity: bytes) -> None:
         self.name = name
@@ -86,9 +89,12 @@ class ActorHost:
         self.crash(1)
 
     async def stop(self) -> None:
-        """Graceful stop: finish the mailbox, then on_stop."""
+        """Graceful stop: finish what was already read (the message in hand included), then
+        on_stop. What arrives from now on is not read: the router gives it to the next
+        incarnation, or counts it as a dead letter (the process reads no counter for it)."""
+        self._closed = True
         if self._consumer is not None:
-            while self._mailbox and not self._crashed:
+            while (self._mailbox or self._in_hand) and not self._crashed:
                 await asyncio.sleep(0.01)
             self._consumer.cancel()
         try:
@@ -101,7 +107,7 @@ class ActorHost:
     def deliver(
         self, sender: bytes, kind: int, flags: int, count: int, corr: int, payload: list
     ) -> None:
-        if self._crashed:
+        if self._crashed or self._closed:
             return
         try:
             if flags:
@@ -190,6 +196,7 @@ class ActorHost:
                 await self._wakeup.wait()
             sender, kind, message, corr = mailbox.popleft()
             actor.sender = ActorRef(sender.decode())
+            self._in_hand = True
             try:
                 result = await actor.receive(message)
             except asyncio.CancelledError:
@@ -197,6 +204,8 @@ class ActorHost:
             except BaseException as exc:  # noqa: BLE001
                 self._crash(exc, sender, kind, corr)
                 return
+            finally:
+                self._in_hand = False
             self.handled += 1
             if kind == ASK:
                 self._reply(reply, sender, corr, result)

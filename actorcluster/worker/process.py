@@ -194,10 +194,15 @@ class ProcessActor:
     async def goodbye(self, timeout: float = 1.0) -> None:
         """Flush the outbox and wait until the router has read everything we sent."""
         self._report_dropped()
-        self.messenger.flush()
+        deadline = self.loop.time() + timeout
+        # what waits for a paused destination goes too: it would die with the process
+        while not self.messenger.flush_all() and self.loop.time() < deadline:
+            await asyncio.sleep(0.001)  # our pipe to the router is full: it is reading
         self._bye = self.loop.create_future()
         self.send_system("heartbeat", **self.stats())  # the last counters, for the metrics
-        self.send_system("bye")
+        while not self.channel.send([PRIMARY, *system_frames("bye")]) and (
+                self.loop.time() < deadline):
+            await asyncio.sleep(0.001)  # refused: the pipe is full of what we sent just now
         try:
             await asyncio.wait_for(self._bye, timeout)
         except TimeoutError:
@@ -254,9 +259,10 @@ class ProcessActor:
             return
         reads = self._reads
         if reads is not None and header and header[0] <= _ASK:  # a tell or an ask: read now
-            # ... unless the actor crashed: it will not handle it, so it is not counted and
-            # the router gives it to the next incarnation when this process has exited
-            if self.host is None or not self.host.crashed:
+            # ... unless the actor crashed or is stopping: it will not handle it, so it is not
+            # counted and the router gives it to the next incarnation when this process has
+            # exited (or counts it as a dead letter)
+            if self.host is None or not self.host.finished:
                 reads[self._slot] += 1
         try:
             self.messenger.on_frames(sender, header, payload)

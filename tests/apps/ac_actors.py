@@ -34,6 +34,8 @@ class Recorder(Actor):
             return len(self.seen)
         if message == "sizes":
             return sorted({len(m) for m in self.seen if isinstance(m, bytes)})
+        if message == "heads":  # the number each large bytes message starts with
+            return [int.from_bytes(m[:4], "big") for m in self.seen if isinstance(m, bytes)]
         if message == "pid":
             return os.getpid()
         self.seen.append(message)
@@ -219,3 +221,71 @@ class Journal(Actor):
         if message == "pid":
             return os.getpid()
         os.write(self.fd, b"%d %d\n" % (os.getpid(), message))
+
+
+class SlowJournal(Journal):
+    """An async Journal that takes $AC_SLOW seconds over each number before writing it, so a
+    graceful stop finds one in hand and more waiting."""
+
+    async def receive(self, message):
+        if message == "pid":
+            return os.getpid()
+        await asyncio.sleep(float(os.environ.get("AC_SLOW", "0")))
+        os.write(self.fd, b"%d %d\n" % (os.getpid(), message))
+
+
+class Stale(Actor):
+    """On "burst": 2000 asks to a name that does not exist, then its loop stops (a minute): the
+    router's ActorNotFound answers fill its pipe and the rest waits in the router for it. Each
+    incarnation after the first asks the echo 3000 times from its start, in the background;
+    "outcomes" says how many of those answers were right and what else came."""
+
+    def on_start(self):
+        self.outcomes = None
+        if not self.ref.name.endswith("#1"):
+            asyncio.get_running_loop().create_task(self._ask_echo())
+
+    async def _ask_echo(self):
+        answers = await asyncio.gather(*(ask("echo", ("sleep", 0.001, i), timeout=30)
+                                         for i in range(3000)), return_exceptions=True)
+        outcomes = {}
+        for i, answer in enumerate(answers):
+            key = "right" if answer == i else repr(answer)[:80]
+            outcomes[key] = outcomes.get(key, 0) + 1
+        self.outcomes = outcomes
+
+    async def receive(self, message):
+        if message == "pid":
+            return os.getpid()
+        if message == "outcomes":
+            return self.outcomes
+        if message == "burst":
+            for i in range(2000):
+                ask("nobody", i, timeout=60).add_done_callback(lambda f: f.exception())
+            asyncio.get_running_loop().call_soon(time.sleep, 60)  # once the asks have left
+            return "sent"
+
+
+
+def nap(message):
+    """("nap", seconds): the process sleeps, its loop stopped (it reads nothing meanwhile)."""
+    if isinstance(message, tuple) and message[:1] == ("nap",):
+        time.sleep(message[1])
+        return True
+    return False
+
+
+class Forwarder(Actor):
+    """Passes each message on to "recorder" (but naps when told to)."""
+
+    def receive(self, message):
+        if not nap(message):
+            tell("recorder", message)
+
+
+class NappingRecorder(Recorder):
+    """A Recorder that naps when told to."""
+
+    def receive(self, message):
+        if not nap(message):
+            return super().receive(message)
