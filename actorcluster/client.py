@@ -202,6 +202,9 @@ class Client:
     async def _drain(self, timeout: float = 2.0) -> None:
         """Send what is queued and wait until the router has read it: ZeroMQ drops what a
         disconnecting peer sent but the router had not read yet."""
+        if self._gone:  # no router is left to read anything: nothing to wait for
+            self.messenger.fail_pending(ActorError(self._gone))
+            return
         deadline = self._loop.time() + timeout
         # what waits for a paused destination goes too (into the router's bounded outbox for
         # it): it would be lost with the client, uncounted

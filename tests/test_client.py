@@ -140,6 +140,9 @@ def test_a_client_of_a_cluster_that_stopped_fails_at_once(cluster):
             with pytest.raises(ActorError, match="the cluster stopped"):
                 call()
             assert time.monotonic() - started < 1
+        started = time.monotonic()  # closing it waits for no router either
+        client.close()
+        assert time.monotonic() - started < 1
 
 
 def test_an_ask_to_a_client_fails_at_once_and_its_tells_wait_in_receive(cluster, attach):
