@@ -17,6 +17,7 @@ import click
 from . import __version__
 from .config import SETTINGS, ClusterConfig, Setting, parse_actor
 from .errors import ActorClusterError, ConfigError
+from .specs import MAX_WORKERS
 
 
 class _StartError(click.ClickException):
@@ -148,7 +149,7 @@ def run(ctx: click.Context, target: str | None, config_file: str | None,
 @click.argument("target", required=False)
 @click.option("--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="the TOML file to check")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
+@click.option("--workers", type=click.IntRange(min=1, max=MAX_WORKERS), default=None,
               help='what workers = "auto" means [default: the CPUs this process may use]')
 def tree(target: str | None, config_file: str | None, workers: int | None) -> None:
     """Check a supervision tree (values, names, targets) and print it: a TOML file
@@ -339,7 +340,7 @@ def reload(child: str | None, cluster: str | None, batch: int, ready_timeout: fl
 
 @main.command()
 @click.argument("pool")
-@click.argument("workers", type=click.IntRange(min=1))
+@click.argument("workers", type=click.IntRange(min=1, max=MAX_WORKERS))
 @_cluster_name
 def scale(pool: str, workers: int, cluster: str | None) -> None:
     """Grow or shrink the HTTP pool POOL to WORKERS (also SIGTTIN / SIGTTOU: one more / one

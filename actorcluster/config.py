@@ -15,6 +15,7 @@ from .errors import ConfigError, TargetImportError
 from .importer import split_target
 from .logs import LEVELS
 from .rundir import check_name
+from .specs import MAX_WORKERS
 
 LOOPS = ("auto", "asyncio", "uvloop")
 
@@ -27,6 +28,7 @@ class Setting:
     help: str
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def flag(self) -> str:
@@ -39,7 +41,7 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("workers", int, None, "HTTP worker processes [default: the CPUs this process may use]",
-            minimum=1),
+            minimum=1, maximum=MAX_WORKERS),
     Setting("bind", str, "127.0.0.1:8000", "HOST:PORT or unix:/path to listen on"),
     Setting("name", str, None, "cluster name, used by other commands to find it "
             "[default: from the target]"),
@@ -199,6 +201,8 @@ class ClusterConfig:
                 raise ConfigError(f"{setting.flag} {value!r}: must be a finite number of seconds")
             if setting.minimum is not None and value < setting.minimum:
                 raise ConfigError(f"{setting.flag} {value!r}: must be at least {setting.minimum}")
+            if setting.maximum is not None and value > setting.maximum:
+                raise ConfigError(f"{setting.flag} {value!r}: must be at most {setting.maximum}")
         if self.loop == "uvloop":
             from .loops import uvloop  # imported only when asked for, as the primary would
 

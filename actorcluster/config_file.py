@@ -41,6 +41,7 @@ from .rundir import check_name
 from .specs import (
     BRUTAL_KILL,
     INFINITY,
+    MAX_WORKERS,
     RESTARTS,
     ROOT,
     STRATEGIES,
@@ -473,10 +474,11 @@ def _workers(data: Mapping[str, Any], ctx: _Context, path: str) -> int | str:
     value = data.get("workers", "auto")
     if value == "auto" and isinstance(value, str):
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
         return value
     ctx.fail(f"{path}.workers", f'{_bad(value)} is not a worker count; allowed: "auto" '
-                                "(the CPUs this process may use) or an integer >= 1")
+                                f"(the CPUs this process may use) or an integer from 1 to "
+                                f"{MAX_WORKERS}")
 
 
 def _target(value: Any, ctx: _Context, path: str, key: str) -> str:

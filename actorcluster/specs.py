@@ -50,6 +50,12 @@ class ActorSpec:
                 "restart": self.restart, "shutdown": self.shutdown}
 
 
+# Workers in one HTTP pool, at most. A typo (`--workers 1000000`, `scale web 1000000`) would fork
+# until the primary stops answering (about 1,400 here) and the machine with it; gunicorn and PM2
+# take any number. 1024 is far beyond what a machine's cores can use for HTTP.
+MAX_WORKERS = 1024
+
+
 @dataclass(frozen=True)
 class Pool:
     """An HTTP pool: ``workers`` interchangeable processes serving ``http`` (a handler).

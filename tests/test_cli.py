@@ -109,6 +109,7 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *parts: str) -> None
      ["--actor primary=", "reserved"]),
     (["examples.hello:handler", "--bind", "nonsense"], {}, ["--bind 'nonsense'", "HOST:PORT"]),
     (["examples.hello:handler", "--workers", "0"], {}, ["--workers 0", "at least 1"]),
+    (["examples.hello:handler", "--workers", "1000000"], {}, ["--workers 1000000", "at most 1024"]),
     (["examples.hello:handler", "--workers", "abc"], {}, ["'--workers'", "'abc'"]),
     (["examples.hello:handler", "--loop", "nonsense"], {}, ["'--loop'", "'uvloop'"]),
     (["examples.hello:handler", "--log-level", "loud"], {}, ["'--log-level'", "'debug'"]),
@@ -154,7 +155,8 @@ def test_loop_uvloop_without_uvloop_is_one_line_and_exit_2(tmp_path):
     (["delete-child", "root", "c", "--timeout", "-1"], "'--timeout': -1.0"),
     (["reload", "--ready-timeout", "0"], "'--ready-timeout': 0.0"),
     (["stop", "--timeout", "-1"], "'--timeout': -1.0 is not in the range x>=0"),
-    (["tree", "examples.tree:tree", "--workers", "0"], "'--workers': 0 is not in the range x>=1"),
+    (["tree", "examples.tree:tree", "--workers", "0"], "'--workers': 0 is not in the range"),
+    (["scale", "web", "1000000"], "'WORKERS': 1000000 is not in the range 1<=x<=1024"),
 ])
 def test_a_bad_number_for_a_cluster_command_is_a_usage_error(tmp_path, monkeypatch, args, part):
     """Refused before connecting (no cluster runs here): never a timeout, never a traceback."""

@@ -326,12 +326,17 @@ CASES = {
         http = "m:handler"
         workers = 0
         """, 6, "supervisor.children[0].workers",
-        ['an integer 0 is not a worker count; allowed: "auto"', "or an integer >= 1"]),
+        ['an integer 0 is not a worker count; allowed: "auto"', "or an integer from 1 to 1024"]),
+    "workers-too-many": ("""
+        [supervisor]
+        children = [{ name = "web", http = "m:handler", workers = 1000000 }]
+        """, 2, "supervisor.children[0].workers",
+        ["an integer 1000000 is not a worker count", "or an integer from 1 to 1024"]),
     "workers-word": ("""
         [supervisor]
         children = [{ name = "web", http = "m:handler", workers = "many" }]
         """, 2, "supervisor.children[0].workers",
-        ['"many" is not a worker count; allowed: "auto"', "or an integer >= 1"]),
+        ['"many" is not a worker count; allowed: "auto"', "or an integer from 1 to 1024"]),
     "name-invalid": ("""
         [supervisor]
 

@@ -370,6 +370,8 @@ def test_the_control_endpoint_refuses_unknown_commands_and_other_users(cluster, 
     out = cli(c, "ask", "primary", '"launch"')
     assert out.returncode != 0
     assert "the primary does not know 'launch'; it answers: status, members" in out.stderr
+    huge = cli(c, "ask", "primary", '{"op": "scale", "pool": "web", "workers": 5000}')
+    assert huge.returncode != 0 and "a pool has at most 1024 workers, not 5000" in huge.stderr
     bare = cli(c, "ask", "primary", '"members"')  # known, but it needs its fields
     assert bare.returncode != 0
     assert """'members' takes its fields in a JSON object, e.g. {"op": "members", ...}""" in (

@@ -26,6 +26,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..specs import MAX_WORKERS
 from .children import DOWN, Leaf, PoolNode, SupervisorNode
 from .processes import KILL_WAIT
 from .supervisor import SupervisionTree, SupervisorError
@@ -208,6 +209,8 @@ class Rolling:
         if workers < 1:
             raise SupervisorError("a pool keeps at least one worker (use terminate-child to "
                                   "stop it)")
+        if workers > MAX_WORKERS:
+            raise SupervisorError(f"a pool has at most {MAX_WORKERS} workers, not {workers}")
         if tree.stopping or not tree.started:
             raise SupervisorError("the cluster is " + ("stopping" if tree.stopping
                                                        else "still starting"))
