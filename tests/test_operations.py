@@ -454,6 +454,15 @@ def test_max_memory_replaces_a_worker_gracefully(cluster):
     assert c.stop() == 0
 
 
+def test_a_max_memory_below_a_fresh_worker_is_said_once(cluster):
+    c = cluster("examples.hello:handler", "--workers", "1", "--max-memory", "1")
+    c.wait_for_log(r"--max-memory 1 MB is below what a fresh worker takes \(RSS \d+ MB before "
+                   r"its first request\): every worker is replaced as soon as it starts")
+    c.wait_for_log(r"is replaced: RSS \d+ MB above --max-memory 1 MB", count=3, timeout=15)
+    assert c.log().count("is below what a fresh worker takes") == 1
+    assert c.stop() == 0
+
+
 def test_on_ready_runs_before_a_worker_gets_a_connection(cluster):
     c = cluster("examples.ready:handler", "--workers", "2")
     bodies = {httpx.get(c.url).text for _ in range(6)}

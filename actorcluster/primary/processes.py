@@ -238,6 +238,19 @@ class ProcessChildren:
             leaves.append(self.spare)
         return leaves + list(self.candidates) + list(self.retiring)
 
+    def _check_memory_limit(self, leaf: Leaf) -> None:
+        """A worker above --max-memory before it served anything: the limit is below what a
+        fresh worker takes, so every worker would be replaced as soon as it starts, for ever
+        (PM2 does that silently). Said once, as a warning."""
+        stats = leaf.stats
+        if getattr(self, "_memory_warned", False) or stats.get("pid") != leaf.pid or (
+                stats.get("requests")):
+            return
+        self._memory_warned = True
+        log.warning("--max-memory %d MB is below what a fresh worker takes (RSS %.0f MB before "
+                    "its first request): every worker is replaced as soon as it starts; raise "
+                    "--max-memory", self.config.max_memory, leaf.usage["rss"] / 2**20)
+
     def tick(self) -> None:
         """Send heartbeats and kill children that stopped sending theirs; sample memory and
         CPU (status, --max-memory)."""
@@ -249,6 +262,7 @@ class ProcessChildren:
             leaf.usage = self._usage.sample(leaf.pid)
             if limit and leaf.usage.get("rss", 0) > limit and leaf.pool is not None and (
                     leaf in leaf.pool.members.values() and leaf.up):
+                self._check_memory_limit(leaf)
                 self.on_recycle(leaf, f"RSS {leaf.usage['rss'] / 2**20:.0f} MB above "
                                       f"--max-memory {self.config.max_memory} MB")
             if leaf.state in (READY, PROMOTED):
