@@ -350,6 +350,11 @@ def test_sighup_reloads_and_sigttin_sigttou_scale(cluster, tmp_path):
     c.signal(signal.SIGTTOU)
     c.wait_for_log(r"pool web scaled from 3 to 2 workers")
     assert list(workers(c)) == ["web/1", "web/2"]
+    c.signal(signal.SIGTTOU)
+    c.wait_for_log(r"pool web scaled from 2 to 1 worker\b")
+    c.signal(signal.SIGTTOU)  # below one: one warning, nothing else
+    c.wait_for_log(r"got SIGTTOU, but pool web keeps from 1 to 1024 workers and has 1; ignored")
+    assert list(workers(c)) == ["web/1"] and "SIGTTOU failed" not in c.log()
     assert c.stop() == 0
 
 

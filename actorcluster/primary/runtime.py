@@ -279,6 +279,10 @@ class Primary:
                 log.warning("got %s, but there is no HTTP pool to scale", name)
                 return
             workers = len(pool.members) + (1 if sig == signal.SIGTTIN else -1)
+            if not 1 <= workers <= specs.MAX_WORKERS:  # what scale would refuse: one line
+                log.warning("got %s, but pool %s keeps from 1 to %d workers and has %d; "
+                            "ignored", name, pool.name, specs.MAX_WORKERS, len(pool.members))
+                return
             log.info("Primary %d got %s: scaling %s to %d worker%s", self.pid, name, pool.name,
                      workers, "" if workers == 1 else "s")
             work = self.rolling.scale(pool.name, workers, self.config.timeout)
