@@ -74,6 +74,8 @@ def test_request_method_and_json():
     assert request.json() == {"a": [1, 2]}
     with pytest.raises(ValueError):
         Request(b"POST", b"/", [], b"{not json").json()
+    with pytest.raises(ValueError, match="nested too deeply"):  # not RecursionError
+        Request(b"POST", b"/", [], b"[" * 100_000).json()
 
 
 def test_request_client_from_the_transport():
