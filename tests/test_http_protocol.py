@@ -15,6 +15,7 @@ import logging
 import re
 import shlex
 import socket
+import struct
 import sys
 import threading
 import time
@@ -1102,6 +1103,36 @@ def test_a_stream_waits_while_the_client_does_not_read(serve, raw):
     conn.close()
     time.sleep(0.1)
     assert server.connections() == 0
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_stream_waiting_for_its_next_chunk_is_closed_when_the_client_goes(serve, raw, loop):
+    """An event stream on a quiet channel: the connection is lost (the client resets it) while
+    the generator waits for its next event. The generator is closed then (its finally runs), not
+    when its next event comes an hour later. (A client's FIN alone is a half-close, after which
+    a client may still read: the stream goes on until a write fails.)"""
+    events: list[str] = []
+
+    async def handler(request: Request) -> Response:
+        async def body() -> Any:
+            try:
+                yield "data: hello\n\n"
+                await asyncio.sleep(3600)  # no event for an hour
+                yield "data: late\n\n"
+            finally:
+                events.append("closed")
+
+        return Response(body(), content_type="text/event-stream")
+
+    server = serve(handler, loop=loop)
+    conn = raw(server.port)
+    conn.send(get("/"))
+    conn.read_until(b"data: hello")
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()  # with linger 0: a reset
+    assert wait_for(lambda: events) == ["closed"]
+    assert wait_for(lambda: server.connections() == 0)
+    assert server.call(lambda: [t for t in asyncio.all_tasks() if "_send_stream" in repr(t)]) == []
 
 
 # -- other sockets -----------------------------------------------------------------------------

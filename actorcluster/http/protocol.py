@@ -113,6 +113,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         "_error",
         "_carrier",
         "_running",
+        "_streaming",
         "_aborted",
         "_starts",
     )
@@ -158,6 +159,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         # the spare task an async handler runs in (see the module docstring)
         self._carrier: _Carrier | None = None
         self._running: asyncio.Task[None] | None = None  # a handler that waits, or a stream
+        self._streaming = False  # _running sends a streamed body
         self._aborted = False
         # with a timed state (metrics on): when each queued request's message was complete
         self._starts: deque[float] | None = deque() if state.timed else None
@@ -229,6 +231,10 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._state._forget(self)
         self._retire_carrier(reuse=True)
         self._wake_writer()
+        if self._streaming and self._running is not None:
+            # a stream waiting for its next chunk (a quiet event stream) would wait, holding
+            # its generator open, until it had one: nobody is left to send it to
+            self._running.cancel()
         # the parser refers to this protocol (its callbacks) and this protocol to the parser:
         # breaking the cycle frees both now, by reference counting, instead of in a collection
         self._parser = None
@@ -644,6 +650,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         if stream is None:
             self._done(keep)
         else:
+            self._streaming = True
             self._running = self._loop.create_task(self._send_stream(request, stream, keep))
 
     def _timed(self) -> None:
@@ -671,10 +678,15 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             complete = await send_stream(
                 stream, self._write, self._writable, lambda: self._closed
             )
+        except asyncio.CancelledError:
+            if not self._closed:
+                raise  # _abort: the worker is stopping at once
+            complete = False  # connection_lost: the client is gone
         except Exception:
             log.exception("streaming the body failed: %s %s", request.method, request.path)
             complete = False
         self._running = None
+        self._streaming = False
         # an incomplete body: the client cannot tell where it ends, so the connection closes
         self._done(keep and complete)
         self._run_queue_soon()
