@@ -7,6 +7,7 @@ through httpx; malformed, pipelined, chunked and 100-continue requests through r
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextvars
 import email.utils
@@ -794,6 +795,25 @@ def test_streamed_responses(serve, raw):
     status, headers, body = conn.response()
     assert headers["connection"] == "close" and "transfer-encoding" not in headers
     assert body == b"one two three"
+
+
+def test_streamed_memoryview_chunks_are_framed_by_their_bytes(serve, raw):
+    """len() of a memoryview counts its items: a view of 4-byte ints must still be framed (chunk
+    size, Content-Length) by its bytes, or the client reads a corrupt body."""
+    ints = array.array("i", [1, 2])
+
+    async def handler(request: Request) -> Response:
+        chunks = [memoryview(ints), bytearray(b"!")]
+        headers = {"Content-Length": "9"} if request.path == "/length" else None
+        return Response(iter(chunks), headers=headers)
+
+    server = serve(handler)
+    conn = raw(server.port)
+    for path in ("/chunked", "/length"):
+        conn.send(get(path))
+        assert conn.response()[2] == ints.tobytes() + b"!"
+    conn.send(get("/chunked"))
+    assert conn.response()[2] == ints.tobytes() + b"!"  # the connection is still in step
 
 
 @pytest.mark.parametrize("kind", ["broken", "short"])

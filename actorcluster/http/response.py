@@ -329,7 +329,9 @@ async def send_stream(
                 break
             if isinstance(chunk, str):
                 chunk = chunk.encode()
-            elif not isinstance(chunk, bytes | bytearray | memoryview):
+            elif isinstance(chunk, memoryview):
+                chunk = chunk.tobytes()  # its len() counts items (4-byte ints ...), not bytes
+            elif not isinstance(chunk, bytes | bytearray):
                 raise TypeError(f"a body chunk must be str or bytes, not {type(chunk).__name__}")
             if not chunk:
                 continue  # an empty chunk would end a chunked body
