@@ -384,6 +384,21 @@ def test_handler_exception_is_500_logged_and_the_connection_keeps_serving(serve,
     assert record.exc_info is not None and "the secret detail" in str(record.exc_info[1])
 
 
+def test_a_failed_handler_is_logged_with_its_path_as_sent(serve, caplog):
+    """A decoded path would let a client write a line of its own into the log."""
+
+    async def handler(request: Request) -> str:
+        raise KeyError("orders")
+
+    server = serve(handler)
+    forged = "/x%0A2026-11-28T01:40:00.000+00:00%20[1]%20[INFO]%20Primary%201%20stopped"
+    with caplog.at_level(logging.ERROR, logger="actorcluster.http"):
+        assert httpx.get(server.url + forged).status_code == 500
+        assert httpx.get(server.url + "/orders/7").status_code == 500
+    messages = [r.getMessage() for r in caplog.records if r.name == "actorcluster.http"]
+    assert messages == [f"handler failed: GET {forged}", "handler failed: GET /orders/7"]
+
+
 class Escape(BaseException):
     """A BaseException that is neither SystemExit nor KeyboardInterrupt (as gevent's Timeout or
     pytest's Failed are): from a task it would not stop the loop, so it is a handler's failure."""

@@ -64,6 +64,12 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 NO_TRAILERS = 1 << 62  # _trailers_from outside a chunk header
 
 
+def _named(request: Request) -> str:
+    """``GET /path`` for the log, the path as sent: decoded, a ``%0A`` in it would let a client
+    write a line of its own into the log (the parser refuses control characters as sent)."""
+    return f"{request.method} {request.raw_path.decode('latin-1')}"
+
+
 class _HttpError(Exception):
     """Raised from a parser callback to stop parsing and answer ``status``."""
 
@@ -567,10 +573,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
     def _fail(self, request: Request, exc: BaseException | None = None) -> None:
         """Answer 500 for a handler that raised (call inside the ``except`` or pass ``exc``)."""
         log.error(
-            "handler failed: %s %s",
-            request.method,
-            request.path,
-            exc_info=exc if exc is not None else True,
+            "handler failed: %s", _named(request), exc_info=exc if exc is not None else True
         )
         self._respond_error(request, 500)
 
@@ -633,7 +636,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                 state.date_header,
             )
         except Exception:
-            log.exception("cannot send the handler's result: %s %s", request.method, request.path)
+            log.exception("cannot send the handler's result: %s", _named(request))
             self._respond_error(request, 500)
             return
         if stream is None and len(data) <= DEFER_MAX:
@@ -683,7 +686,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                 raise  # _abort: the worker is stopping at once
             complete = False  # connection_lost: the client is gone
         except Exception:
-            log.exception("streaming the body failed: %s %s", request.method, request.path)
+            log.exception("streaming the body failed: %s", _named(request))
             complete = False
         self._running = None
         self._streaming = False
