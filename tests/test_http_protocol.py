@@ -356,6 +356,35 @@ def test_return_values(serve, kind, status, content_type, body):
         assert response.headers.get_list("x-a") == ["1", "2"]
 
 
+@pytest.mark.parametrize("kind", ["async", "waits", "sync"])
+def test_a_str_without_a_utf8_form_is_a_500_and_the_connection_goes_on(serve, caplog, kind):
+    """A lone surrogate (what request.json() gives for "\\ud800") in a returned str: a 500
+    like any result that cannot be sent, not a connection dropped without an answer."""
+
+    async def waits(request: Request) -> str:
+        await asyncio.sleep(0.01)
+        return f"Hello, {request.json()['name']}!"
+
+    handler = {
+        "async": lambda: returns_json_name,
+        "waits": lambda: waits,
+        "sync": lambda: lambda request: f"Hello, {request.json()['name']}!",
+    }[kind]()
+    server = serve(handler)
+    with caplog.at_level(logging.ERROR, logger="actorcluster.http"):
+        with httpx.Client(base_url=server.url) as client:
+            failed = client.post("/", content=b'{"name": "\\ud800"}')
+            assert (failed.status_code, failed.text) == (500, "Internal Server Error")
+            assert client.post("/", content=b'{"name": "Ada"}').text == "Hello, Ada!"
+            assert server.connections() == 1  # the same connection served both
+    assert any("cannot send the handler's result: POST /" in r.getMessage()
+               for r in caplog.records)
+
+
+async def returns_json_name(request: Request) -> str:
+    return f"Hello, {request.json()['name']}!"
+
+
 def test_date_and_server_headers(serve):
     server = serve(returns)
     response = httpx.get(server.url + "/str")

@@ -599,7 +599,12 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         state = self._state
         keep = request.keep_alive and not state.draining
         if type(result) is str:  # the common case, inlined
-            body = result.encode()
+            try:
+                body = result.encode()
+            except UnicodeEncodeError:  # a lone surrogate (from request.json()): no UTF-8 form
+                log.exception("cannot send the handler's result: %s", _named(request))
+                self._respond_error(request, 500)
+                return
             size = len(body)
             if keep and size < CACHED_LENGTHS and request.http_version == "1.1":
                 end = LENGTH_END[size]
