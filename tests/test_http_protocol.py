@@ -7,6 +7,7 @@ through httpx; malformed, pipelined, chunked and 100-continue requests through r
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextvars
 import email.utils
@@ -15,6 +16,7 @@ import logging
 import re
 import shlex
 import socket
+import struct
 import sys
 import threading
 import time
@@ -354,6 +356,35 @@ def test_return_values(serve, kind, status, content_type, body):
         assert response.headers.get_list("x-a") == ["1", "2"]
 
 
+@pytest.mark.parametrize("kind", ["async", "waits", "sync"])
+def test_a_str_without_a_utf8_form_is_a_500_and_the_connection_goes_on(serve, caplog, kind):
+    """A lone surrogate (what request.json() gives for "\\ud800") in a returned str: a 500
+    like any result that cannot be sent, not a connection dropped without an answer."""
+
+    async def waits(request: Request) -> str:
+        await asyncio.sleep(0.01)
+        return f"Hello, {request.json()['name']}!"
+
+    handler = {
+        "async": lambda: returns_json_name,
+        "waits": lambda: waits,
+        "sync": lambda: lambda request: f"Hello, {request.json()['name']}!",
+    }[kind]()
+    server = serve(handler)
+    with caplog.at_level(logging.ERROR, logger="actorcluster.http"):
+        with httpx.Client(base_url=server.url) as client:
+            failed = client.post("/", content=b'{"name": "\\ud800"}')
+            assert (failed.status_code, failed.text) == (500, "Internal Server Error")
+            assert client.post("/", content=b'{"name": "Ada"}').text == "Hello, Ada!"
+            assert server.connections() == 1  # the same connection served both
+    assert any("cannot send the handler's result: POST /" in r.getMessage()
+               for r in caplog.records)
+
+
+async def returns_json_name(request: Request) -> str:
+    return f"Hello, {request.json()['name']}!"
+
+
 def test_date_and_server_headers(serve):
     server = serve(returns)
     response = httpx.get(server.url + "/str")
@@ -380,6 +411,21 @@ def test_handler_exception_is_500_logged_and_the_connection_keeps_serving(serve,
     [record] = [r for r in caplog.records if r.name == "actorcluster.http"]
     assert "GET /boom" in record.getMessage()
     assert record.exc_info is not None and "the secret detail" in str(record.exc_info[1])
+
+
+def test_a_failed_handler_is_logged_with_its_path_as_sent(serve, caplog):
+    """A decoded path would let a client write a line of its own into the log."""
+
+    async def handler(request: Request) -> str:
+        raise KeyError("orders")
+
+    server = serve(handler)
+    forged = "/x%0A2026-11-28T01:40:00.000+00:00%20[1]%20[INFO]%20Primary%201%20stopped"
+    with caplog.at_level(logging.ERROR, logger="actorcluster.http"):
+        assert httpx.get(server.url + forged).status_code == 500
+        assert httpx.get(server.url + "/orders/7").status_code == 500
+    messages = [r.getMessage() for r in caplog.records if r.name == "actorcluster.http"]
+    assert messages == [f"handler failed: GET {forged}", "handler failed: GET /orders/7"]
 
 
 class Escape(BaseException):
@@ -795,6 +841,25 @@ def test_streamed_responses(serve, raw):
     assert body == b"one two three"
 
 
+def test_streamed_memoryview_chunks_are_framed_by_their_bytes(serve, raw):
+    """len() of a memoryview counts its items: a view of 4-byte ints must still be framed (chunk
+    size, Content-Length) by its bytes, or the client reads a corrupt body."""
+    ints = array.array("i", [1, 2])
+
+    async def handler(request: Request) -> Response:
+        chunks = [memoryview(ints), bytearray(b"!")]
+        headers = {"Content-Length": "9"} if request.path == "/length" else None
+        return Response(iter(chunks), headers=headers)
+
+    server = serve(handler)
+    conn = raw(server.port)
+    for path in ("/chunked", "/length"):
+        conn.send(get(path))
+        assert conn.response()[2] == ints.tobytes() + b"!"
+    conn.send(get("/chunked"))
+    assert conn.response()[2] == ints.tobytes() + b"!"  # the connection is still in step
+
+
 @pytest.mark.parametrize("kind", ["broken", "short"])
 def test_a_failed_stream_closes_the_connection(serve, raw, caplog, kind):
     server = serve(streams)
@@ -1102,6 +1167,36 @@ def test_a_stream_waits_while_the_client_does_not_read(serve, raw):
     conn.close()
     time.sleep(0.1)
     assert server.connections() == 0
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_stream_waiting_for_its_next_chunk_is_closed_when_the_client_goes(serve, raw, loop):
+    """An event stream on a quiet channel: the connection is lost (the client resets it) while
+    the generator waits for its next event. The generator is closed then (its finally runs), not
+    when its next event comes an hour later. (A client's FIN alone is a half-close, after which
+    a client may still read: the stream goes on until a write fails.)"""
+    events: list[str] = []
+
+    async def handler(request: Request) -> Response:
+        async def body() -> Any:
+            try:
+                yield "data: hello\n\n"
+                await asyncio.sleep(3600)  # no event for an hour
+                yield "data: late\n\n"
+            finally:
+                events.append("closed")
+
+        return Response(body(), content_type="text/event-stream")
+
+    server = serve(handler, loop=loop)
+    conn = raw(server.port)
+    conn.send(get("/"))
+    conn.read_until(b"data: hello")
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()  # with linger 0: a reset
+    assert wait_for(lambda: events) == ["closed"]
+    assert wait_for(lambda: server.connections() == 0)
+    assert server.call(lambda: [t for t in asyncio.all_tasks() if "_send_stream" in repr(t)]) == []
 
 
 # -- other sockets -----------------------------------------------------------------------------

@@ -74,6 +74,8 @@ def test_request_method_and_json():
     assert request.json() == {"a": [1, 2]}
     with pytest.raises(ValueError):
         Request(b"POST", b"/", [], b"{not json").json()
+    with pytest.raises(ValueError, match="nested too deeply"):  # not RecursionError
+        Request(b"POST", b"/", [], b"[" * 100_000).json()
 
 
 def test_request_client_from_the_transport():
@@ -384,3 +386,13 @@ def test_json_that_cannot_be_encoded():
     cycle.append(cycle)
     with pytest.raises(RecursionError):
         render(cycle, False, True, False, DATE)
+
+
+def test_json_with_a_lone_surrogate_is_escaped_not_a_500():
+    # request.json() of '{"n": "\ud800"}' (valid JSON) holds a lone surrogate, which UTF-8
+    # cannot encode: echoing it back (the docs' POST example) must not be a 500
+    value = Request(b"POST", b"/", [], b'{"n": "\\ud800", "ok": "\xc3\xa9\\ud83d\\ude00"}').json()
+    data, _, _ = render({"you_sent": value}, False, True, False, DATE)
+    body = split(data)[2]
+    assert body == '{"you_sent":{"n":"\\ud800","ok":"é😀"}}'.encode()
+    assert json.loads(body) == {"you_sent": value}

@@ -475,6 +475,48 @@ def test_on_ready_runs_before_a_worker_gets_a_connection(cluster):
     assert c.stop() == 0
 
 
+ROUTER_LIB = """
+class Router:
+    def __init__(self):
+        self.routes = {}
+
+    async def __call__(self, request):
+        return await self.routes[request.path](request)
+"""
+
+ROUTED_APP = """
+import functools
+
+from ac_router_lib import Router
+
+warm = []
+handler = Router()
+
+
+async def index(request, greeting):
+    return {"greeting": greeting, "warm": warm}
+
+handler.routes["/"] = functools.partial(index, greeting="hi")
+partial_handler = functools.partial(index, greeting="partial")
+
+
+def on_ready():
+    warm.append(True)
+"""
+
+
+@pytest.mark.parametrize("attr", ["handler", "partial_handler"])
+def test_on_ready_of_the_targets_module_runs_for_a_handler_defined_elsewhere(
+        cluster, tmp_path, attr):
+    """The handler is an object whose class is a library's (its __module__ is the library), or a
+    functools.partial: on_ready() of the module the target names runs all the same."""
+    (tmp_path / "ac_router_lib.py").write_text(ROUTER_LIB)
+    (tmp_path / "ac_routed_app.py").write_text(ROUTED_APP)
+    c = cluster(f"ac_routed_app:{attr}", "--workers", "1", env={"PYTHONPATH": str(tmp_path)})
+    assert httpx.get(c.url).json()["warm"] == [True]
+    assert c.stop() == 0
+
+
 def test_a_promoted_standby_answers_its_first_requests_that_ask_an_actor(cluster):
     """Scaling up promotes the standby, and the gateway hands it connections at once, before it
     has read its "promote" and moved to its new identity. An ask its handler sent meanwhile, on

@@ -64,6 +64,12 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 NO_TRAILERS = 1 << 62  # _trailers_from outside a chunk header
 
 
+def _named(request: Request) -> str:
+    """``GET /path`` for the log, the path as sent: decoded, a ``%0A`` in it would let a client
+    write a line of its own into the log (the parser refuses control characters as sent)."""
+    return f"{request.method} {request.raw_path.decode('latin-1')}"
+
+
 class _HttpError(Exception):
     """Raised from a parser callback to stop parsing and answer ``status``."""
 
@@ -113,6 +119,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         "_error",
         "_carrier",
         "_running",
+        "_streaming",
         "_aborted",
         "_starts",
     )
@@ -158,6 +165,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         # the spare task an async handler runs in (see the module docstring)
         self._carrier: _Carrier | None = None
         self._running: asyncio.Task[None] | None = None  # a handler that waits, or a stream
+        self._streaming = False  # _running sends a streamed body
         self._aborted = False
         # with a timed state (metrics on): when each queued request's message was complete
         self._starts: deque[float] | None = deque() if state.timed else None
@@ -229,6 +237,10 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._state._forget(self)
         self._retire_carrier(reuse=True)
         self._wake_writer()
+        if self._streaming and self._running is not None:
+            # a stream waiting for its next chunk (a quiet event stream) would wait, holding
+            # its generator open, until it had one: nobody is left to send it to
+            self._running.cancel()
         # the parser refers to this protocol (its callbacks) and this protocol to the parser:
         # breaking the cycle frees both now, by reference counting, instead of in a collection
         self._parser = None
@@ -561,10 +573,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
     def _fail(self, request: Request, exc: BaseException | None = None) -> None:
         """Answer 500 for a handler that raised (call inside the ``except`` or pass ``exc``)."""
         log.error(
-            "handler failed: %s %s",
-            request.method,
-            request.path,
-            exc_info=exc if exc is not None else True,
+            "handler failed: %s", _named(request), exc_info=exc if exc is not None else True
         )
         self._respond_error(request, 500)
 
@@ -590,7 +599,12 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         state = self._state
         keep = request.keep_alive and not state.draining
         if type(result) is str:  # the common case, inlined
-            body = result.encode()
+            try:
+                body = result.encode()
+            except UnicodeEncodeError:  # a lone surrogate (from request.json()): no UTF-8 form
+                log.exception("cannot send the handler's result: %s", _named(request))
+                self._respond_error(request, 500)
+                return
             size = len(body)
             if keep and size < CACHED_LENGTHS and request.http_version == "1.1":
                 end = LENGTH_END[size]
@@ -627,7 +641,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                 state.date_header,
             )
         except Exception:
-            log.exception("cannot send the handler's result: %s %s", request.method, request.path)
+            log.exception("cannot send the handler's result: %s", _named(request))
             self._respond_error(request, 500)
             return
         if stream is None and len(data) <= DEFER_MAX:
@@ -644,6 +658,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         if stream is None:
             self._done(keep)
         else:
+            self._streaming = True
             self._running = self._loop.create_task(self._send_stream(request, stream, keep))
 
     def _timed(self) -> None:
@@ -671,10 +686,15 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             complete = await send_stream(
                 stream, self._write, self._writable, lambda: self._closed
             )
+        except asyncio.CancelledError:
+            if not self._closed:
+                raise  # _abort: the worker is stopping at once
+            complete = False  # connection_lost: the client is gone
         except Exception:
-            log.exception("streaming the body failed: %s %s", request.method, request.path)
+            log.exception("streaming the body failed: %s", _named(request))
             complete = False
         self._running = None
+        self._streaming = False
         # an incomplete body: the client cannot tell where it ends, so the connection closes
         self._done(keep and complete)
         self._run_queue_soon()

@@ -262,7 +262,12 @@ class Request:
 
     def json(self) -> Any:
         """The body decoded as JSON (raises ``ValueError`` when it is not valid JSON)."""
-        return json.loads(self.body)
+        try:
+            return json.loads(self.body)
+        except RecursionError as exc:
+            # nesting deeper than Python's recursion limit ("[" * 100_000 fits in --max-body):
+            # a handler that catches ValueError for a bad body must catch this one too
+            raise ValueError(f"the JSON body is nested too deeply: {exc}") from None
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self._target.decode('latin-1')!r}>"

@@ -52,6 +52,13 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+def _escape_surrogates(text: str) -> bytes:
+    """JSON text holding a lone surrogate (``request.json()`` gives one for ``"\\ud800"``),
+    which UTF-8 cannot encode: such a character can only be inside a JSON string, where
+    ``backslashreplace`` writes it as the JSON escape ``\\ud800``, as ``json.dumps`` does."""
+    return text.encode("utf-8", "backslashreplace")
+
+
 if c_make_encoder is not None and c_encode_basestring is not None:
     # json.dumps(value, separators=(",", ":"), ensure_ascii=False) builds an encoder per call;
     # this one is built once (no circular-reference check: a cycle ends in RecursionError).
@@ -61,13 +68,21 @@ if c_make_encoder is not None and c_encode_basestring is not None:
 
     def encode_json(value: Any) -> bytes:
         """``value`` as compact JSON, UTF-8 encoded."""
-        return "".join(_json_chunks(value, 0)).encode()
+        text = "".join(_json_chunks(value, 0))
+        try:
+            return text.encode()
+        except UnicodeEncodeError:
+            return _escape_surrogates(text)
 
 else:  # pragma: no cover
 
     def encode_json(value: Any) -> bytes:
         """``value`` as compact JSON, UTF-8 encoded."""
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        try:
+            return text.encode()
+        except UnicodeEncodeError:
+            return _escape_surrogates(text)
 
 
 def status_line(status: int) -> bytes:
@@ -314,7 +329,9 @@ async def send_stream(
                 break
             if isinstance(chunk, str):
                 chunk = chunk.encode()
-            elif not isinstance(chunk, bytes | bytearray | memoryview):
+            elif isinstance(chunk, memoryview):
+                chunk = chunk.tobytes()  # its len() counts items (4-byte ints ...), not bytes
+            elif not isinstance(chunk, bytes | bytearray):
                 raise TypeError(f"a body chunk must be str or bytes, not {type(chunk).__name__}")
             if not chunk:
                 continue  # an empty chunk would end a chunked body

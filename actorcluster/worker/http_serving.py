@@ -55,9 +55,17 @@ class HttpWorker(ProcessActor):
             self.host.report_dead = self.report_dead
             handler = instance.handle
         # on_ready(): an optional function (plain or async) in the handler's module, run once
-        # per worker before it is put in rotation (warm a cache, open a pool, check a database)
-        module = sys.modules.get(getattr(handler, "__module__", "") or "")
-        self.on_ready = getattr(module, "on_ready", None)
+        # per worker before it is put in rotation (warm a cache, open a pool, check a database).
+        # The module the target names comes first: the handler may be an object whose class
+        # (its __module__) is a library's, or a functools.partial.
+        self.on_ready = None
+        target = spec.get("target")
+        names = [target.partition(":")[0]] if isinstance(target, str) else []
+        names.append(getattr(handler, "__module__", "") or "")
+        for name in names:
+            self.on_ready = getattr(sys.modules.get(name), "on_ready", None)
+            if self.on_ready is not None:
+                break
         self.app = make_app(handler, threads=spec["threads"])
         self.family = socket.AddressFamily(spec["family"])
         self.socket_class = adopted_socket_class(self.family)
