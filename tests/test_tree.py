@@ -245,6 +245,32 @@ def test_dynamic_children_from_the_command_line(cluster, tmp_path):
     assert c.stop() == 0
 
 
+def test_no_child_starts_under_a_terminated_supervisor(cluster, tmp_path):
+    """OTP answers noproc: a refused start_child leaves nothing behind, and restart_child does
+    not start a child whose supervisor is down (no one would restart it)."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        [[supervisor.children]]
+        name = "inner"
+        children = [ { name = "a", actor = "ac_tree:Member" } ]
+        """))
+    assert cli(c, "terminate-child", "root", "inner").returncode == 0
+    spec = json.dumps({"name": "d", "actor": "ac_tree:Member"})
+    refused = cli(c, "start-child", "inner", spec)
+    assert refused.returncode != 0
+    assert "supervisor 'inner' is not running" in refused.stderr, refused.stderr
+    assert "d" not in status(c)  # not half-added: the name is free
+    again = cli(c, "restart-child", "inner", "a")
+    assert again.returncode != 0 and "supervisor 'inner' is not running" in again.stderr
+    assert status(c)["a"]["state"] == "down" and status(c)["a"]["pid"] is None
+    assert cli(c, "restart-child", "root", "inner").returncode == 0
+    assert status(c)["a"]["state"] == "ready"
+    started = cli(c, "start-child", "root", spec)  # the name was never taken
+    assert started.returncode == 0, started.stderr
+    assert "Traceback" not in c.log()
+    assert c.stop() == 0
+
+
 def test_dynamic_children_from_an_actor(cluster, tmp_path):
     c = cluster(tree_file(tmp_path, """
         [supervisor]

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import specs
 from ..errors import ActorError, ActorNotFound
-from .children import DOWN, Leaf, Node, SupervisorNode, kind_of
+from .children import DOWN, STOPPING, Leaf, Node, SupervisorNode, kind_of
 
 
 class SupervisorError(ActorError):
@@ -29,6 +29,14 @@ class DynamicChildren:
             f"no supervisor named {name!r}")
         raise ActorNotFound(f"{what}; the supervisors are: {known}")
 
+    def _check_running(self, node: SupervisorNode, name: str) -> None:
+        """OTP answers noproc for a supervisor that is not running: a child started (or
+        restarted) under a terminated supervisor would run with no one to restart it, and the
+        supervisor's own restart would drop it."""
+        if node.state in (STOPPING, DOWN):
+            raise SupervisorError(f"supervisor {node.name!r} is not running; cannot start "
+                                  f"{name!r} under it (restart_child {node.name!r} first)")
+
     def _child(self, node: SupervisorNode, name: str) -> Node:
         child = node.children.get(name)
         if child is None:
@@ -42,6 +50,7 @@ class DynamicChildren:
             raise SupervisorError("an HTTP pool cannot be started at run time yet; declare it "
                                   "in the tree")
         async with node.lock:
+            self._check_running(node, spec.name)
             taken = [n.name for _p, n in _walk(spec) if n.name in self.names]
             if taken:
                 raise SupervisorError(f"the name {taken[0]!r} is already used in the tree")
@@ -77,6 +86,7 @@ class DynamicChildren:
         node = self.supervisor(supervisor)
         async with node.lock:
             child = self._stopped_child(node, name)
+            self._check_running(node, name)
             node.logic.child_started(name)
             if not await self._start(child):
                 raise SupervisorError(f"child {name!r} failed to start")
