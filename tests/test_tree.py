@@ -245,6 +245,28 @@ def test_dynamic_children_from_the_command_line(cluster, tmp_path):
     assert c.stop() == 0
 
 
+def test_a_supervisor_out_of_shutdown_time_leaves_its_whole_subtree_down(cluster, tmp_path):
+    """x (shutdown 1 s) over y over a child ignoring SIGTERM: after the kill, y is down too,
+    not left "stopping"; restarting x brings the whole subtree back."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        [[supervisor.children]]
+        name = "x"
+        shutdown = 1
+        children = [ { name = "y", children = [
+          { name = "s", actor = "ac_tree:Stubborn", shutdown = 5 } ] } ]
+        """))
+    start = time.monotonic()
+    assert cli(c, "terminate-child", "root", "x").returncode == 0
+    assert time.monotonic() - start < 4
+    nodes = status(c)
+    assert [nodes[n]["state"] for n in ("x", "y", "s")] == ["down"] * 3, nodes
+    assert re.search(r"Actor s \(pid \d+\) stopped \(signal SIGKILL\)", c.log())
+    assert cli(c, "restart-child", "root", "x").returncode == 0
+    assert [status(c)[n]["state"] for n in ("x", "y", "s")] == ["ready"] * 3
+    assert c.stop() == 0
+
+
 def test_no_child_starts_under_a_terminated_supervisor(cluster, tmp_path):
     """OTP answers noproc: a refused start_child leaves nothing behind, and restart_child does
     not start a child whose supervisor is down (no one would restart it)."""

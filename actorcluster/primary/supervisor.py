@@ -215,7 +215,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 leaf.stop_requested = True
                 self.send_signal(leaf, signal.SIGKILL)
             await self.until(lambda: not any(leaf.live for leaf in leaves), KILL_WAIT)
-            node.state = DOWN
+            _mark_down(node)
             self._changed.set()
 
     async def _stop_children(self, node: SupervisorNode, lock: bool) -> None:
@@ -465,6 +465,16 @@ def _log_exit(child: Node, pid: int | None, reason: ExitReason, restarting: bool
     else:
         log.warning("%s died (%s), not restarting (%s)%s", who(child, pid), reason.describe(),
                     child.restart, never)
+
+
+def _mark_down(node: SupervisorNode | PoolNode) -> None:
+    """The stop of a subtree cut short by its supervisor's shutdown time leaves the supervisors
+    and pools under it half-way ("stopping"); their processes are gone, so they are down."""
+    node.state = DOWN
+    if isinstance(node, SupervisorNode):
+        for child in node.children.values():
+            if not isinstance(child, Leaf):
+                _mark_down(child)
 
 
 def _why(reason: ExitReason) -> str:
