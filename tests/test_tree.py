@@ -240,6 +240,11 @@ def test_dynamic_children_from_the_command_line(cluster, tmp_path):
     assert bad.returncode != 0 and "failed to start" in bad.stderr
     assert "no module named 'nosuch_mod'" in bad.stderr
     assert "e" not in status(c)
+    half = cli(c, "start-child", "root", json.dumps({"name": "s", "children": [
+        {"name": "ok", "actor": "ac_tree:Member"}, {"name": "e", "actor": "ac_tree:Nope"}]}))
+    assert half.returncode != 0 and "(e: exit code 3: boot error" in half.stderr, half.stderr
+    assert "ok:" not in half.stderr  # stopped because its sibling failed: not a reason
+    assert "s" not in status(c) and "ok" not in status(c)
     not_json = cli(c, "start-child", "root", "{name: e}")
     assert not_json.returncode == 2 and "Invalid value for SPEC: not JSON" in not_json.stderr
     assert c.stop() == 0

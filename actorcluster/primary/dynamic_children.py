@@ -59,10 +59,11 @@ class DynamicChildren:
             node.logic.add_child(child.name, child.restart)
             up = await self._start(child)
             if not up:
-                await self._stop(child)
-                self._remove(node, child)
+                # read before the stop: the siblings it stops would add their clean exits
                 why = "; ".join(f"{leaf.name}: {leaf.last_exit}" for leaf in self.leaves(child)
                                 if leaf.last_exit) or "it stopped before it was ready"
+                await self._stop(child)
+                self._remove(node, child)
                 raise SupervisorError(f"child {spec.name!r} failed to start ({why})")
             return self._brief(child)
 
