@@ -236,6 +236,8 @@ def test_dynamic_children_from_the_command_line(cluster, tmp_path):
     assert dup.returncode != 0 and "'a' is already used" in dup.stderr
     missing = cli(c, "start-child", "nosuch", spec)
     assert missing.returncode != 0 and "no supervisor named 'nosuch'" in missing.stderr
+    leaf = cli(c, "which-children", "a")
+    assert leaf.returncode != 0 and "'a' is an actor, not a supervisor" in leaf.stderr
     bad = cli(c, "start-child", "root", json.dumps({"name": "e", "actor": "nosuch_mod:X"}))
     assert bad.returncode != 0 and "failed to start" in bad.stderr
     assert "no module named 'nosuch_mod'" in bad.stderr

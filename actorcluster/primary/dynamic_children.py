@@ -25,8 +25,11 @@ class DynamicChildren:
         if isinstance(node, SupervisorNode):
             return node
         known = ", ".join(n for n, v in self.names.items() if isinstance(v, SupervisorNode))
-        what = f"{name!r} is a {kind_of(node)}, not a supervisor" if node is not None else (
-            f"no supervisor named {name!r}")
+        if node is None:
+            what = f"no supervisor named {name!r}"
+        else:
+            kind = kind_of(node)
+            what = f"{name!r} is {'an' if kind == 'actor' else 'a'} {kind}, not a supervisor"
         raise ActorNotFound(f"{what}; the supervisors are: {known}")
 
     def _check_running(self, node: SupervisorNode, name: str) -> None:
