@@ -342,6 +342,14 @@ class SupervisorLogic:
         state.running = True
         state.stopping = False
 
+    def not_started(self, name: str) -> None:
+        """Note that ``name``, which the last Decision said to start, was not: a child before it
+        failed to start, and OTP stops a restart there. Nothing runs and no exit is expected;
+        the decision on the failed child's exit starts it again with the rest."""
+        state = self._get(name)
+        state.running = False
+        state.stopping = False
+
     def shutdown(self) -> tuple[str, ...]:
         """Stop the supervisor: from now on no exit is a failure. Returns the running
         children in reverse start order, the order to stop them in."""

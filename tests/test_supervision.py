@@ -155,6 +155,15 @@ def test_child_started_clears_a_stop_that_was_never_reported() -> None:
     assert sup.child_exited("b", EXITS["code"], 1.0).start == ("a", "b")
 
 
+def test_a_child_not_started_is_started_by_the_next_decision() -> None:
+    sup = logic(O4A, ("a", P), ("b", P))
+    assert sup.child_exited("a", EXITS["code"], 0.0).start == ("a", "b")
+    sup.not_started("b")  # "a" failed to start: the restart stopped before "b"
+    assert sup.running == ("a",)
+    decision = sup.child_exited("a", EXITS["code"], 1.0)
+    assert (decision.stop, decision.start) == ((), ("a", "b"))
+
+
 def test_shutdown_consumes_every_later_exit() -> None:
     sup = logic(O4O, ("a", P), ("b", T), ("c", P))
     sup.child_exited("b", EXITS["normal"], 0.0)

@@ -101,6 +101,34 @@ def test_strategy_restarts_exactly_the_right_children_in_order(cluster, tmp_path
     assert c.stop() == 0
 
 
+@pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
+def test_a_restart_stops_at_a_child_that_fails_to_start(cluster, tmp_path, strategy):
+    """OTP starts the children after a failed one only once it started: "b" (after "a",
+    which fails in on_start) is not started while "a" fails, then comes back with it."""
+    flag = tmp_path / "flag"
+    c = cluster(tree_file(tmp_path, f"""
+        [supervisor]
+        strategy = "{strategy}"
+        max_restarts = 10
+        backoff = {{ initial = 0.2, max = 0.2 }}
+        """ + ACTORS.format(name="a", cls="Flaky", extra="")
+        + ACTORS.format(name="b", cls="Member", extra="")), env={"AC_TREE_FLAG": str(flag)})
+    before = pids(c, "a", "b")
+    flag.touch()
+    os.kill(before["a"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while c.log().count("Actor a failed in on_start") < 2:
+        assert time.monotonic() < deadline, c.log()
+        time.sleep(0.05)
+    assert status(c)["b"]["state"] == "down"
+    flag.unlink()
+    wait_changed(c, before, {"a", "b"})
+    started = events(c.log(), "died (signal SIGKILL), restarting")
+    assert started.count(("b", "started")) == 1, started  # once, after "a" started
+    assert started[-2:] == [("a", "started"), ("b", "started")], started
+    assert c.stop() == 0
+
+
 def test_a_nested_supervisor_that_gives_up_escalates_to_its_parent(cluster, tmp_path):
     c = cluster(tree_file(tmp_path, """
         [supervisor]

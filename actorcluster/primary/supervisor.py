@@ -379,12 +379,19 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 self._unregister(removed)
         if decision.delay > 0:
             await self._back_off(decision.delay)
-        for name in decision.start:
+        for i, name in enumerate(decision.start):
             if self.stopping:
                 return
             child = node.children[name]
             child.restarts += 1
-            await self._start(child)
+            if not await self._start(child) and isinstance(child, Leaf):
+                # OTP: a child that fails to start ends the restart there; the ones after it
+                # (which may depend on it: rest_for_one) wait for the decision on its exit
+                for rest in decision.start[i + 1:]:
+                    node.logic.not_started(rest)
+                    for leaf in self.leaves(node.children[rest]):
+                        self.router.forget(leaf.name)
+                return
 
     async def _back_off(self, delay: float) -> None:
         """Wait ``delay`` before a restart, or until the cluster stops: the task waiting (and
