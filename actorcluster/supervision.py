@@ -332,8 +332,11 @@ class SupervisorLogic:
     def stop_requested(self, name: str) -> None:
         """Note that the runtime is stopping ``name`` on its own: its next exit is no failure."""
         state = self._get(name)
+        # only a running child has an exit to come: expecting one from a child already down
+        # (terminated twice, a transient one that ended normally) would swallow the exit of a
+        # later incarnation that a sibling's restart starts (one_for_all, rest_for_one)
+        state.stopping = state.running
         state.running = False
-        state.stopping = True
 
     def child_started(self, name: str) -> None:
         """Note that ``name`` has a new live incarnation (one started outside a Decision, or one

@@ -164,6 +164,14 @@ def test_a_child_not_started_is_started_by_the_next_decision() -> None:
     assert (decision.stop, decision.start) == ((), ("a", "b"))
 
 
+def test_a_stop_requested_of_a_child_already_down_expects_no_exit() -> None:
+    sup = logic(O4A, ("a", P), ("t", T))
+    sup.child_exited("t", EXITS["normal"], 0.0)  # ended normally: not restarted
+    sup.stop_requested("t")  # terminate_child of the stopped child: no exit will come
+    assert sup.child_exited("a", EXITS["signal"], 1.0).start == ("a", "t")
+    assert sup.child_exited("t", EXITS["signal"], 2.0).start == ("a", "t")  # a failure
+
+
 def test_shutdown_consumes_every_later_exit() -> None:
     sup = logic(O4O, ("a", P), ("b", T), ("c", P))
     sup.child_exited("b", EXITS["normal"], 0.0)

@@ -302,6 +302,27 @@ def test_a_supervisor_out_of_shutdown_time_leaves_its_whole_subtree_down(cluster
     assert c.stop() == 0
 
 
+def test_terminating_a_stopped_child_does_not_swallow_a_later_crash(cluster, tmp_path):
+    """t (transient) ended normally, then terminate_child t: a sibling's crash restarts both
+    (one_for_all), and a later kill -9 of t is a failure that restarts them again."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        strategy = "one_for_all"
+        """ + ACTORS.format(name="a", cls="Member", extra="")
+        + ACTORS.format(name="t", cls="Member", extra='restart = "transient"')))
+    with actorcluster.connect(c.name) as client:
+        client.tell("t", "exit")
+    c.wait_for_log(r"Actor t \(pid \d+\) exited normally, not restarting \(transient\)")
+    assert cli(c, "terminate-child", "root", "t").returncode == 0
+    before = pids(c, "a", "t")
+    os.kill(before["a"], signal.SIGKILL)
+    before = wait_changed(c, before, {"a", "t"})
+    os.kill(before["t"], signal.SIGKILL)
+    wait_changed(c, before, {"a", "t"})
+    assert "not restarting (transient)" not in c.log().split("died (signal SIGKILL)", 1)[1]
+    assert c.stop() == 0
+
+
 def test_no_child_starts_under_a_terminated_supervisor(cluster, tmp_path):
     """OTP answers noproc: a refused start_child leaves nothing behind, and restart_child does
     not start a child whose supervisor is down (no one would restart it)."""
