@@ -323,6 +323,32 @@ def test_terminating_a_stopped_child_does_not_swallow_a_later_crash(cluster, tmp
     assert c.stop() == 0
 
 
+def test_a_failed_restart_child_leaves_the_child_down_and_the_cluster_up(cluster, tmp_path):
+    """OTP: restart_child that fails returns the error; the child stays terminated and its
+    supervisor neither restarts it nor counts it (max_restarts 0 here: a count would stop
+    the cluster)."""
+    flag = tmp_path / "flag"
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        max_restarts = 0
+        """ + ACTORS.format(name="a", cls="Flaky", extra="")
+        + ACTORS.format(name="b", cls="Member", extra="")), env={"AC_TREE_FLAG": str(flag)})
+    assert cli(c, "terminate-child", "root", "a").returncode == 0
+    flag.touch()
+    failed = cli(c, "restart-child", "root", "a")
+    assert failed.returncode != 0
+    assert "child 'a' failed to start (a: exit code 3" in failed.stderr, failed.stderr
+    time.sleep(1)
+    assert c.proc.poll() is None, c.log()
+    nodes = status(c)
+    assert (nodes["a"]["state"], nodes["b"]["state"]) == ("down", "ready")
+    assert c.log().count("Actor a failed in on_start") == 1
+    flag.unlink()
+    assert cli(c, "restart-child", "root", "a").returncode == 0
+    assert status(c)["a"]["state"] == "ready"
+    assert c.stop() == 0
+
+
 def test_no_child_starts_under_a_terminated_supervisor(cluster, tmp_path):
     """OTP answers noproc: a refused start_child leaves nothing behind, and restart_child does
     not start a child whose supervisor is down (no one would restart it)."""

@@ -62,9 +62,7 @@ class DynamicChildren:
             node.logic.add_child(child.name, child.restart)
             up = await self._start(child)
             if not up:
-                # read before the stop: the siblings it stops would add their clean exits
-                why = "; ".join(f"{leaf.name}: {leaf.last_exit}" for leaf in self.leaves(child)
-                                if leaf.last_exit) or "it stopped before it was ready"
+                why = self._why_not_up(child)  # before the stop adds its siblings' clean exits
                 await self._stop(child)
                 self._remove(node, child)
                 raise SupervisorError(f"child {spec.name!r} failed to start ({why})")
@@ -93,8 +91,17 @@ class DynamicChildren:
             self._check_running(node, name)
             node.logic.child_started(name)
             if not await self._start(child):
-                raise SupervisorError(f"child {name!r} failed to start")
+                if isinstance(child, Leaf):
+                    # as OTP: the child stays terminated and its supervisor is not affected;
+                    # its exit (on its way) is then no failure to restart, nor to count
+                    node.logic.stop_requested(name)
+                raise SupervisorError(f"child {name!r} failed to start "
+                                      f"({self._why_not_up(child)})")
             return self._brief(child)
+
+    def _why_not_up(self, child: Node) -> str:
+        return "; ".join(f"{leaf.name}: {leaf.last_exit}" for leaf in self.leaves(child)
+                         if leaf.last_exit) or "it stopped before it was ready"
 
     async def delete_child(self, supervisor: str, name: str) -> None:
         node = self.supervisor(supervisor)
