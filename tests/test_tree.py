@@ -349,6 +349,27 @@ def test_a_failed_restart_child_leaves_the_child_down_and_the_cluster_up(cluster
     assert c.stop() == 0
 
 
+def test_a_restarted_supervisor_gets_its_spec_child_back_over_a_namesake(cluster, tmp_path):
+    """b of the spec deleted, a dynamic b (another class, transient) started in its place: the
+    restarted supervisor comes back with the spec's b, as OTP's init would."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        [[supervisor.children]]
+        name = "inner"
+        children = [ { name = "b", actor = "ac_tree:Member" } ]
+        """))
+    assert cli(c, "terminate-child", "inner", "b").returncode == 0
+    assert cli(c, "delete-child", "inner", "b").returncode == 0
+    spec = json.dumps({"name": "b", "actor": "ac_tree:Manager", "restart": "transient"})
+    assert cli(c, "start-child", "inner", spec).returncode == 0
+    assert cli(c, "terminate-child", "root", "inner").returncode == 0
+    assert cli(c, "restart-child", "root", "inner").returncode == 0
+    with actorcluster.connect(c.name) as client:
+        b = flat(client.status()["tree"])["b"]
+    assert (b["target"], b["restart"], b["state"]) == ("ac_tree:Member", "permanent", "ready")
+    assert c.stop() == 0
+
+
 def test_no_child_starts_under_a_terminated_supervisor(cluster, tmp_path):
     """OTP answers noproc: a refused start_child leaves nothing behind, and restart_child does
     not start a child whose supervisor is down (no one would restart it)."""

@@ -106,6 +106,7 @@ class SupervisorNode:
         self.restart = spec.restart
         self.shutdown = shutdown_seconds(spec.shutdown, math.inf)
         self.children: dict[str, Leaf | PoolNode | SupervisorNode] = {}
+        self.dynamic: set[str] = set()  # children from start_child, not from the spec
         self.state = DOWN
         self.restarts = 0
         self.lock = asyncio.Lock()

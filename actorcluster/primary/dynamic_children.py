@@ -59,6 +59,7 @@ class DynamicChildren:
                 raise SupervisorError(f"the name {taken[0]!r} is already used in the tree")
             child = self._build(spec, node)
             node.children[child.name] = child
+            node.dynamic.add(child.name)
             node.logic.add_child(child.name, child.restart)
             up = await self._start(child)
             if not up:
@@ -112,6 +113,7 @@ class DynamicChildren:
         """Forget ``child``: its supervisor's bookkeeping, the tree's names, the router's."""
         node.logic.remove_child(child.name)
         node.children.pop(child.name, None)
+        node.dynamic.discard(child.name)
         self._unregister(child)
 
     def which_children(self, supervisor: str) -> list[dict[str, Any]]:

@@ -183,8 +183,10 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         """A restarted supervisor has the children of its spec again, as an OTP supervisor whose
         init runs again: dynamic children are gone, deleted ones are back."""
         static = [spec.name for spec in node.spec.children]
-        for name in [n for n in node.children if n not in static]:
+        # a dynamic child may bear the name of a deleted spec child: the spec's comes back
+        for name in [n for n in node.children if n not in static or n in node.dynamic]:
             self._unregister(node.children.pop(name))
+        node.dynamic.clear()
         node.children = {
             spec.name: node.children.get(spec.name) or self._build(spec, node)
             for spec in node.spec.children
