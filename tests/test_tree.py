@@ -349,6 +349,42 @@ def test_a_failed_restart_child_leaves_the_child_down_and_the_cluster_up(cluster
     assert c.stop() == 0
 
 
+def test_a_supervisor_whose_child_fails_to_start_fails_to_start(cluster, tmp_path):
+    """OTP: restart_child of a supervisor whose first child fails in on_start fails; the
+    supervisor stops what it started (b is not started at all) and stays down: it does not
+    restart its child in a loop and escalate. Restarted by its parent, it fails the same way:
+    one more failure for the parent."""
+    flag = tmp_path / "flag"
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        max_restarts = 1
+        [[supervisor.children]]
+        name = "inner"
+        max_restarts = 0
+        children = [ { name = "a", actor = "ac_tree:Flaky" },
+                     { name = "b", actor = "ac_tree:Member" } ]
+        """), env={"AC_TREE_FLAG": str(flag)})
+    assert cli(c, "terminate-child", "root", "inner").returncode == 0
+    flag.touch()
+    failed = cli(c, "restart-child", "root", "inner")
+    assert failed.returncode != 0
+    assert "child 'inner' failed to start (a: exit code 3" in failed.stderr, failed.stderr
+    assert "b:" not in failed.stderr
+    time.sleep(1)
+    assert c.proc.poll() is None, c.log()
+    nodes = status(c)
+    assert [nodes[n]["state"] for n in ("inner", "a", "b")] == ["down"] * 3
+    assert len(re.findall(r"Actor b \(pid \d+\) started", c.log())) == 1  # at start-up only
+    flag.unlink()
+    assert cli(c, "restart-child", "root", "inner").returncode == 0
+    assert [status(c)[n]["state"] for n in ("inner", "a", "b")] == ["ready"] * 3
+    flag.touch()
+    os.kill(status(c)["a"]["pid"], signal.SIGKILL)  # inner gives up; root restarts it: fails
+    assert c.wait(15) == 1
+    assert ("supervisor 'root' gave up after 1 restart within 10 s: child 'inner' died again "
+            "(supervisor 'inner' failed to start (a: exit code 3") in c.log()
+
+
 def test_a_restarted_supervisor_gets_its_spec_child_back_over_a_namesake(cluster, tmp_path):
     """b of the spec deleted, a dynamic b (another class, transient) started in its place: the
     restarted supervisor comes back with the spec's b, as OTP's init would."""

@@ -142,6 +142,13 @@ def is_up(node: Node) -> bool:
     return node.state == READY
 
 
+def is_running(node: Node) -> bool:
+    """A process child alive (or starting), a pool or supervisor not down."""
+    if isinstance(node, Leaf):
+        return node.live
+    return node.state != DOWN
+
+
 def status_of(node: Node, now: float) -> dict[str, Any]:
     """The node and its subtree as JSON-able data (``actorcluster status``)."""
     if isinstance(node, Leaf):

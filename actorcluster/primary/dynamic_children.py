@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import specs
 from ..errors import ActorError, ActorNotFound
-from .children import DOWN, STOPPING, Leaf, Node, SupervisorNode, kind_of
+from .children import DOWN, STOPPING, Leaf, Node, SupervisorNode, is_running, kind_of
 
 
 class SupervisorError(ActorError):
@@ -32,7 +32,7 @@ class DynamicChildren:
             what = f"{name!r} is {'an' if kind == 'actor' else 'a'} {kind}, not a supervisor"
         raise ActorNotFound(f"{what}; the supervisors are: {known}")
 
-    def _check_running(self, node: SupervisorNode, name: str) -> None:
+    def _checkis_running(self, node: SupervisorNode, name: str) -> None:
         """OTP answers noproc for a supervisor that is not running: a child started (or
         restarted) under a terminated supervisor would run with no one to restart it, and the
         supervisor's own restart would drop it."""
@@ -53,7 +53,7 @@ class DynamicChildren:
             raise SupervisorError("an HTTP pool cannot be started at run time yet; declare it "
                                   "in the tree")
         async with node.lock:
-            self._check_running(node, spec.name)
+            self._checkis_running(node, spec.name)
             taken = [n.name for _p, n in _walk(spec) if n.name in self.names]
             if taken:
                 raise SupervisorError(f"the name {taken[0]!r} is already used in the tree")
@@ -80,7 +80,7 @@ class DynamicChildren:
 
     def _stopped_child(self, node: SupervisorNode, name: str) -> Node:
         child = self._child(node, name)
-        if _running(child):
+        if is_running(child):
             raise SupervisorError(f"child {name!r} of {node.name!r} is running; "
                                   "terminate_child it first")
         return child
@@ -89,20 +89,25 @@ class DynamicChildren:
         node = self.supervisor(supervisor)
         async with node.lock:
             child = self._stopped_child(node, name)
-            self._check_running(node, name)
+            self._checkis_running(node, name)
             node.logic.child_started(name)
             if not await self._start(child):
+                # as OTP: the child stays terminated and its supervisor is not affected: the
+                # exit of an actor (on its way) is no failure to restart, nor to count; a
+                # supervisor that failed to start has stopped what it started and reports none
                 if isinstance(child, Leaf):
-                    # as OTP: the child stays terminated and its supervisor is not affected;
-                    # its exit (on its way) is then no failure to restart, nor to count
                     node.logic.stop_requested(name)
+                else:
+                    node.logic.not_started(name)
                 raise SupervisorError(f"child {name!r} failed to start "
                                       f"({self._why_not_up(child)})")
             return self._brief(child)
 
     def _why_not_up(self, child: Node) -> str:
+        """The exits of the processes that failed (not those stopped after them)."""
         return "; ".join(f"{leaf.name}: {leaf.last_exit}" for leaf in self.leaves(child)
-                         if leaf.last_exit) or "it stopped before it was ready"
+                         if leaf.last_exit and not leaf.up and not leaf.stop_requested
+                         ) or "it stopped before it was ready"
 
     async def delete_child(self, supervisor: str, name: str) -> None:
         node = self.supervisor(supervisor)
@@ -123,7 +128,7 @@ class DynamicChildren:
         children = list(self.supervisor(supervisor).children.values())
         return {
             "specs": len(children),
-            "active": sum(1 for c in children if _running(c)),
+            "active": sum(1 for c in children if is_running(c)),
             "supervisors": sum(1 for c in children if isinstance(c, SupervisorNode)),
             "workers": sum(1 for c in children if not isinstance(c, SupervisorNode)),
         }
@@ -132,12 +137,6 @@ class DynamicChildren:
         return {"name": node.name, "type": kind_of(node), "state": node.state,
                 "pid": node.pid if isinstance(node, Leaf) else None,
                 "restart": node.restart}
-
-
-def _running(node: Node) -> bool:
-    if isinstance(node, Leaf):
-        return node.live
-    return node.state != DOWN
 
 
 def _walk(spec: specs.Spec) -> list[tuple[str, specs.Spec]]:

@@ -34,6 +34,7 @@ from .children import (
     Node,
     PoolNode,
     SupervisorNode,
+    is_running,
     is_up,
     kind_of,
     shutdown_seconds,
@@ -174,7 +175,14 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
             for child in list(node.children.values()):
                 if self.stopping:
                     return False
-                up = await self._start(child) and up
+                started = await self._start(child)
+                if not started and not is_running(child) and self.started:
+                    # OTP: a supervisor whose child fails to start fails to start itself: it
+                    # stops what it started (the exit on its way is then no failure of its own)
+                    # and its caller decides (its parent's strategy, restart_child's error)
+                    await self._stop_subtree(node, lock=True)
+                    return False
+                up = started and up
             node.state = READY
             self._changed.set()
             return up
@@ -386,13 +394,17 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 return
             child = node.children[name]
             child.restarts += 1
-            if not await self._start(child) and isinstance(child, Leaf):
+            if not await self._start(child) and not is_running(child):
                 # OTP: a child that fails to start ends the restart there; the ones after it
                 # (which may depend on it: rest_for_one) wait for the decision on its exit
                 for rest in decision.start[i + 1:]:
                     node.logic.not_started(rest)
                     for leaf in self.leaves(node.children[rest]):
                         self.router.forget(leaf.name)
+                if isinstance(child, SupervisorNode):  # no process: its failure is told here
+                    why = f"supervisor {child.name!r} failed to start ({self._why_not_up(child)})"
+                    self._task(self._child_exited(node, node.logic, child, None,
+                                                  ExitReason(detail=why), None))
                 return
 
     async def _back_off(self, delay: float) -> None:
