@@ -332,14 +332,25 @@ class SupervisorLogic:
     def stop_requested(self, name: str) -> None:
         """Note that the runtime is stopping ``name`` on its own: its next exit is no failure."""
         state = self._get(name)
+        # only a running child has an exit to come: expecting one from a child already down
+        # (terminated twice, a transient one that ended normally) would swallow the exit of a
+        # later incarnation that a sibling's restart starts (one_for_all, rest_for_one)
+        state.stopping = state.running
         state.running = False
-        state.stopping = True
 
     def child_started(self, name: str) -> None:
         """Note that ``name`` has a new live incarnation (one started outside a Decision, or one
         whose stop exit was never reported): clears the expectation of a stop exit."""
         state = self._get(name)
         state.running = True
+        state.stopping = False
+
+    def not_started(self, name: str) -> None:
+        """Note that ``name``, which the last Decision said to start, was not: a child before it
+        failed to start, and OTP stops a restart there. Nothing runs and no exit is expected;
+        the decision on the failed child's exit starts it again with the rest."""
+        state = self._get(name)
+        state.running = False
         state.stopping = False
 
     def shutdown(self) -> tuple[str, ...]:

@@ -155,6 +155,23 @@ def test_child_started_clears_a_stop_that_was_never_reported() -> None:
     assert sup.child_exited("b", EXITS["code"], 1.0).start == ("a", "b")
 
 
+def test_a_child_not_started_is_started_by_the_next_decision() -> None:
+    sup = logic(O4A, ("a", P), ("b", P))
+    assert sup.child_exited("a", EXITS["code"], 0.0).start == ("a", "b")
+    sup.not_started("b")  # "a" failed to start: the restart stopped before "b"
+    assert sup.running == ("a",)
+    decision = sup.child_exited("a", EXITS["code"], 1.0)
+    assert (decision.stop, decision.start) == ((), ("a", "b"))
+
+
+def test_a_stop_requested_of_a_child_already_down_expects_no_exit() -> None:
+    sup = logic(O4A, ("a", P), ("t", T))
+    sup.child_exited("t", EXITS["normal"], 0.0)  # ended normally: not restarted
+    sup.stop_requested("t")  # terminate_child of the stopped child: no exit will come
+    assert sup.child_exited("a", EXITS["signal"], 1.0).start == ("a", "t")
+    assert sup.child_exited("t", EXITS["signal"], 2.0).start == ("a", "t")  # a failure
+
+
 def test_shutdown_consumes_every_later_exit() -> None:
     sup = logic(O4O, ("a", P), ("b", T), ("c", P))
     sup.child_exited("b", EXITS["normal"], 0.0)

@@ -101,6 +101,34 @@ def test_strategy_restarts_exactly_the_right_children_in_order(cluster, tmp_path
     assert c.stop() == 0
 
 
+@pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
+def test_a_restart_stops_at_a_child_that_fails_to_start(cluster, tmp_path, strategy):
+    """OTP starts the children after a failed one only once it started: "b" (after "a",
+    which fails in on_start) is not started while "a" fails, then comes back with it."""
+    flag = tmp_path / "flag"
+    c = cluster(tree_file(tmp_path, f"""
+        [supervisor]
+        strategy = "{strategy}"
+        max_restarts = 10
+        backoff = {{ initial = 0.2, max = 0.2 }}
+        """ + ACTORS.format(name="a", cls="Flaky", extra="")
+        + ACTORS.format(name="b", cls="Member", extra="")), env={"AC_TREE_FLAG": str(flag)})
+    before = pids(c, "a", "b")
+    flag.touch()
+    os.kill(before["a"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while c.log().count("Actor a failed in on_start") < 2:
+        assert time.monotonic() < deadline, c.log()
+        time.sleep(0.05)
+    assert status(c)["b"]["state"] == "down"
+    flag.unlink()
+    wait_changed(c, before, {"a", "b"})
+    started = events(c.log(), "died (signal SIGKILL), restarting")
+    assert started.count(("b", "started")) == 1, started  # once, after "a" started
+    assert started[-2:] == [("a", "started"), ("b", "started")], started
+    assert c.stop() == 0
+
+
 def test_a_nested_supervisor_that_gives_up_escalates_to_its_parent(cluster, tmp_path):
     c = cluster(tree_file(tmp_path, """
         [supervisor]
@@ -236,12 +264,171 @@ def test_dynamic_children_from_the_command_line(cluster, tmp_path):
     assert dup.returncode != 0 and "'a' is already used" in dup.stderr
     missing = cli(c, "start-child", "nosuch", spec)
     assert missing.returncode != 0 and "no supervisor named 'nosuch'" in missing.stderr
+    leaf = cli(c, "which-children", "a")
+    assert leaf.returncode != 0 and "'a' is an actor, not a supervisor" in leaf.stderr
     bad = cli(c, "start-child", "root", json.dumps({"name": "e", "actor": "nosuch_mod:X"}))
     assert bad.returncode != 0 and "failed to start" in bad.stderr
     assert "no module named 'nosuch_mod'" in bad.stderr
     assert "e" not in status(c)
+    half = cli(c, "start-child", "root", json.dumps({"name": "s", "children": [
+        {"name": "ok", "actor": "ac_tree:Member"}, {"name": "e", "actor": "ac_tree:Nope"}]}))
+    assert half.returncode != 0 and "(e: exit code 3: boot error" in half.stderr, half.stderr
+    assert "ok:" not in half.stderr  # stopped because its sibling failed: not a reason
+    assert "s" not in status(c) and "ok" not in status(c)
     not_json = cli(c, "start-child", "root", "{name: e}")
     assert not_json.returncode == 2 and "Invalid value for SPEC: not JSON" in not_json.stderr
+    assert c.stop() == 0
+
+
+def test_a_supervisor_out_of_shutdown_time_leaves_its_whole_subtree_down(cluster, tmp_path):
+    """x (shutdown 1 s) over y over a child ignoring SIGTERM: after the kill, y is down too,
+    not left "stopping"; restarting x brings the whole subtree back."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        [[supervisor.children]]
+        name = "x"
+        shutdown = 1
+        children = [ { name = "y", children = [
+          { name = "s", actor = "ac_tree:Stubborn", shutdown = 5 } ] } ]
+        """))
+    start = time.monotonic()
+    assert cli(c, "terminate-child", "root", "x").returncode == 0
+    assert time.monotonic() - start < 4
+    nodes = status(c)
+    assert [nodes[n]["state"] for n in ("x", "y", "s")] == ["down"] * 3, nodes
+    assert re.search(r"Actor s \(pid \d+\) stopped \(signal SIGKILL\)", c.log())
+    assert cli(c, "restart-child", "root", "x").returncode == 0
+    assert [status(c)[n]["state"] for n in ("x", "y", "s")] == ["ready"] * 3
+    assert c.stop() == 0
+
+
+def test_terminating_a_stopped_child_does_not_swallow_a_later_crash(cluster, tmp_path):
+    """t (transient) ended normally, then terminate_child t: a sibling's crash restarts both
+    (one_for_all), and a later kill -9 of t is a failure that restarts them again."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        strategy = "one_for_all"
+        """ + ACTORS.format(name="a", cls="Member", extra="")
+        + ACTORS.format(name="t", cls="Member", extra='restart = "transient"')))
+    with actorcluster.connect(c.name) as client:
+        client.tell("t", "exit")
+    c.wait_for_log(r"Actor t \(pid \d+\) exited normally, not restarting \(transient\)")
+    assert cli(c, "terminate-child", "root", "t").returncode == 0
+    before = pids(c, "a", "t")
+    os.kill(before["a"], signal.SIGKILL)
+    before = wait_changed(c, before, {"a", "t"})
+    os.kill(before["t"], signal.SIGKILL)
+    wait_changed(c, before, {"a", "t"})
+    assert "not restarting (transient)" not in c.log().split("died (signal SIGKILL)", 1)[1]
+    assert c.stop() == 0
+
+
+def test_a_failed_restart_child_leaves_the_child_down_and_the_cluster_up(cluster, tmp_path):
+    """OTP: restart_child that fails returns the error; the child stays terminated and its
+    supervisor neither restarts it nor counts it (max_restarts 0 here: a count would stop
+    the cluster)."""
+    flag = tmp_path / "flag"
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        max_restarts = 0
+        """ + ACTORS.format(name="a", cls="Flaky", extra="")
+        + ACTORS.format(name="b", cls="Member", extra="")), env={"AC_TREE_FLAG": str(flag)})
+    assert cli(c, "terminate-child", "root", "a").returncode == 0
+    flag.touch()
+    failed = cli(c, "restart-child", "root", "a")
+    assert failed.returncode != 0
+    assert "child 'a' failed to start (a: exit code 3" in failed.stderr, failed.stderr
+    time.sleep(1)
+    assert c.proc.poll() is None, c.log()
+    nodes = status(c)
+    assert (nodes["a"]["state"], nodes["b"]["state"]) == ("down", "ready")
+    assert c.log().count("Actor a failed in on_start") == 1
+    flag.unlink()
+    assert cli(c, "restart-child", "root", "a").returncode == 0
+    assert status(c)["a"]["state"] == "ready"
+    assert c.stop() == 0
+
+
+def test_a_supervisor_whose_child_fails_to_start_fails_to_start(cluster, tmp_path):
+    """OTP: restart_child of a supervisor whose first child fails in on_start fails; the
+    supervisor stops what it started (b is not started at all) and stays down: it does not
+    restart its child in a loop and escalate. Restarted by its parent, it fails the same way:
+    one more failure for the parent."""
+    flag = tmp_path / "flag"
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        max_restarts = 1
+        [[supervisor.children]]
+        name = "inner"
+        max_restarts = 0
+        children = [ { name = "a", actor = "ac_tree:Flaky" },
+                     { name = "b", actor = "ac_tree:Member" } ]
+        """), env={"AC_TREE_FLAG": str(flag)})
+    assert cli(c, "terminate-child", "root", "inner").returncode == 0
+    flag.touch()
+    failed = cli(c, "restart-child", "root", "inner")
+    assert failed.returncode != 0
+    assert "child 'inner' failed to start (a: exit code 3" in failed.stderr, failed.stderr
+    assert "b:" not in failed.stderr
+    time.sleep(1)
+    assert c.proc.poll() is None, c.log()
+    nodes = status(c)
+    assert [nodes[n]["state"] for n in ("inner", "a", "b")] == ["down"] * 3
+    assert len(re.findall(r"Actor b \(pid \d+\) started", c.log())) == 1  # at start-up only
+    flag.unlink()
+    assert cli(c, "restart-child", "root", "inner").returncode == 0
+    assert [status(c)[n]["state"] for n in ("inner", "a", "b")] == ["ready"] * 3
+    flag.touch()
+    os.kill(status(c)["a"]["pid"], signal.SIGKILL)  # inner gives up; root restarts it: fails
+    assert c.wait(15) == 1
+    assert ("supervisor 'root' gave up after 1 restart within 10 s: child 'inner' died again "
+            "(supervisor 'inner' failed to start (a: exit code 3") in c.log()
+
+
+def test_a_restarted_supervisor_gets_its_spec_child_back_over_a_namesake(cluster, tmp_path):
+    """b of the spec deleted, a dynamic b (another class, transient) started in its place: the
+    restarted supervisor comes back with the spec's b, as OTP's init would."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        [[supervisor.children]]
+        name = "inner"
+        children = [ { name = "b", actor = "ac_tree:Member" } ]
+        """))
+    assert cli(c, "terminate-child", "inner", "b").returncode == 0
+    assert cli(c, "delete-child", "inner", "b").returncode == 0
+    spec = json.dumps({"name": "b", "actor": "ac_tree:Manager", "restart": "transient"})
+    assert cli(c, "start-child", "inner", spec).returncode == 0
+    assert cli(c, "terminate-child", "root", "inner").returncode == 0
+    assert cli(c, "restart-child", "root", "inner").returncode == 0
+    with actorcluster.connect(c.name) as client:
+        b = flat(client.status()["tree"])["b"]
+    assert (b["target"], b["restart"], b["state"]) == ("ac_tree:Member", "permanent", "ready")
+    assert c.stop() == 0
+
+
+def test_no_child_starts_under_a_terminated_supervisor(cluster, tmp_path):
+    """OTP answers noproc: a refused start_child leaves nothing behind, and restart_child does
+    not start a child whose supervisor is down (no one would restart it)."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        [[supervisor.children]]
+        name = "inner"
+        children = [ { name = "a", actor = "ac_tree:Member" } ]
+        """))
+    assert cli(c, "terminate-child", "root", "inner").returncode == 0
+    spec = json.dumps({"name": "d", "actor": "ac_tree:Member"})
+    refused = cli(c, "start-child", "inner", spec)
+    assert refused.returncode != 0
+    assert "supervisor 'inner' is not running" in refused.stderr, refused.stderr
+    assert "d" not in status(c)  # not half-added: the name is free
+    again = cli(c, "restart-child", "inner", "a")
+    assert again.returncode != 0 and "supervisor 'inner' is not running" in again.stderr
+    assert status(c)["a"]["state"] == "down" and status(c)["a"]["pid"] is None
+    assert cli(c, "restart-child", "root", "inner").returncode == 0
+    assert status(c)["a"]["state"] == "ready"
+    started = cli(c, "start-child", "root", spec)  # the name was never taken
+    assert started.returncode == 0, started.stderr
+    assert "Traceback" not in c.log()
     assert c.stop() == 0
 
 

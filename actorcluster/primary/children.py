@@ -106,6 +106,7 @@ class SupervisorNode:
         self.restart = spec.restart
         self.shutdown = shutdown_seconds(spec.shutdown, math.inf)
         self.children: dict[str, Leaf | PoolNode | SupervisorNode] = {}
+        self.dynamic: set[str] = set()  # children from start_child, not from the spec
         self.state = DOWN
         self.restarts = 0
         self.lock = asyncio.Lock()
@@ -139,6 +140,13 @@ def is_up(node: Node) -> bool:
     if isinstance(node, Leaf):
         return node.up
     return node.state == READY
+
+
+def is_running(node: Node) -> bool:
+    """A process child alive (or starting), a pool or supervisor not down."""
+    if isinstance(node, Leaf):
+        return node.live
+    return node.state != DOWN
 
 
 def status_of(node: Node, now: float) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from .. import specs
 from ..errors import ActorError, ActorNotFound
-from .children import DOWN, Leaf, Node, SupervisorNode, kind_of
+from .children import DOWN, STOPPING, Leaf, Node, SupervisorNode, is_running, kind_of
 
 
 class SupervisorError(ActorError):
@@ -25,9 +25,20 @@ class DynamicChildren:
         if isinstance(node, SupervisorNode):
             return node
         known = ", ".join(n for n, v in self.names.items() if isinstance(v, SupervisorNode))
-        what = f"{name!r} is a {kind_of(node)}, not a supervisor" if node is not None else (
-            f"no supervisor named {name!r}")
+        if node is None:
+            what = f"no supervisor named {name!r}"
+        else:
+            kind = kind_of(node)
+            what = f"{name!r} is {'an' if kind == 'actor' else 'a'} {kind}, not a supervisor"
         raise ActorNotFound(f"{what}; the supervisors are: {known}")
+
+    def _checkis_running(self, node: SupervisorNode, name: str) -> None:
+        """OTP answers noproc for a supervisor that is not running: a child started (or
+        restarted) under a terminated supervisor would run with no one to restart it, and the
+        supervisor's own restart would drop it."""
+        if node.state in (STOPPING, DOWN):
+            raise SupervisorError(f"supervisor {node.name!r} is not running; cannot start "
+                                  f"{name!r} under it (restart_child {node.name!r} first)")
 
     def _child(self, node: SupervisorNode, name: str) -> Node:
         child = node.children.get(name)
@@ -42,18 +53,19 @@ class DynamicChildren:
             raise SupervisorError("an HTTP pool cannot be started at run time yet; declare it "
                                   "in the tree")
         async with node.lock:
+            self._checkis_running(node, spec.name)
             taken = [n.name for _p, n in _walk(spec) if n.name in self.names]
             if taken:
                 raise SupervisorError(f"the name {taken[0]!r} is already used in the tree")
             child = self._build(spec, node)
             node.children[child.name] = child
+            node.dynamic.add(child.name)
             node.logic.add_child(child.name, child.restart)
             up = await self._start(child)
             if not up:
+                why = self._why_not_up(child)  # before the stop adds its siblings' clean exits
                 await self._stop(child)
                 self._remove(node, child)
-                why = "; ".join(f"{leaf.name}: {leaf.last_exit}" for leaf in self.leaves(child)
-                                if leaf.last_exit) or "it stopped before it was ready"
                 raise SupervisorError(f"child {spec.name!r} failed to start ({why})")
             return self._brief(child)
 
@@ -68,7 +80,7 @@ class DynamicChildren:
 
     def _stopped_child(self, node: SupervisorNode, name: str) -> Node:
         child = self._child(node, name)
-        if _running(child):
+        if is_running(child):
             raise SupervisorError(f"child {name!r} of {node.name!r} is running; "
                                   "terminate_child it first")
         return child
@@ -77,10 +89,25 @@ class DynamicChildren:
         node = self.supervisor(supervisor)
         async with node.lock:
             child = self._stopped_child(node, name)
+            self._checkis_running(node, name)
             node.logic.child_started(name)
             if not await self._start(child):
-                raise SupervisorError(f"child {name!r} failed to start")
+                # as OTP: the child stays terminated and its supervisor is not affected: the
+                # exit of an actor (on its way) is no failure to restart, nor to count; a
+                # supervisor that failed to start has stopped what it started and reports none
+                if isinstance(child, Leaf):
+                    node.logic.stop_requested(name)
+                else:
+                    node.logic.not_started(name)
+                raise SupervisorError(f"child {name!r} failed to start "
+                                      f"({self._why_not_up(child)})")
             return self._brief(child)
+
+    def _why_not_up(self, child: Node) -> str:
+        """The exits of the processes that failed (not those stopped after them)."""
+        return "; ".join(f"{leaf.name}: {leaf.last_exit}" for leaf in self.leaves(child)
+                         if leaf.last_exit and not leaf.up and not leaf.stop_requested
+                         ) or "it stopped before it was ready"
 
     async def delete_child(self, supervisor: str, name: str) -> None:
         node = self.supervisor(supervisor)
@@ -91,6 +118,7 @@ class DynamicChildren:
         """Forget ``child``: its supervisor's bookkeeping, the tree's names, the router's."""
         node.logic.remove_child(child.name)
         node.children.pop(child.name, None)
+        node.dynamic.discard(child.name)
         self._unregister(child)
 
     def which_children(self, supervisor: str) -> list[dict[str, Any]]:
@@ -100,7 +128,7 @@ class DynamicChildren:
         children = list(self.supervisor(supervisor).children.values())
         return {
             "specs": len(children),
-            "active": sum(1 for c in children if _running(c)),
+            "active": sum(1 for c in children if is_running(c)),
             "supervisors": sum(1 for c in children if isinstance(c, SupervisorNode)),
             "workers": sum(1 for c in children if not isinstance(c, SupervisorNode)),
         }
@@ -109,12 +137,6 @@ class DynamicChildren:
         return {"name": node.name, "type": kind_of(node), "state": node.state,
                 "pid": node.pid if isinstance(node, Leaf) else None,
                 "restart": node.restart}
-
-
-def _running(node: Node) -> bool:
-    if isinstance(node, Leaf):
-        return node.live
-    return node.state != DOWN
 
 
 def _walk(spec: specs.Spec) -> list[tuple[str, specs.Spec]]:

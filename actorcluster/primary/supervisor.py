@@ -34,6 +34,7 @@ from .children import (
     Node,
     PoolNode,
     SupervisorNode,
+    is_running,
     is_up,
     kind_of,
     shutdown_seconds,
@@ -174,7 +175,14 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
             for child in list(node.children.values()):
                 if self.stopping:
                     return False
-                up = await self._start(child) and up
+                started = await self._start(child)
+                if not started and not is_running(child) and self.started:
+                    # OTP: a supervisor whose child fails to start fails to start itself: it
+                    # stops what it started (the exit on its way is then no failure of its own)
+                    # and its caller decides (its parent's strategy, restart_child's error)
+                    await self._stop_subtree(node, lock=True)
+                    return False
+                up = started and up
             node.state = READY
             self._changed.set()
             return up
@@ -183,8 +191,10 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         """A restarted supervisor has the children of its spec again, as an OTP supervisor whose
         init runs again: dynamic children are gone, deleted ones are back."""
         static = [spec.name for spec in node.spec.children]
-        for name in [n for n in node.children if n not in static]:
+        # a dynamic child may bear the name of a deleted spec child: the spec's comes back
+        for name in [n for n in node.children if n not in static or n in node.dynamic]:
             self._unregister(node.children.pop(name))
+        node.dynamic.clear()
         node.children = {
             spec.name: node.children.get(spec.name) or self._build(spec, node)
             for spec in node.spec.children
@@ -215,7 +225,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 leaf.stop_requested = True
                 self.send_signal(leaf, signal.SIGKILL)
             await self.until(lambda: not any(leaf.live for leaf in leaves), KILL_WAIT)
-            node.state = DOWN
+            _mark_down(node)
             self._changed.set()
 
     async def _stop_children(self, node: SupervisorNode, lock: bool) -> None:
@@ -379,12 +389,23 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 self._unregister(removed)
         if decision.delay > 0:
             await self._back_off(decision.delay)
-        for name in decision.start:
+        for i, name in enumerate(decision.start):
             if self.stopping:
                 return
             child = node.children[name]
             child.restarts += 1
-            await self._start(child)
+            if not await self._start(child) and not is_running(child):
+                # OTP: a child that fails to start ends the restart there; the ones after it
+                # (which may depend on it: rest_for_one) wait for the decision on its exit
+                for rest in decision.start[i + 1:]:
+                    node.logic.not_started(rest)
+                    for leaf in self.leaves(node.children[rest]):
+                        self.router.forget(leaf.name)
+                if isinstance(child, SupervisorNode):  # no process: its failure is told here
+                    why = f"supervisor {child.name!r} failed to start ({self._why_not_up(child)})"
+                    self._task(self._child_exited(node, node.logic, child, None,
+                                                  ExitReason(detail=why), None))
+                return
 
     async def _back_off(self, delay: float) -> None:
         """Wait ``delay`` before a restart, or until the cluster stops: the task waiting (and
@@ -465,6 +486,16 @@ def _log_exit(child: Node, pid: int | None, reason: ExitReason, restarting: bool
     else:
         log.warning("%s died (%s), not restarting (%s)%s", who(child, pid), reason.describe(),
                     child.restart, never)
+
+
+def _mark_down(node: SupervisorNode | PoolNode) -> None:
+    """The stop of a subtree cut short by its supervisor's shutdown time leaves the supervisors
+    and pools under it half-way ("stopping"); their processes are gone, so they are down."""
+    node.state = DOWN
+    if isinstance(node, SupervisorNode):
+        for child in node.children.values():
+            if not isinstance(child, Leaf):
+                _mark_down(child)
 
 
 def _why(reason: ExitReason) -> str:

@@ -28,6 +28,14 @@ class Member(Actor):
         raise ValueError(f"unknown {message!r}")
 
 
+class Flaky(Member):
+    """Fails in on_start while the file named by $AC_TREE_FLAG exists: a restart that fails."""
+
+    def on_start(self) -> None:
+        if os.path.exists(os.environ["AC_TREE_FLAG"]):
+            raise RuntimeError("flagged")
+
+
 class Stubborn(Member):
     """Ignores SIGTERM: only the SIGKILL at the end of its shutdown time stops it."""
 
