@@ -129,9 +129,12 @@ def run(ctx: click.Context, target: str | None, config_file: str | None,
                 if ctx.get_parameter_source(key) in (None, click.core.ParameterSource.DEFAULT):
                     options[key] = value
         options = {k: v for k, v in options.items() if v is not None}
+        given = (click.core.ParameterSource.COMMANDLINE, click.core.ParameterSource.ENVIRONMENT)
+        root_intensity = tuple((key, options[key]) for key in ("max_restarts", "within")
+                               if key in options and ctx.get_parameter_source(key) in given)
         parsed = tuple(parse_actor(a) for a in actors)
         config = ClusterConfig(target=target, actors=parsed, tree=tree, source=source,
-                               **options)
+                               root_intensity=root_intensity, **options)
     except ActorClusterError as exc:  # ConfigError, and TargetImportError for a TARGET's form
         raise click.UsageError(str(exc)) from None
     from . import rundir

@@ -158,6 +158,10 @@ class ClusterConfig:
     actors: tuple[tuple[str, str], ...] = ()  # (name, MODULE:Class), started before the pool
     tree: Any = None  # an actorcluster.specs.Supervisor read from ``source``
     source: str = ""  # the config file the tree came from
+    # --max-restarts / --within given on the command line or in the environment: they win over
+    # a tree's own (a file's or a Python tree's root supervisor), as every option wins over the
+    # file; the default tree takes them anyway
+    root_intensity: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if (self.target is None) == (self.tree is None):

@@ -521,6 +521,21 @@ def test_the_examples_run_as_documented(cluster, how):
     assert c.stop() == 0
 
 
+@pytest.mark.parametrize("how", ["file", "python"])
+def test_max_restarts_and_within_given_win_over_the_trees_root(cluster, how):
+    """Options given on the command line (or in the environment) win over the file's settings:
+    --max-restarts and --within set the intensity of a file's or a Python tree's root."""
+    target = ("--config=examples/actorcluster.toml" if how == "file"
+              else "examples.tree:tree")
+    c = cluster(target, "--workers", "1", "--max-restarts", "7",
+                env={"ACTORCLUSTER_WITHIN": "30"})
+    with actorcluster.connect(c.name) as client:
+        tree = client.status()["tree"]
+    assert (tree["max_restarts"], tree["within"]) == (7, 30.0)
+    assert tree["children"][2]["max_restarts"] != 7  # a nested supervisor keeps its own
+    assert c.stop() == 0
+
+
 def test_dynamic_children_from_a_plain_def_handler(cluster):
     c = cluster("ac_tree:sync_handler", "--workers", "1",
                 "--actor", "a=ac_tree:Member")
