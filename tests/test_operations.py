@@ -377,6 +377,10 @@ def test_the_control_endpoint_refuses_unknown_commands_and_other_users(cluster, 
     assert "the primary does not know 'launch'; it answers: status, members" in out.stderr
     huge = cli(c, "ask", "primary", '{"op": "scale", "pool": "web", "workers": 5000}')
     assert huge.returncode != 0 and "a pool has at most 1024 workers, not 5000" in huge.stderr
+    no_name = cli(c, "ask", "primary", '{"op": "terminate_child", "supervisor": "root"}')
+    assert no_name.returncode != 0 and 'terminate_child needs "name"' in no_name.stderr
+    no_sup = cli(c, "ask", "primary", '{"op": "which_children"}')
+    assert no_sup.returncode != 0 and 'which_children needs "supervisor"' in no_sup.stderr
     bare = cli(c, "ask", "primary", '"members"')  # known, but it needs its fields
     assert bare.returncode != 0
     assert """'members' takes its fields in a JSON object, e.g. {"op": "members", ...}""" in (

@@ -56,6 +56,8 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 OPERATIONS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 REQUESTS = ("members", "start_child", "terminate_child", "restart_child", "delete_child",
             "which_children", "count_children", "reload", "scale", "stop")
+CHILD_OPS = ("terminate_child", "restart_child", "delete_child")  # a supervisor and a child name
+SUPERVISOR_OPS = ("start_child", "which_children", "count_children")  # a supervisor's name
 
 
 def listen(bind: Bind, backlog: int = 2048) -> socket.socket:
@@ -495,6 +497,13 @@ class Primary:
         tree = self.supervisor
         supervisor = str(request.get("supervisor", ""))
         name = str(request.get("name", ""))
+        needs = ("supervisor", "name") if op in CHILD_OPS else ("supervisor",) if (
+            op in SUPERVISOR_OPS) else ()
+        missing = [field for field in needs if not request.get(field)]
+        if missing:  # named as missing, not looked up as a child or supervisor called ''
+            raise ActorError(f"{op} needs " + " and ".join(f'"{f}"' for f in missing)
+                             + f', e.g. {{"op": "{op}", "supervisor": "root"'
+                             + (', "name": "worker"' if "name" in needs else "") + "}")
         if op == "start_child":
             spec = request.get("spec")
             if not isinstance(spec, dict):
