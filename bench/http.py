@@ -85,7 +85,12 @@ class Restart:
     times_ms: list[float]
     timed_out: bool
     requests: int
-    failed: int
+    failed: int  # in_flight + new
+    # failed requests whose connection was open when a worker was killed (it may have been the
+    # victim's: no server can answer those), and those whose connection began after the last
+    # kill, or could not be made at all (a new connection lost: what the gateway must not do)
+    in_flight: int = 0
+    new: int = 0
 
 
 @dataclass
@@ -151,8 +156,12 @@ def measure_throughput(
 # --- kill -9 -> replacement serving ------------------------------------------------------------
 
 
-async def fetch_pid(port: int) -> int:
+async def fetch_pid(port: int, connected: list[float] | None = None) -> int:
+    """GET / on a new connection; the worker's pid. ``connected`` gets the perf_counter() time
+    at which the connection was made."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if connected is not None:
+        connected.append(time.perf_counter())
     try:
         writer.write(REQUEST)
         status, body = parse_response(await reader.read())
@@ -171,17 +180,24 @@ class Prober:
         self.port = port
         self.seen: set[int] = set()
         self.ok = self.failed = 0
+        self.in_flight = self.new = 0  # the failures, told apart (see Restart)
+        self.kills: list[float] = []  # perf_counter() times of the kills
         self.stopped = False
         self._known: set[int] = set()
         self._new_pid: asyncio.Future[float] | None = None
 
     async def client(self) -> None:
         while not self.stopped:  # a flag as well: 3.11's wait_for can swallow a cancellation
+            connected: list[float] = []
             try:
                 async with asyncio.timeout(2.0):
-                    pid = await fetch_pid(self.port)
+                    pid = await fetch_pid(self.port, connected)
             except (OSError, TimeoutError, ValueError):  # refused, reset, incomplete, non-200
                 self.failed += 1
+                if connected and self.kills and self.kills[-1] >= connected[0]:
+                    self.in_flight += 1  # open when a worker was killed
+                else:
+                    self.new += 1  # made after the last kill, or not made at all
                 await asyncio.sleep(0.005)
                 continue
             self.ok += 1
@@ -216,7 +232,7 @@ async def kill_trials(server: Server, trials: int) -> Restart:
         await poll(lambda: set(server.pids) <= prober.seen, 5.0)
         if not prober.seen:
             raise BenchError(f"{server.name}: no answer to the prober within 5 s")
-        prober.ok = prober.failed = 0
+        prober.ok = prober.failed = prober.in_flight = prober.new = 0
         times: list[float] = []
         for trial in range(trials):
             pause = KILL_INTERVAL if trial else 0.2
@@ -227,15 +243,16 @@ async def kill_trials(server: Server, trials: int) -> Restart:
                 raise BenchError(f"{server.name}: no serving worker to kill among {workers}")
             new_pid = prober.expect_new_pid(prober.seen | set(workers))
             start = time.perf_counter()
+            prober.kills.append(start)
             os.kill(victim, signal.SIGKILL)
             try:
                 served_at = await asyncio.wait_for(new_pid, REPLACEMENT_TIMEOUT)
             except TimeoutError:
-                return Restart(times, True, prober.ok, prober.failed)
+                return Restart(times, True, prober.ok, prober.failed, prober.in_flight, prober.new)
             times.append((served_at - start) * 1000)
             if not await poll(lambda: len(server.current_workers()) == server.workers, 10.0):
                 raise BenchError(f"{server.name}: not {server.workers} workers again in 10 s")
-        return Restart(times, False, prober.ok, prober.failed)
+        return Restart(times, False, prober.ok, prober.failed, prober.in_flight, prober.new)
     finally:
         prober.stopped = True
         for task in clients:
@@ -257,7 +274,8 @@ def run_restarts(results: Results, trials: int) -> None:
         median = f"{statistics.median(restart.times_ms):.1f} ms" if restart.times_ms else "-"
         progress(
             f"kill -9 {name:>12}: median {median} over {len(restart.times_ms)} trials, "
-            f"{restart.failed}/{restart.requests + restart.failed} requests failed"
+            f"{restart.failed}/{restart.requests + restart.failed} requests failed "
+            f"({restart.in_flight} in flight at a kill, {restart.new} new)"
             + ("; NO REPLACEMENT within 10 s" if restart.timed_out else "")
         )
 
@@ -342,23 +360,28 @@ def restart_table(results: Results, trials: int) -> list[str]:
     for name in results.servers:
         restart = results.restart.get(name)
         if restart is None:
-            rows.append([name, results.why_not("restart", name), "", "", ""])
+            rows.append([name, results.why_not("restart", name), "", "", "", "", ""])
             continue
         t = restart.times_ms
         done = f"{len(t)}/{trials}" + (" (then no new worker in 10 s)" if restart.timed_out else "")
         total = restart.requests + restart.failed
         median, high = (f"{statistics.median(t):.1f}", f"{p90(t):.1f}") if t else ("-", "-")
-        rows.append([name, median, high, done, f"{restart.failed} / {total}"])
+        rows.append([name, median, high, done, f"{restart.failed} / {total}",
+                     str(restart.in_flight), str(restart.new)])
     return [
         f"### kill -9 of a worker -> a new worker pid serving ({KILL_WORKERS} workers)",
         "",
         "SIGKILL one worker (the oldest), then time until a response carries a pid not seen "
         f"before; kills are {KILL_INTERVAL} s apart, within actorcluster's default restart "
         f"intensity (5 in 10 s). {PROBE_CLIENTS} clients send continuously during the trials, "
-        "one request per new connection; the last column counts their failed requests "
-        "(refused, reset, timed out, not 200).",
+        "one request per new connection, and count their failed requests (refused, reset, "
+        "timed out, not 200), told apart: *in flight* if the connection was open when a "
+        "worker was killed (it may have been the victim's, which no server can answer), *new* "
+        "if it was made after the last kill or could not be made: a new connection lost, "
+        "which the gateway must never do.",
         "",
-        *table(["server", "median ms", "p90 ms", "trials", "failed / requests"], rows),
+        *table(["server", "median ms", "p90 ms", "trials", "failed / requests",
+                "in flight", "new"], rows),
     ]
 
 
