@@ -697,6 +697,32 @@ def test_responses_kept_for_the_end_of_the_turn_leave_in_order(serve, raw, loop)
     assert conn.read_to_eof() == b""  # and then the server closed the connection
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_handlers_that_return_raise_or_wait_follow_one_another_on_a_connection(serve, raw, loop):
+    # Each connection's carrier runs async handlers through one generator, replaced when a
+    # handler raises and handed to the carrier task when one waits: every mix must answer.
+    async def handler(request: Request) -> Any:
+        kind, i = request.path.strip("/").split("/")
+        if kind.startswith("wait"):
+            await asyncio.sleep(0.001)
+        if kind.endswith("raise"):
+            raise RuntimeError(f"boom {i}")
+        return {"i": int(i), "task": asyncio.current_task() is not None}
+
+    server = serve(handler, loop=loop)
+    plan = ["now", "now-raise", "now", "wait", "now", "wait-raise", "now-raise", "wait", "now"]
+    for _ in range(2):  # and again on a new connection, with the spare carriers left behind
+        conn = raw(server.port)
+        conn.send(b"".join(get(f"/{kind}/{i}") for i, kind in enumerate(plan * 3)))
+        for i, kind in enumerate(plan * 3):
+            status, _, body = conn.response()
+            if kind.endswith("raise"):
+                assert status == 500, (i, kind)
+            else:
+                assert (status, json.loads(body)) == (200, {"i": i, "task": True}), (i, kind)
+        conn.close()
+
+
 def test_a_long_pipeline_pauses_reading_and_completes(serve, raw):
     reading: list[bool] = []
 

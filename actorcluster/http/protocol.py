@@ -45,7 +45,7 @@ from .response import (
     render,
     send_stream,
 )
-from .runner import _Carrier, _enter_task, _HandlerRunner, _leave_task
+from .runner import _DONE, _Carrier, _enter_task, _HandlerRunner, _leave_task, _new_trampoline
 from .state import LATENCY_BUCKETS, HttpLimits, HttpServerState
 
 __all__ = ["HttpLimits", "HttpServerState", "HttpProtocol"]
@@ -529,27 +529,27 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                 self._handle_other(request, coro)
                 continue
             # _drive, inlined: the path of every request to an async handler
-            task, context, slot, base = self._carrier or self._new_carrier()
+            task, context, slot, base, send, outcome = self._carrier or self._new_carrier()
             try:
                 _enter_task(loop, task)
             except RuntimeError:  # inside another task (not from the event loop): hand it over
                 self._drive(request, coro)
                 continue
             try:
-                yielded = context.run(coro.send, None)
-            except StopIteration as stop:
-                result = stop.value
+                yielded = context.run(send, coro)  # through the carrier's trampoline
             except BaseException:
                 _leave_task(loop, task)
+                self._carrier = (task, context, slot, base, *_new_trampoline())  # it ended
                 self._drive_failed(request)
                 continue
-            else:
-                _leave_task(loop, task)
-                self._carrier = None  # the carrier carries this handler on; the next gets a new one
-                self._running = task
-                slot.set_result((self, request, coro, yielded))
-                continue
             _leave_task(loop, task)
+            if yielded is not _DONE:  # it waits: the carrier carries it on; the next gets a new one
+                self._carrier = None
+                self._running = task
+                slot.set_result((self, request, send.__self__, yielded, outcome))
+                continue
+            result = outcome.value
+            outcome.value = None
             if context != base:  # it set a context variable: the next request starts afresh
                 self._retire_carrier()
             self._respond(request, result)  # outside the except block: no exception context
