@@ -356,6 +356,21 @@ def test_return_values(serve, kind, status, content_type, body):
         assert response.headers.get_list("x-a") == ["1", "2"]
 
 
+def test_a_float_json_cannot_hold_is_a_500_not_invalid_json(serve, caplog):
+    async def handler(request: Request) -> Any:
+        value = {"/nan": float("nan"), "/inf": float("inf"), "/ninf": -float("inf")}.get(
+            request.path, 1.5)
+        return {"v": [value]}
+
+    server = serve(handler)
+    with httpx.Client(base_url=server.url) as client:
+        for path in ("/nan", "/inf", "/ninf"):
+            failed = client.get(path)
+            assert (failed.status_code, failed.text) == (500, "Internal Server Error"), path
+            assert client.get("/").json() == {"v": [1.5]}  # the same connection goes on
+    assert "Out of range float values are not JSON compliant" in caplog.text
+
+
 @pytest.mark.parametrize("kind", ["async", "waits", "sync"])
 def test_a_str_without_a_utf8_form_is_a_500_and_the_connection_goes_on(serve, caplog, kind):
     """A lone surrogate (what request.json() gives for "\\ud800") in a returned str: a 500

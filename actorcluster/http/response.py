@@ -60,10 +60,13 @@ def _escape_surrogates(text: str) -> bytes:
 
 
 if c_make_encoder is not None and c_encode_basestring is not None:
-    # json.dumps(value, separators=(",", ":"), ensure_ascii=False) builds an encoder per call;
-    # this one is built once (no circular-reference check: a cycle ends in RecursionError).
+    # json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False) builds an
+    # encoder per call; this one is built once (no circular-reference check: a cycle ends in
+    # RecursionError). allow_nan=False: NaN and infinities have no JSON form (RFC 8259); written
+    # as Python writes them, a browser's JSON.parse and most clients refuse the whole document,
+    # so they are the handler's error (a 500, as Starlette does), not an unreadable 200.
     _json_chunks = c_make_encoder(
-        None, _json_default, c_encode_basestring, None, ":", ",", False, False, True
+        None, _json_default, c_encode_basestring, None, ":", ",", False, False, False
     )
 
     def encode_json(value: Any) -> bytes:
@@ -78,7 +81,7 @@ else:  # pragma: no cover
 
     def encode_json(value: Any) -> bytes:
         """``value`` as compact JSON, UTF-8 encoded."""
-        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         try:
             return text.encode()
         except UnicodeEncodeError:
