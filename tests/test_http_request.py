@@ -366,7 +366,11 @@ def test_make_app_refuses_bad_arguments():
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)  # no JSON form: see the test below
+    | st.text(),
     lambda children: st.lists(children) | st.dictionaries(st.text(), children),
     max_leaves=20,
 )
@@ -382,6 +386,9 @@ def test_json_from_a_handler_is_compact_json_dumps(value):
 def test_json_that_cannot_be_encoded():
     with pytest.raises(TypeError, match="not JSON serializable"):
         render({"a": object()}, False, True, False, DATE)
+    for number in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            render({"a": [number]}, False, True, False, DATE)
     cycle: list[Any] = []
     cycle.append(cycle)
     with pytest.raises(RecursionError):
