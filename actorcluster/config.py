@@ -57,6 +57,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("threads", int, 32, "threads per worker for plain (sync) handlers", minimum=1),
     Setting("keepalive", float, 5.0, "seconds an idle keep-alive connection is kept", minimum=0),
     Setting("max_body", int, 1 << 20, "largest request body in bytes (larger: 413)", minimum=0),
+    Setting("request_timeout", float, 300.0, "seconds a request may take to arrive, headers and "
+            "body (longer: 408); its headers must arrive within min(60, this)", minimum=0.1),
     Setting("standby", bool, True, "keep one forked, ready HTTP worker out of rotation to "
             "replace a dead worker at once"),
     Setting("hold_messages", int, 1000,
@@ -148,6 +150,7 @@ class ClusterConfig:
     threads: int = 32
     keepalive: float = 5.0
     max_body: int = 1 << 20
+    request_timeout: float = 300.0
     standby: bool = True
     hold_messages: int = 1000
     hold_seconds: float = 5.0

@@ -130,6 +130,33 @@ def test_bad_requests_get_4xx_and_the_worker_keeps_serving(cluster):
     assert c.stop() == 0
 
 
+def test_a_request_trickling_in_gets_408_after_request_timeout(cluster):
+    # slowloris through the gateway: a header line every 0.3 s never lets the connection go
+    # idle; --request-timeout 1 bounds the headers (min(60, 1) s) and the whole request
+    c = cluster("ac_testapp:pid", "--workers", "1", "--request-timeout", "1")
+    (pid,) = c.wait_workers(1)
+    with socket.create_connection(("127.0.0.1", c.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        answer = b""
+        while time.monotonic() - started < 4.0 and not answer:
+            try:
+                s.sendall(b"X-Slow: 1\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            s.settimeout(0.3)
+            try:
+                answer = s.recv(65536)
+            except TimeoutError:
+                continue
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert b"Connection: close\r\n" in answer
+    assert 0.9 < waited < 3.5
+    assert int(get(c.url).text) == pid  # the same worker serves on
+    assert c.stop() == 0
+
+
 def test_handler_exception_is_a_500_that_reveals_nothing(cluster):
     c = cluster("ac_testapp:misbehave", "--workers", "1")
     (pid,) = c.wait_workers(1)

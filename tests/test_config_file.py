@@ -477,7 +477,7 @@ CASES = {
         [supervisor]
         """, 2, "http.workers",
         ['unknown key "workers" in [http] (set "workers" on the HTTP pool',
-         "allowed: bind, keepalive, max_body, threads"]),
+         "allowed: bind, keepalive, max_body, request_timeout, threads"]),
     "setting-type": ("""
         [cluster]
         timeout = "5s"

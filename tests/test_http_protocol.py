@@ -1102,6 +1102,76 @@ def test_idle_keep_alive_connections_are_closed(serve, raw):
     assert busy.response()[0] == 200  # a request in progress is not idle
 
 
+def trickle(conn: Raw, pieces: list[bytes], every: float, until: float) -> int:
+    """Send ``pieces`` one by one, ``every`` seconds apart, until the server closes the
+    connection or ``until`` seconds pass; how many were sent."""
+    started = time.monotonic()
+    for sent, piece in enumerate(pieces):
+        if time.monotonic() - started > until:
+            return sent
+        try:
+            conn.sock.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            return sent
+        time.sleep(every)
+    return len(pieces)
+
+
+@pytest.mark.parametrize(
+    ("what", "head", "pieces"),
+    [
+        ("headers", b"GET /slow HTTP/1.1\r\nHost: t\r\n", [b"X-A: 1\r\n"] * 40),
+        ("body", b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n",
+         [b"x"] * 40),
+    ],
+)
+def test_a_request_trickling_in_gets_408_in_bounded_time(serve, raw, what, head, pieces):
+    # slowloris: a byte now and then keeps the connection from ever being idle
+    limits = HttpLimits(keepalive_timeout=5.0, headers_timeout=1.0, request_timeout=2.0)
+    server = serve(echo, limits, sweep=0.1)
+    slow = raw(server.port).send(get("/") + head)
+    assert slow.response()[0] == 200  # a request before it on the connection is answered
+    started = time.monotonic()
+    # pieces in a thread: a sendall to a closed connection must not stop the test's reads
+    thread = threading.Thread(target=trickle, args=(slow, pieces, 0.2, 6.0), daemon=True)
+    thread.start()
+    status, headers, body = slow.response()
+    waited = time.monotonic() - started
+    assert (status, headers["connection"], body) == (408, "close", b"Request Timeout")
+    assert (0.9 if what == "headers" else 1.9) < waited < 4.0
+    assert slow.closed()
+    thread.join(7)
+    with httpx.Client(base_url=server.url) as client:  # the worker serves on
+        assert client.get("/").status_code == 200
+    assert server.call(lambda: server.state.status_summary()) == {"2xx": 2, "4xx": 1}
+
+
+def test_a_request_that_stops_arriving_gets_408_after_the_idle_timeout(serve, raw):
+    server = serve(echo, HttpLimits(keepalive_timeout=0.5), sweep=0.1)
+    stalled = raw(server.port).send(b"GET / HTTP/1.1\r\nHost: t\r\nX-A:")
+    started = time.monotonic()
+    status, headers, _ = stalled.response()
+    assert (status, headers["connection"]) == (408, "close")
+    assert 0.4 < time.monotonic() - started < 2.0
+    assert stalled.closed()
+
+
+def test_requests_that_each_arrive_whole_never_time_out(serve, raw):
+    # The timeouts bound a request from its first byte to its last, not a connection's life:
+    # complete requests now and then (and one that spans two sends, quickly) are all served.
+    limits = HttpLimits(keepalive_timeout=5.0, headers_timeout=0.5, request_timeout=0.5)
+    server = serve(echo, limits, sweep=0.1)
+    conn = raw(server.port)
+    for i in range(8):
+        request = get(f"/?i={i}")
+        conn.sock.sendall(request[:10])
+        time.sleep(0.05)
+        conn.sock.sendall(request[10:])
+        status, _, body = conn.response()
+        assert (status, json.loads(body)["query"]) == (200, [["i", str(i)]])
+        time.sleep(0.2)  # 1.6 s in all, three times the timeouts
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_drain_closes_idle_connections_and_finishes_requests_in_progress(serve, raw, loop):
     server = serve(echo, loop=loop)

@@ -106,6 +106,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         "_headers_done",
         "_msg_lo",
         "_msg_hi",
+        "_partial_lo",
+        "_partial_since",
         "_target",
         "_headers",
         "_body",
@@ -150,6 +152,10 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._headers_done = False
         self._msg_lo = 0  # the message began between these two byte counts
         self._msg_hi = 0
+        # the message that was left incomplete by a chunk (its _msg_lo) and since when: for the
+        # headers and request timeouts, kept only for messages that span chunks (no cost else)
+        self._partial_lo = -1
+        self._partial_since = 0.0
         self._target = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._body: list[bytes] | None = None  # a list once the body has started
@@ -379,6 +385,9 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
 
     def _partial_message(self) -> None:
         """After ``feed_data`` returned in the middle of a message."""
+        if self._partial_lo != self._msg_lo:  # a message spanning chunks: since when
+            self._partial_lo = self._msg_lo
+            self._partial_since = self._state.now
         if not self._headers_done:
             # every byte since the chunk the message began in is header; more were before it
             if self._received - self._msg_hi > self._max_header or (
@@ -474,15 +483,33 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         return not (self._busy or self._queue or self._in_message)
 
     def _sweep(self, now: float, max_idle: float, draining: bool) -> None:
-        if self._busy or self._queue or self._closed:
+        if self._closed:
             return
-        if draining and self._in_message:
-            return  # the request arriving is answered (with Connection: close), then we close
+        if self._in_message and not self._input_done:
+            if self._partial_lo == self._msg_lo:
+                limits = self._state.limits
+                limit = limits.request_timeout if self._headers_done else limits.headers_timeout
+                if now - self._partial_since >= limit:
+                    self._request_timed_out()
+                    return
+            if self._busy or self._queue or draining:
+                return  # (draining: the request arriving is answered, then we close)
+            if now - self._last_active >= max_idle:
+                self._request_timed_out()  # it stopped arriving
+            return
+        if self._busy or self._queue:
+            return
         if now - self._last_active >= max_idle:
             if self._write_paused:
                 self._abort()  # a client that stopped reading would hold close() forever
             else:
                 self._close()
+
+    def _request_timed_out(self) -> None:
+        if self._write_paused:
+            self._abort()  # a client that stopped reading would hold the 408 and the close
+        else:
+            self._protocol_error(408)  # answered after any response still owed, then closed
 
     def _drain(self) -> None:
         if self._idle() and not self._closed:

@@ -38,7 +38,12 @@ class HttpLimits:
         max_body_bytes: over it the answer is 413, before the body is read when Content-Length
             says so.
         keepalive_timeout: an idle keep-alive connection is closed after this many seconds
-            (checked by a 1 s sweep, so it closes between this and this + 2 s).
+            (checked by a 1 s sweep, so it closes between this and this + 2 s); a request that
+            stops arriving for as long gets 408 Request Timeout.
+        headers_timeout, request_timeout: a request whose headers, or whose whole message, have
+            not all arrived this many seconds after it began gets 408 Request Timeout and the
+            connection closes (a client trickling a byte now and then, slowloris, would hold it
+            for ever). Node's http server defaults, 60 s and 300 s.
         nodelay: set TCP_NODELAY on each TCP connection. False when the listening socket has it
             already: on Linux an accepted socket inherits it (one syscall less per connection).
     """
@@ -46,6 +51,8 @@ class HttpLimits:
     max_header_bytes: int = 16384
     max_body_bytes: int = 1 << 20
     keepalive_timeout: float = 5.0
+    headers_timeout: float = 60.0
+    request_timeout: float = 300.0
     nodelay: bool = True
 
 
