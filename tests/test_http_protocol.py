@@ -936,6 +936,33 @@ def test_head_of_a_plain_return_value(serve, raw):
     assert conn.response()[2] == b"\x00\x01"
 
 
+def test_head_answered_without_a_body_keeps_the_content_length_the_handler_set(serve, raw):
+    """A handler that answers HEAD itself (a file's size from stat, no read) leaves the body out
+    and sets Content-Length: the client gets that length, as GET would, not 0 (RFC 9110, 9.3.2;
+    uvicorn and Node send it as set). A body the handler did send still has its own length."""
+
+    async def files(request: Request) -> Response:
+        body = b"" if request.method == "HEAD" else b"x" * 1000
+        if request.path == "/sent":
+            body = b"x" * 1000
+        return Response(body, headers={"Content-Length": "1000"})
+
+    server = serve(files)
+    conn = raw(server.port)
+    conn.send(get("/file"))
+    _, get_headers, body = conn.response()
+    assert body == b"x" * 1000
+    conn.send(b"HEAD /file HTTP/1.1\r\nHost: t\r\n\r\n" + get("/file"))
+    status, head_headers, _ = conn.response(head_only=True)
+    assert status == 200
+    assert head_headers["content-length"] == get_headers["content-length"] == "1000"
+    assert head_headers["content-type"] == get_headers["content-type"]
+    assert conn.response()[2] == b"x" * 1000  # no body bytes came between the two
+    conn.send(b"HEAD /sent HTTP/1.1\r\nHost: t\r\n\r\n" + get("/file"))
+    assert conn.response(head_only=True)[1]["content-length"] == "1000"
+    assert conn.response()[2] == b"x" * 1000
+
+
 # -- 100-continue and limits -------------------------------------------------------------------
 
 
