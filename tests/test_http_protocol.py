@@ -1040,6 +1040,22 @@ def test_a_long_url_is_431(serve, raw):
     assert conn.response()[0] == 431
 
 
+def test_an_http_1_1_request_without_host_is_400(serve, raw):
+    """RFC 9112, 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, as Node,
+    nginx and h11 do; a handler may rely on it. HTTP/1.0 has no Host to require."""
+    server = serve(echo)
+    conn = raw(server.port).send(b"GET / HTTP/1.1\r\nX-A: b\r\n\r\n" + get("/"))
+    assert conn.response()[0] == 400
+    assert conn.closed()
+    conn = raw(server.port).send(b"GET / HTTP/1.1\r\n\r\n")
+    assert conn.response()[0] == 400
+    conn = raw(server.port).send(b"GET / HTTP/1.1\r\nX-A: b\r\nhost: t\r\n\r\n")
+    status, _, body = conn.response()
+    assert status == 200 and ["host", "t"] in json.loads(body)["headers"]
+    conn = raw(server.port).send(b"GET / HTTP/1.0\r\n\r\n")
+    assert conn.response()[0] == 200
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
