@@ -24,7 +24,8 @@ datagram, file descriptors attached with SCM_RIGHTS (the worker's hand-off socke
 
 Hand-off channel (primary <-> one worker, an AF_UNIX SOCK_SEQPACKET socketpair): the primary sends
 datagrams of HANDOFF_TAG bytes, one per connection, with the connection fds attached; the worker
-answers one ACK byte per connection it adopted.
+answers one byte per connection, in order: ACK for one it adopted, REFUSED for one whose fd the
+kernel could not give it (its open-file limit is reached), which the primary answers with 503.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ def map_read_counters(path: str, create: bool = False) -> tuple[mmap.mmap, memor
 SPAWNER_MAX = 1 << 16  # largest spawner datagram
 HANDOFF_TAG = b"C"  # one byte per handed-off connection
 HANDOFF_ACK = b"A"
+HANDOFF_REFUSED = b"R"  # the worker did not get this connection's fd (EMFILE)
 HANDOFF_MAX_FDS = 32  # connections per hand-off datagram
 
 

@@ -461,3 +461,32 @@ def test_a_dead_zygote_is_replaced_and_workers_keep_serving(cluster):
     os.kill(victim, signal.SIGKILL)  # the replacement comes from the new zygote
     assert len(c.wait_workers(2, timeout=5, exclude={victim})) == 2
     assert c.stop() == 0
+
+
+def test_a_worker_at_its_open_file_limit_answers_503_and_recovers(cluster):
+    """A burst of connections beyond a worker's ``ulimit -n``: the kernel cannot give the worker
+    the descriptors handed to it. Those clients get 503 rather than a connection the primary
+    holds for ever, and once the burst is gone the worker serves new connections again."""
+    c = cluster("ac_testapp:pid", "--workers", "1", "--no-standby", "--keepalive", "30")
+    (pid,) = c.wait_workers(1)
+    worker = psutil.Process(pid)
+    assert get(c.url).status_code == 200
+    limit = worker.num_fds() + 20
+    worker.rlimit(psutil.RLIMIT_NOFILE, (limit, worker.rlimit(psutil.RLIMIT_NOFILE)[1]))
+    idle = []
+    try:
+        for _ in range(60):
+            idle.append(socket.create_connection(("127.0.0.1", c.port), timeout=5))
+        answers = []
+        for sock in idle:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            answers.append(sock.recv(4096).split(b"\r\n", 1)[0])
+    finally:
+        for sock in idle:
+            sock.close()
+    assert set(answers) == {b"HTTP/1.1 200 OK", b"HTTP/1.1 503 Service Unavailable"}, answers
+    assert 10 <= answers.count(b"HTTP/1.1 200 OK") <= 25, answers  # about 20 fds were free
+    c.wait_for_log(rf"Worker {pid}: its open-file limit \({limit}, ulimit -n\) is reached")
+    for _ in range(5):  # the connections it held are gone: new ones are served by it again
+        assert int(get(c.url).text) == pid
+    assert c.stop() == 0

@@ -936,6 +936,33 @@ def test_head_of_a_plain_return_value(serve, raw):
     assert conn.response()[2] == b"\x00\x01"
 
 
+def test_head_answered_without_a_body_keeps_the_content_length_the_handler_set(serve, raw):
+    """A handler that answers HEAD itself (a file's size from stat, no read) leaves the body out
+    and sets Content-Length: the client gets that length, as GET would, not 0 (RFC 9110, 9.3.2;
+    uvicorn and Node send it as set). A body the handler did send still has its own length."""
+
+    async def files(request: Request) -> Response:
+        body = b"" if request.method == "HEAD" else b"x" * 1000
+        if request.path == "/sent":
+            body = b"x" * 1000
+        return Response(body, headers={"Content-Length": "1000"})
+
+    server = serve(files)
+    conn = raw(server.port)
+    conn.send(get("/file"))
+    _, get_headers, body = conn.response()
+    assert body == b"x" * 1000
+    conn.send(b"HEAD /file HTTP/1.1\r\nHost: t\r\n\r\n" + get("/file"))
+    status, head_headers, _ = conn.response(head_only=True)
+    assert status == 200
+    assert head_headers["content-length"] == get_headers["content-length"] == "1000"
+    assert head_headers["content-type"] == get_headers["content-type"]
+    assert conn.response()[2] == b"x" * 1000  # no body bytes came between the two
+    conn.send(b"HEAD /sent HTTP/1.1\r\nHost: t\r\n\r\n" + get("/file"))
+    assert conn.response(head_only=True)[1]["content-length"] == "1000"
+    assert conn.response()[2] == b"x" * 1000
+
+
 # -- 100-continue and limits -------------------------------------------------------------------
 
 
@@ -1011,6 +1038,22 @@ def test_a_long_url_is_431(serve, raw):
     server = serve(echo)
     conn = raw(server.port).send(get("/" + "u" * 20000))
     assert conn.response()[0] == 431
+
+
+def test_an_http_1_1_request_without_host_is_400(serve, raw):
+    """RFC 9112, 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, as Node,
+    nginx and h11 do; a handler may rely on it. HTTP/1.0 has no Host to require."""
+    server = serve(echo)
+    conn = raw(server.port).send(b"GET / HTTP/1.1\r\nX-A: b\r\n\r\n" + get("/"))
+    assert conn.response()[0] == 400
+    assert conn.closed()
+    conn = raw(server.port).send(b"GET / HTTP/1.1\r\n\r\n")
+    assert conn.response()[0] == 400
+    conn = raw(server.port).send(b"GET / HTTP/1.1\r\nX-A: b\r\nhost: t\r\n\r\n")
+    status, _, body = conn.response()
+    assert status == 200 and ["host", "t"] in json.loads(body)["headers"]
+    conn = raw(server.port).send(b"GET / HTTP/1.0\r\n\r\n")
+    assert conn.response()[0] == 200
 
 
 @pytest.mark.parametrize(

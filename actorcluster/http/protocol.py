@@ -281,6 +281,9 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
 
     def on_headers_complete(self) -> None:
         self._headers_done = True
+        headers = self._headers
+        if not headers or headers[0][0] != b"Host":  # every common client sends it first
+            self._check_host()
         # the header block is at most this many bytes: count exactly only when it might be over
         if self._received - self._msg_lo > self._max_header:
             if self._header_size() > self._max_header:
@@ -342,6 +345,14 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._headers = []
         self._headers_done = False
         self._body = None
+
+    def _check_host(self) -> None:
+        """RFC 9112, 3.2: an HTTP/1.1 request without Host is a 400 (as in Node and nginx)."""
+        for name, _ in self._headers:
+            if len(name) == 4 and name.lower() == b"host":
+                return
+        if (self._version or self._first_version()) == "1.1":
+            raise _HttpError(400)
 
     def _first_version(self) -> str:
         # The parser formats the version anew on each call (slow): read it for the first request

@@ -113,7 +113,8 @@ class Response:
         status: the status code (200 to 599).
         headers: a dict or a list of ``(name, value)`` pairs (``str`` or ``bytes``). A list may
             repeat a name (``Set-Cookie``). ``Content-Length``, ``Transfer-Encoding`` and
-            ``Connection`` are managed by the server; ``Connection: close`` is honoured.
+            ``Connection`` are managed by the server; ``Connection: close`` is honoured, and
+            so is ``Content-Length`` with an empty body in the answer to a HEAD request.
         content_type: sets ``Content-Type`` (default: ``text/plain; charset=utf-8`` for a
             ``str`` body, ``application/octet-stream`` for any other non-empty body).
     """
@@ -258,7 +259,12 @@ def _render_response(
         default_type = "application/octet-stream"
     else:
         raise TypeError(f"Response body must be str, bytes or an iterable, not {type(body)}")
-    if content_type is None and (body or stream is not None) and not bodyless:
+    size = len(body)
+    if head_only and not size and length is not None:
+        # A handler that answers HEAD itself leaves the body out and says how long GET's would
+        # be (RFC 9110, 9.3.2): that is the length to send, as uvicorn and Node do, not 0.
+        size = length
+    if content_type is None and (size or stream is not None) and not bodyless:
         content_type = default_type
     if content_type:
         lines.append(b"Content-Type: %s\r\n" % _header_bytes(content_type))
@@ -268,7 +274,7 @@ def _render_response(
         body = b""
         _close_quietly(stream)
     elif stream is None:
-        lines.append(b"Content-Length: %d\r\n" % len(body))
+        lines.append(b"Content-Length: %d\r\n" % size)
     elif length is not None:
         lines.append(b"Content-Length: %d\r\n" % length)
         result_stream = Stream(stream, chunked=False, length=length)

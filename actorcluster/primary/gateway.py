@@ -17,22 +17,30 @@ import os
 import socket
 from collections import deque
 
-from ..wire import HANDOFF_MAX_FDS, HANDOFF_TAG
+from ..wire import HANDOFF_MAX_FDS, HANDOFF_REFUSED, HANDOFF_TAG
 
 log = logging.getLogger("actorcluster.gateway")
 
 ACCEPT_BATCH = 64
 MAX_PENDING = 16
+REFUSED = HANDOFF_REFUSED[0]
 NO_WORKER_GRACE = 1.0
-UNAVAILABLE = (
-    b"HTTP/1.1 503 Service Unavailable\r\n"
-    b"Retry-After: 1\r\n"
-    b"Content-Type: text/plain; charset=utf-8\r\n"
-    b"Content-Length: 23\r\n"
-    b"Connection: close\r\n"
-    b"\r\n"
-    b"no worker is ready yet\n"
-)
+
+
+def _unavailable(reason: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\n"
+        b"Retry-After: 1\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\n"
+        b"Connection: close\r\n"
+        b"\r\n"
+        b"%s" % (len(reason), reason)
+    )
+
+
+UNAVAILABLE = _unavailable(b"no worker is ready yet\n")
+AT_LIMIT = _unavailable(b"the server has too many connections open\n")
 
 
 class Link:
@@ -204,8 +212,16 @@ class Gateway:
                 self.close_link(link)
                 return
             pending = link.pending
-            for _ in range(min(len(acks), len(pending))):
-                os.close(pending.popleft())
+            if HANDOFF_REFUSED not in acks:
+                for _ in range(min(len(acks), len(pending))):
+                    os.close(pending.popleft())
+            else:  # the worker could not take these (its open-file limit): 503, not a hang
+                for ack in acks[: len(pending)]:
+                    fd = pending.popleft()
+                    if ack == REFUSED:
+                        self._reject(fd, AT_LIMIT)
+                    else:
+                        os.close(fd)
         if self._waiting:
             self._flush_waiting()
 
@@ -234,12 +250,12 @@ class Gateway:
             self._reject(self._waiting.popleft())
         self._resume_accepting()
 
-    def _reject(self, fd: int) -> None:
+    def _reject(self, fd: int, answer: bytes = UNAVAILABLE) -> None:
         self.rejected += 1
         conn = socket.socket(fileno=fd)
         try:
             conn.setblocking(False)
-            conn.send(UNAVAILABLE)
+            conn.send(answer)
             conn.shutdown(socket.SHUT_WR)
         except OSError:
             conn.close()

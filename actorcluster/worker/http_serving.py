@@ -11,13 +11,14 @@ import asyncio
 import inspect
 import logging
 import os
+import resource
 import socket
 import sys
 from typing import Any
 
 from ..actor import Actor
 from ..http import HttpLimits, HttpProtocol, HttpServerState, make_app
-from ..wire import HANDOFF_ACK, HANDOFF_MAX_FDS
+from ..wire import HANDOFF_ACK, HANDOFF_MAX_FDS, HANDOFF_REFUSED
 from .actor_host import ActorHost
 from .process import ProcessActor
 
@@ -75,6 +76,7 @@ class HttpWorker(ProcessActor):
         self.handoff = socket.socket(fileno=handoff_fd)
         self.handoff.setblocking(False)
         self._receiving = False
+        self._full_logged = float("-inf")  # when we last logged that our open-file limit is reached
         self._recycle_reason: str | None = None  # --max-requests reached: why we are replaced
 
     def _protocol(self) -> HttpProtocol:
@@ -148,6 +150,8 @@ class HttpWorker(ProcessActor):
         # per wake-up, often of 1-3 fds, and an ack per datagram cost more than the rest of the
         # hand-off (each wakes the primary: 15 us a send in a profile of a pinned worker).
         received: list[int] = []
+        acks = b""
+        refused = False
         for _ in range(HANDOFF_BATCHES):
             try:
                 data, fds, _flags, _addr = socket.recv_fds(self.handoff, 256, HANDOFF_MAX_FDS)
@@ -162,14 +166,35 @@ class HttpWorker(ProcessActor):
                 self.lost_primary("hand-off socket closed")
                 break
             received += fds
-        if not received:
+            if len(fds) == len(data):
+                acks += HANDOFF_ACK * len(fds)
+            else:
+                # Our open-file limit is reached: the kernel gave us the first fds of the
+                # datagram and dropped the rest (MSG_CTRUNC). Unanswered, the primary would hold
+                # those clients for ever and, past MAX_PENDING, hand us nothing again.
+                acks += HANDOFF_ACK * len(fds) + HANDOFF_REFUSED * (len(data) - len(fds))
+                refused = True
+        if not acks:
             return
         try:
-            self.handoff.send(HANDOFF_ACK * len(received))
+            self.handoff.send(acks)
         except OSError:
             pass  # the primary is gone; the death signal is on its way
+        if refused:
+            self._log_full()
         for fd in received:
             self._adopt(fd)
+
+    def _log_full(self) -> None:
+        now = self.loop.time()
+        if now - self._full_logged >= 1.0:  # at most once a second: a burst is one line
+            self._full_logged = now
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            log.warning(
+                "Worker %d: its open-file limit (%d, ulimit -n) is reached: connections it "
+                "cannot take are answered 503; raise it (systemd: LimitNOFILE=)",
+                os.getpid(), limit,
+            )
 
     def _adopt(self, fd: int) -> None:
         try:
