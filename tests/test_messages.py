@@ -835,6 +835,24 @@ def test_ask_sync_in_a_plain_receive_waits_in_place_and_keeps_order(cluster, att
         "web/1", "ask_sync")
 
 
+def test_an_actor_asking_itself_inside_receive_fails_at_once_or_says_why(cluster, attach):
+    """ask_sync to itself in a plain receive can only time out (its mailbox waits behind that
+    receive): ActorError at once, as OTP's gen_server:call to itself (calling_self). An async
+    receive that awaits an ask to itself cannot be told from one that keeps the future for
+    later, so it times out, but the AskTimeout names the cause."""
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS,
+                "--actor", "relay=ac_actors:Relay")
+    client = attach(c)
+    for me in ("relay", "relay#1"):
+        start = time.monotonic()
+        answer = client.ask("relay", ("via", me, "x", 3.0))
+        assert answer.startswith(f"ActorError: {me!r} asked itself with ask_sync"), answer
+        assert time.monotonic() - start < 1.5
+    assert client.ask("relay", ("via", "echo", "hi", 2.0)) == "hi"  # and it goes on
+    error = client.ask("echo", ("ask_caught", "echo", "x"), timeout=5)
+    assert isinstance(error, AskTimeout) and "that is this actor itself" in str(error)
+
+
 def test_the_report_example_asks_the_counter_from_a_plain_receive(cluster):
     """examples/report.py as docs/messages.md runs it: HTTP hit, then the CLI ask."""
     c = cluster("examples.counter:handler", "--workers", "1",

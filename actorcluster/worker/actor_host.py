@@ -40,6 +40,7 @@ class ActorHost:
             "dead letter: %s", why)
         instance.ref = ActorRef(identity.decode())
         instance.sender = None
+        messenger.own = frozenset((name.encode(), identity))
         self._async = inspect.iscoroutinefunction(instance.receive)
         self._mailbox: deque = deque()
         self._wakeup: asyncio.Event | None = None
@@ -58,6 +59,7 @@ class ActorHost:
     def rename(self, name: str, identity: bytes) -> None:
         self.name = name
         self.actor.ref = ActorRef(identity.decode())
+        self.messenger.own = frozenset((name.encode(), identity))
 
     async def start(self) -> bool:
         """Run on_start; False (and the traceback logged) if it raised."""
