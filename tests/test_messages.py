@@ -866,6 +866,18 @@ def test_the_report_example_asks_the_counter_from_a_plain_receive(cluster):
     assert out.stdout.strip() == '"the counter is at 1"'
 
 
+def test_an_async_receive_under_a_plain_decorator_is_awaited(cluster, attach):
+    """A plain-def decorator (functools.wraps) around an async receive returns its coroutine:
+    run inline as a plain receive, tells were lost without a word and asks failed on pickling
+    the coroutine."""
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS,
+                "--actor", "decorated=ac_actors:Decorated")
+    client = attach(c)
+    for i in range(5):
+        client.tell("decorated", i)
+    assert client.ask("decorated", "seen") == [0, 1, 2, 3, 4]
+
+
 def test_an_async_actor_whose_mailbox_fails_outside_receive_crashes_and_restarts(cluster, attach):
     """A failure in the runtime's part of an async actor's mailbox (here the user's class makes
     `self.sender` read-only) must not leave a process that takes messages and never answers:

@@ -28,6 +28,18 @@ log = logging.getLogger("actorcluster.actor")
 ASK = Kind.ASK
 
 
+def _is_async(receive: Callable[..., Any]) -> bool:
+    """``async def receive``, also under a plain-def decorator made with functools.wraps (say a
+    logging one) that returns the coroutine: run inline as a plain receive, its coroutine was
+    never awaited, so tells were lost without a word and asks failed on pickling it."""
+    if inspect.iscoroutinefunction(receive):
+        return True
+    try:
+        return inspect.iscoroutinefunction(inspect.unwrap(receive))
+    except ValueError:  # a __wrapped__ cycle
+        return False
+
+
 class ActorHost:
     def __init__(self, instance: Actor, name: str, identity: bytes, messenger: Messenger) -> None:
         self.actor = instance
@@ -41,7 +53,7 @@ class ActorHost:
         instance.ref = ActorRef(identity.decode())
         instance.sender = None
         messenger.own = frozenset((name.encode(), identity))
-        self._async = inspect.iscoroutinefunction(instance.receive)
+        self._async = _is_async(instance.receive)
         self._mailbox: deque = deque()
         self._wakeup: asyncio.Event | None = None
         self._consumer: asyncio.Task | None = None
