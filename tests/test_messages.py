@@ -582,6 +582,9 @@ def test_a_request_the_primary_cannot_carry_out_is_never_dropped_silently(cluste
             client.ask("primary", request, timeout=5)
         assert not isinstance(info.value, AskTimeout)
         assert time.monotonic() - t0 < 2, request
+    for request in ([1], {"group": "web"}, 7):  # no op at all: what a request looks like
+        with pytest.raises(actorcluster.ActorError, match='"status" or a JSON object with "op"'):
+            client.ask("primary", request, timeout=5)
     client.tell("primary", "bogus")
     client.tell("primary", {"op": "terminate_child", "supervisor": "nobody", "name": "x"})
     client.tell("primary", {"op": "scale", "pool": "web"})
