@@ -61,6 +61,7 @@ class ActorHost:
         self._crashed = False
         self._closed = False  # stopping: takes no more messages
         self.handled = 0
+        self.start_error = ""  # why on_start failed, for the one who started the actor
 
     @property
     def finished(self) -> bool:
@@ -79,8 +80,9 @@ class ActorHost:
             result = self.actor.on_start()
             if inspect.isawaitable(result):
                 await result
-        except Exception:  # noqa: BLE001 - a failed start is reported, not raised
+        except Exception as exc:  # noqa: BLE001 - a failed start is reported, not raised
             log.exception("Actor %s failed in on_start", self.name)
+            self.start_error = f"on_start raised {type(exc).__name__}: {exc}"
             return False
         if self._async:
             self._wakeup = asyncio.Event()
