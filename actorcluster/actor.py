@@ -96,9 +96,11 @@ def _awaitable(messenger: Messenger, work: Callable[[], Awaitable[T]]) -> Awaita
     return asyncio.wrap_future(_on_loop(messenger, work))
 
 
-def _blocking(messenger: Messenger, work: Callable[[], Awaitable[T]], timeout: float) -> T:
+def _blocking(messenger: Messenger, work: Callable[[], Awaitable[T]], timeout: float,
+              target: Any = None) -> T:
     """``work()``'s result for plain blocking code in a thread that is not the messenger's.
-    ``work`` ends by itself within ``timeout``; the extra second only bounds a stalled loop."""
+    ``work`` ends by itself within ``timeout``; the extra second only bounds a stalled loop.
+    ``target``: the actor ``work`` asks, if it is one."""
     if threading.get_ident() == messenger.thread:
         wait = messenger.wait_in_place
         if wait is None or not messenger.in_sync_receive:
@@ -107,6 +109,14 @@ def _blocking(messenger: Messenger, work: Callable[[], Awaitable[T]], timeout: f
                 "use `await ask(...)` there (ask_sync is for plain def handlers, threads and "
                 "an actor's plain def receive)"
             )
+        if target is not None and target_bytes(target) in messenger.own:
+            # its own mailbox waits behind this receive: the ask could only time out (OTP's
+            # gen_server:call to itself fails at once too, with calling_self)
+            raise ActorError(
+                f"{target_bytes(target).decode(errors='replace')!r} asked itself with ask_sync "
+                "inside its own receive, which would wait until the timeout: the ask is handled "
+                "only after this receive returns; call the method directly, or tell(self.ref, "
+                "...) to handle it next")
         # An actor's plain `def receive`: it holds its process's loop anyway (one message at a
         # time), so the process waits for the reply right here (worker/process.py).
         future = work()
@@ -213,7 +223,8 @@ def ask_sync(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
     blocks that thread only, never the event loop. On the loop's own thread it raises
     RuntimeError (use ``await ask(...)`` there)."""
     messenger = _current()
-    return _blocking(messenger, lambda: messenger.ask(target, message, timeout), timeout)
+    return _blocking(messenger, lambda: messenger.ask(target, message, timeout), timeout,
+                     target)
 
 
 def lookup(name: str) -> ActorRef:

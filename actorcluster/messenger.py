@@ -138,6 +138,8 @@ class Messenger:
         # the loop anyway: one message at a time): the process waits for the reply in place.
         self.in_sync_receive = False
         self.wait_in_place: Callable[[asyncio.Future, float], None] | None = None
+        # the destinations of this process's own actor (its name, its incarnation id), if any
+        self.own: frozenset[bytes] = frozenset()
 
     # -- sending --------------------------------------------------------------------------------
     # Per destination, a list of runs: [kind, flags, payloads, extra]. A plain message (flags 0)
@@ -441,6 +443,11 @@ class Messenger:
                if isinstance(run[3], list) or run[3] is future):
             future.set_exception(MailboxFull(
                 f"ask to {name!r}: its mailbox stayed full for {timeout} s"))
+        elif dest in self.own:  # the likeliest cause: the hint saves a search
+            future.set_exception(AskTimeout(
+                f"ask to {name!r}: no reply within {timeout} s (that is this actor itself: an "
+                "ask it awaits inside its own receive is handled only after that receive "
+                "returns)"))
         else:
             future.set_exception(AskTimeout(f"ask to {name!r}: no reply within {timeout} s"))
 

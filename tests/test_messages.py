@@ -582,6 +582,9 @@ def test_a_request_the_primary_cannot_carry_out_is_never_dropped_silently(cluste
             client.ask("primary", request, timeout=5)
         assert not isinstance(info.value, AskTimeout)
         assert time.monotonic() - t0 < 2, request
+    for request in ([1], {"group": "web"}, 7):  # no op at all: what a request looks like
+        with pytest.raises(actorcluster.ActorError, match='"status" or a JSON object with "op"'):
+            client.ask("primary", request, timeout=5)
     client.tell("primary", "bogus")
     client.tell("primary", {"op": "terminate_child", "supervisor": "nobody", "name": "x"})
     client.tell("primary", {"op": "scale", "pool": "web"})
@@ -835,6 +838,24 @@ def test_ask_sync_in_a_plain_receive_waits_in_place_and_keeps_order(cluster, att
         "web/1", "ask_sync")
 
 
+def test_an_actor_asking_itself_inside_receive_fails_at_once_or_says_why(cluster, attach):
+    """ask_sync to itself in a plain receive can only time out (its mailbox waits behind that
+    receive): ActorError at once, as OTP's gen_server:call to itself (calling_self). An async
+    receive that awaits an ask to itself cannot be told from one that keeps the future for
+    later, so it times out, but the AskTimeout names the cause."""
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS,
+                "--actor", "relay=ac_actors:Relay")
+    client = attach(c)
+    for me in ("relay", "relay#1"):
+        start = time.monotonic()
+        answer = client.ask("relay", ("via", me, "x", 3.0))
+        assert answer.startswith(f"ActorError: {me!r} asked itself with ask_sync"), answer
+        assert time.monotonic() - start < 1.5
+    assert client.ask("relay", ("via", "echo", "hi", 2.0)) == "hi"  # and it goes on
+    error = client.ask("echo", ("ask_caught", "echo", "x"), timeout=5)
+    assert isinstance(error, AskTimeout) and "that is this actor itself" in str(error)
+
+
 def test_the_report_example_asks_the_counter_from_a_plain_receive(cluster):
     """examples/report.py as docs/messages.md runs it: HTTP hit, then the CLI ask."""
     c = cluster("examples.counter:handler", "--workers", "1",
@@ -846,6 +867,18 @@ def test_the_report_example_asks_the_counter_from_a_plain_receive(cluster):
                          cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '"the counter is at 1"'
+
+
+def test_an_async_receive_under_a_plain_decorator_is_awaited(cluster, attach):
+    """A plain-def decorator (functools.wraps) around an async receive returns its coroutine:
+    run inline as a plain receive, tells were lost without a word and asks failed on pickling
+    the coroutine."""
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS,
+                "--actor", "decorated=ac_actors:Decorated")
+    client = attach(c)
+    for i in range(5):
+        client.tell("decorated", i)
+    assert client.ask("decorated", "seen") == [0, 1, 2, 3, 4]
 
 
 def test_an_async_actor_whose_mailbox_fails_outside_receive_crashes_and_restarts(cluster, attach):

@@ -337,7 +337,14 @@ def test_a_failed_restart_child_leaves_the_child_down_and_the_cluster_up(cluster
     flag.touch()
     failed = cli(c, "restart-child", "root", "a")
     assert failed.returncode != 0
-    assert "child 'a' failed to start (a: exit code 3" in failed.stderr, failed.stderr
+    assert ("child 'a' failed to start (a: exit code 3: boot error: on_start raised "
+            "RuntimeError: flagged)") in failed.stderr, failed.stderr
+    # the class cannot be made: the starter hears why, not just an exit code
+    bad = cli(c, "start-child", "root", json.dumps({"name": "n", "actor": "ac_tree:NeedsArgument"}))
+    assert bad.returncode != 0
+    assert ("child 'n' failed to start (n: exit code 3: boot error: TypeError: "
+            "NeedsArgument.__init__() missing 1 required positional argument: 'size')"
+            ) in bad.stderr, bad.stderr
     time.sleep(1)
     assert c.proc.poll() is None, c.log()
     nodes = status(c)

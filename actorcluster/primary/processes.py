@@ -198,6 +198,10 @@ class ProcessChildren:
         if op == "heartbeat":
             leaf.stats = message
             return
+        if op == "failed":  # it cannot start; its exit follows: the exit's detail says why
+            if leaf.state == STARTING:
+                leaf.kill_detail = f"boot error: {message.get('why', '')}"
+            return
         if op == "recycle":
             if leaf.pool is not None and leaf in leaf.pool.members.values():
                 self.on_recycle(leaf, str(message.get("reason", "")))

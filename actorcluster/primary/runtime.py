@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import reprlib
 import signal
 import socket
 from dataclasses import replace
@@ -489,6 +490,10 @@ class Primary:
         if op in REQUESTS and not isinstance(request, dict):
             raise ActorError(f"{op!r} takes its fields in a JSON object, e.g. "
                              f'{{"op": "{op}", ...}} (only "status" may be a bare string)')
+        if op is None:  # not the name of an op at all: say what a request looks like
+            raise ActorError('a request to the primary is "status" or a JSON object with "op" '
+                             '(e.g. {"op": "members", "group": "web"}), not '
+                             f"{reprlib.repr(request)}; ops: status, " + ", ".join(REQUESTS))
         if not isinstance(request, dict) or op not in REQUESTS:
             raise ActorError(f"the primary does not know {op!r}; it answers: status, "
                              + ", ".join(REQUESTS))

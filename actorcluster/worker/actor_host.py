@@ -28,6 +28,18 @@ log = logging.getLogger("actorcluster.actor")
 ASK = Kind.ASK
 
 
+def _is_async(receive: Callable[..., Any]) -> bool:
+    """``async def receive``, also under a plain-def decorator made with functools.wraps (say a
+    logging one) that returns the coroutine: run inline as a plain receive, its coroutine was
+    never awaited, so tells were lost without a word and asks failed on pickling it."""
+    if inspect.iscoroutinefunction(receive):
+        return True
+    try:
+        return inspect.iscoroutinefunction(inspect.unwrap(receive))
+    except ValueError:  # a __wrapped__ cycle
+        return False
+
+
 class ActorHost:
     def __init__(self, instance: Actor, name: str, identity: bytes, messenger: Messenger) -> None:
         self.actor = instance
@@ -40,7 +52,8 @@ class ActorHost:
             "dead letter: %s", why)
         instance.ref = ActorRef(identity.decode())
         instance.sender = None
-        self._async = inspect.iscoroutinefunction(instance.receive)
+        messenger.own = frozenset((name.encode(), identity))
+        self._async = _is_async(instance.receive)
         self._mailbox: deque = deque()
         self._wakeup: asyncio.Event | None = None
         self._consumer: asyncio.Task | None = None
@@ -48,6 +61,7 @@ class ActorHost:
         self._crashed = False
         self._closed = False  # stopping: takes no more messages
         self.handled = 0
+        self.start_error = ""  # why on_start failed, for the one who started the actor
 
     @property
     def finished(self) -> bool:
@@ -58,6 +72,7 @@ class ActorHost:
     def rename(self, name: str, identity: bytes) -> None:
         self.name = name
         self.actor.ref = ActorRef(identity.decode())
+        self.messenger.own = frozenset((name.encode(), identity))
 
     async def start(self) -> bool:
         """Run on_start; False (and the traceback logged) if it raised."""
@@ -65,8 +80,9 @@ class ActorHost:
             result = self.actor.on_start()
             if inspect.isawaitable(result):
                 await result
-        except Exception:  # noqa: BLE001 - a failed start is reported, not raised
+        except Exception as exc:  # noqa: BLE001 - a failed start is reported, not raised
             log.exception("Actor %s failed in on_start", self.name)
+            self.start_error = f"on_start raised {type(exc).__name__}: {exc}"
             return False
         if self._async:
             self._wakeup = asyncio.Event()

@@ -12,5 +12,11 @@ from .process import ProcessActor
 class ActorWorker(ProcessActor):
     def __init__(self, loop: asyncio.AbstractEventLoop, spec: dict[str, Any], actor_class: Any):
         super().__init__(loop, spec)
-        self.host = ActorHost(actor_class(), spec["name"], self.identity, self.messenger)
+        self.actor_class = actor_class
+
+    async def start(self) -> None:
+        # here, not in __init__: a class that cannot be made (an __init__ that takes arguments
+        # or raises) is then a boot failure the starter hears the cause of
+        self.host = ActorHost(self.actor_class(), self.spec["name"], self.identity,
+                              self.messenger)
         self.host.report_dead = self.report_dead

@@ -137,11 +137,15 @@ class ProcessActor:
 
     async def run(self) -> int:
         self.loop.add_signal_handler(signal.SIGTERM, self.stop)
-        await self.start()
+        try:
+            await self.start()
+        except Exception as exc:  # noqa: BLE001 - the worker cannot start: say why, exit
+            log.exception("%s could not start", self.spec["name"])
+            return self.boot_failed(f"{type(exc).__name__}: {exc}")
         if self.host is not None:
             self.host.crash = self.crash
             if not await self.host.start():
-                return ExitCode.BOOT_ERROR
+                return self.boot_failed(self.host.start_error)
         # a stop (SIGTERM) while on_ready() runs ends it: the cluster is stopping, or the
         # reload that started us gave up; this process will never serve
         ready = asyncio.ensure_future(self.ready_hook())
@@ -160,6 +164,14 @@ class ProcessActor:
             self._standby_channel.close(linger=1000)
         self._context.term()
         return code
+
+    def boot_failed(self, why: str) -> int:
+        """Tell the primary why this process cannot start (start_child's error names it) and
+        wait until ZeroMQ has sent that before the process exits."""
+        self.send_system("failed", why=why[:2000])
+        self.channel.close(linger=1000)
+        self._context.term()
+        return ExitCode.BOOT_ERROR
 
     def stop(self, retire: bool = False) -> None:
         """Graceful stop (SIGTERM, or the primary's "stop" / "retire" message)."""

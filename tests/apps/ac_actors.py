@@ -1,6 +1,7 @@
 """Actors and handlers used by the messaging tests."""
 
 import asyncio
+import functools
 import os
 import time
 
@@ -208,6 +209,30 @@ class FixedSender(Actor):
         if message == "arm":
             self.armed = True
         return message
+
+
+def plain_decorator(fn):
+    """A decorator written for plain functions: it returns what fn returns (a coroutine here)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class Decorated(Actor):
+    """An ``async def receive`` under a plain-def decorator: still an async receive."""
+
+    def on_start(self):
+        self.seen = []
+
+    @plain_decorator
+    async def receive(self, message):
+        await asyncio.sleep(0)
+        if message == "seen":
+            return self.seen
+        self.seen.append(message)
 
 
 class Journal(Actor):

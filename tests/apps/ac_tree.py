@@ -36,6 +36,13 @@ class Flaky(Member):
             raise RuntimeError("flagged")
 
 
+class NeedsArgument(Member):
+    """Cannot be made: the runtime makes an actor with no arguments."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
 class Stubborn(Member):
     """Ignores SIGTERM: only the SIGKILL at the end of its shutdown time stops it."""
 
