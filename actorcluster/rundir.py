@@ -1,7 +1,10 @@
 """The private run directory of a cluster: where its local endpoints live.
 
     <base>/actorcluster-<uid>/            mode 0700, owned by the user
-        <name>/                           mode 0700, one per running cluster
+        <name>/                           mode 0700, one per running cluster; its primary holds
+                                          an flock on it for life: that lock, not the pid, says
+                                          the cluster is alive (the kernel drops it on kill -9,
+                                          and a reused pid holds none)
             pid                           the primary's pid
             router                        ipc endpoint of the router (ZeroMQ ROUTER)
             reads                         the read counters of the process actors (wire.py)
@@ -13,11 +16,13 @@ ours or is open to others is refused rather than used (a ConfigError naming it a
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
 import stat
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import ClusterExists, ConfigError
@@ -64,14 +69,22 @@ def cluster_dir(name: str) -> Path:
     return base_dir() / check_name(name)
 
 
-def _alive(pid: int) -> bool:
+_held: dict[Path, int] = {}  # directory -> the fd that holds its lock, in the primary
+
+
+def _locked(directory: Path) -> bool:
+    """Whether a live primary holds ``directory``'s lock (a shared probe, dropped at once)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
         return False
-    except PermissionError:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
         return True
-    return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def read_pid(directory: Path) -> int | None:
@@ -82,23 +95,45 @@ def read_pid(directory: Path) -> int | None:
 
 
 def claim(name: str, pid: int) -> Path:
-    """Create the cluster's directory for ``pid``; a stale one (dead primary) is cleared."""
+    """Create the cluster's directory for ``pid`` and lock it until ``release``; a stale one
+    (no live primary holds its lock) is cleared. Two primaries that claim one name at the same
+    instant: exactly one gets it, the other gets ClusterExists."""
     directory = cluster_dir(name)
-    if directory.exists():
-        owner = read_pid(directory)
-        if owner is not None and owner != pid and _alive(owner):
-            raise ClusterExists(
-                f"a cluster named {name!r} is already running (primary pid {owner}); "
-                "stop it or choose another --name"
-            )
-        shutil.rmtree(directory, ignore_errors=True)
-    _private_dir(directory)
-    (directory / "pid").write_text(f"{pid}\n")
-    return directory
+    for _attempt in range(20):
+        _private_dir(directory)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            # a live primary, or for a moment a `status` probing it (_locked): look again
+            time.sleep(0.01)
+            continue
+        try:
+            same = os.fstat(fd).st_ino == directory.lstat().st_ino
+        except OSError:
+            same = False
+        if not same:  # its primary removed it as we opened it: take the new one
+            os.close(fd)
+            continue
+        for entry in directory.iterdir():  # a dead primary's files
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        (directory / "pid").write_text(f"{pid}\n")
+        _held[directory] = fd
+        return directory
+    owner = read_pid(directory)
+    raise ClusterExists(f"a cluster named {name!r} is already running (primary pid {owner}); "
+                        "stop it or choose another --name")
 
 
 def release(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)
+    fd = _held.pop(directory, None)
+    if fd is not None:  # after the removal: a new primary never takes a directory being emptied
+        os.close(fd)
 
 
 def running() -> dict[str, int]:
@@ -106,6 +141,6 @@ def running() -> dict[str, int]:
     found: dict[str, int] = {}
     for entry in sorted(base_dir().iterdir()):
         pid = read_pid(entry)
-        if pid is not None and _alive(pid):
+        if pid is not None and _locked(entry):
             found[entry.name] = pid
     return found

@@ -372,3 +372,69 @@ def test_hundreds_of_spawns_asked_at_once_do_not_lock_the_primary_and_the_zygote
         theirs.close()
     # every answer, once, in the order the spawns were asked
     assert spawned == [(f"web/{n + 1}#1", 1000 + n) for n in range(count)]
+
+
+def _claim_in_a_child(name: str, go: tuple[int, int], done: tuple[int, int]) -> int:
+    """Fork a process that claims ``name`` once the pipe ``go`` is closed and holds it until
+    ``done`` is; it exits 0 if it got the name, 1 on ClusterExists, 2 on anything else."""
+    from actorcluster import rundir
+    from actorcluster.errors import ClusterExists
+
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 2
+    try:
+        os.close(go[1]), os.close(done[1])  # only the test's copies: their close is the signal
+        rundir.release(rundir.claim(f"{name}-{os.getpid()}", os.getpid()))  # warm: no page
+        os.read(go[0], 1)  # faults after the fork to keep one child behind the other
+        try:
+            rundir.claim(name, os.getpid())
+            code = 0
+        except ClusterExists:
+            code = 1
+        os.read(done[0], 1)
+    finally:
+        os._exit(code)
+
+
+def test_primaries_claiming_one_name_at_the_same_instant_get_it_once(tmp_path, monkeypatch):
+    # Each used to see no live primary, write its pid and bind the router (ZeroMQ's ipc bind
+    # replaces the file): several live clusters under one name, 27 times in 30 for two.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    tmp_path.chmod(0o700)
+    go, done = os.pipe(), os.pipe()
+    names = [f"race{n}" for n in range(4)]
+    pids = {_claim_in_a_child(name, go, done): name for name in names for _ in range(4)}
+    os.close(go[1])  # all start at once
+    time.sleep(0.3)  # past the losers' retries (0.2 s)
+    os.close(done[1])
+    won = {name: 0 for name in names}
+    for pid, name in pids.items():
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        assert code in (0, 1), f"a claim of {name} failed otherwise (exit code {code})"
+        won[name] += code == 0
+    os.close(go[0]), os.close(done[0])
+    assert won == {name: 1 for name in names}, f"primaries that got each name: {won}"
+
+
+def test_a_dead_primarys_pid_taken_by_another_process_does_not_keep_the_name(
+        tmp_path, monkeypatch):
+    # kill -9 leaves the run directory; the pid in it may be reused by any process by the next
+    # start, which used to be refused ("already running") and `status` to hang on it
+    from actorcluster import rundir
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    tmp_path.chmod(0o700)
+    stale = rundir.cluster_dir("reused")
+    stale.mkdir(mode=0o700)
+    (stale / "pid").write_text(f"{os.getppid()}\n")  # alive, and not a primary
+    (stale / "router").write_text("")
+    assert rundir.running() == {}
+    directory = rundir.claim("reused", os.getpid())
+    try:
+        assert sorted(p.name for p in directory.iterdir()) == ["pid"]
+        assert rundir.running() == {"reused": os.getpid()}
+    finally:
+        rundir.release(directory)
+    assert rundir.running() == {} and not directory.exists()
