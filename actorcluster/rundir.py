@@ -27,11 +27,11 @@ from pathlib import Path
 
 from .errors import ClusterExists, ConfigError
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "$" allows "\n"
 
 
 def check_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(
             f"--name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter "
             "or digit"
