@@ -9,9 +9,10 @@
             router                        ipc endpoint of the router (ZeroMQ ROUTER)
             reads                         the read counters of the process actors (wire.py)
 
-<base> is $XDG_RUNTIME_DIR when set, else the system temp directory. Nothing here is reachable
-by another user: the directories refuse group and other access, and a directory that is not
-ours or is open to others is refused rather than used (a ConfigError naming it and the fix).
+<base> is $XDG_RUNTIME_DIR when set (an absolute path: a relative one is refused), else the system
+temp directory. Nothing here is reachable by another user: the directories refuse group and
+other access, and a directory that is not ours or is open to others is refused rather than used
+(a ConfigError naming it and the fix).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def _private_dir(path: Path) -> Path:
 
 def base_dir() -> Path:
     root = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    if not os.path.isabs(root):  # relative: `stop` from another directory would not find it
+        raise ConfigError(f"XDG_RUNTIME_DIR={root!r} is not an absolute path (the XDG spec "
+                          "calls a relative one invalid): set it to one, or unset it")
     return _private_dir(Path(root) / f"actorcluster-{os.getuid()}")
 
 

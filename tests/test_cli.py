@@ -168,7 +168,7 @@ def test_a_bad_number_for_a_cluster_command_is_a_usage_error(tmp_path, monkeypat
     assert part in result.output.rstrip("\n").splitlines()[-1], result.output
 
 
-@pytest.mark.parametrize("how", ["open", "foreign", "missing"])
+@pytest.mark.parametrize("how", ["open", "foreign", "missing", "relative"])
 def test_a_run_directory_that_is_not_private_is_refused_in_one_line(tmp_path, how):
     base = tmp_path / f"actorcluster-{os.getuid()}"
     xdg = tmp_path
@@ -182,9 +182,12 @@ def test_a_run_directory_that_is_not_private_is_refused_in_one_line(tmp_path, ho
         base.mkdir(mode=0o700)
         os.chown(base, 65534, 65534)
         parts = [f"run directory {base} is not a directory owned by this user", "XDG_RUNTIME_DIR"]
-    else:
+    elif how == "missing":
         xdg = tmp_path / "no-such-dir"
         parts = [f"run directory {xdg / base.name}: cannot create it", "XDG_RUNTIME_DIR"]
+    else:  # the run directory would depend on the current directory of each command
+        xdg = Path("run")
+        parts = ["XDG_RUNTIME_DIR='run' is not an absolute path"]
     env = {"XDG_RUNTIME_DIR": str(xdg)}
     assert_one_line_error(run_command("examples.hello:handler", env=env), *parts)
     out = command("status", env=env)  # the client commands say the same, without a traceback
