@@ -66,6 +66,19 @@ def base_dir() -> Path:
     if not os.path.isabs(root):  # relative: `stop` from another directory would not find it
         raise ConfigError(f"XDG_RUNTIME_DIR={root!r} is not an absolute path (the XDG spec "
                           "calls a relative one invalid): set it to one, or unset it")
+    try:
+        info = os.stat(root)
+    except OSError:
+        info = None  # _private_dir says it cannot create the run directory
+    # Whoever may rename entries of <root> could swap our checked directory for theirs after
+    # the check: so <root> must be ours or root's, and others may write to it only if it is
+    # sticky (as /tmp is: there only an entry's owner may rename it).
+    if info is not None and (info.st_uid not in (0, os.getuid()) or (
+            info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX)):
+        raise ConfigError(f"run directory {root}/actorcluster-{os.getuid()}: {root} belongs to "
+                          f"another user or others may write to it (mode "
+                          f"{info.st_mode & 0o7777:o}); refusing to use it: set XDG_RUNTIME_DIR "
+                          "to a directory only you can enter")
     return _private_dir(Path(root) / f"actorcluster-{os.getuid()}")
 
 

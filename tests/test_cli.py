@@ -168,7 +168,8 @@ def test_a_bad_number_for_a_cluster_command_is_a_usage_error(tmp_path, monkeypat
     assert part in result.output.rstrip("\n").splitlines()[-1], result.output
 
 
-@pytest.mark.parametrize("how", ["open", "foreign", "missing", "relative"])
+@pytest.mark.parametrize("how", ["open", "foreign", "missing", "relative", "foreign-parent",
+                                 "open-parent"])
 def test_a_run_directory_that_is_not_private_is_refused_in_one_line(tmp_path, how):
     base = tmp_path / f"actorcluster-{os.getuid()}"
     xdg = tmp_path
@@ -185,6 +186,18 @@ def test_a_run_directory_that_is_not_private_is_refused_in_one_line(tmp_path, ho
     elif how == "missing":
         xdg = tmp_path / "no-such-dir"
         parts = [f"run directory {xdg / base.name}: cannot create it", "XDG_RUNTIME_DIR"]
+    elif how in ("foreign-parent", "open-parent"):  # its owner, or anyone, could swap ours
+        xdg = tmp_path / "xdg"
+        xdg.mkdir()
+        xdg.chmod(0o777)
+        if how == "foreign-parent":
+            if os.getuid() != 0:
+                pytest.skip("giving a directory to another user needs root")
+            xdg.chmod(0o700)
+            os.chown(xdg, 65534, 65534)
+        mode = "700" if how == "foreign-parent" else "777"
+        parts = [f"{xdg} belongs to another user or others may write to it (mode {mode})",
+                 "XDG_RUNTIME_DIR"]
     else:  # the run directory would depend on the current directory of each command
         xdg = Path("run")
         parts = ["XDG_RUNTIME_DIR='run' is not an absolute path"]
