@@ -490,3 +490,45 @@ def test_a_worker_at_its_open_file_limit_answers_503_and_recovers(cluster):
     for _ in range(5):  # the connections it held are gone: new ones are served by it again
         assert int(get(c.url).text) == pid
     assert c.stop() == 0
+
+
+def test_the_primary_forgets_exits_of_processes_that_are_not_its_own(tmp_path, monkeypatch):
+    """The primary is a child subreaper, so a helper a worker daemonized (`os.system("cmd &")`)
+    is re-parented to it and reaped there. Such an exit was kept for ever as an exit "reaped
+    before the zygote told us whose it was": the primary grew with each, and a process forked
+    later under the same pid (pid_max is often 32768) was taken for dead as soon as the zygote
+    reported it. Real exits of real processes, fed to the primary's supervision tree."""
+    import asyncio
+
+    from actorcluster import specs
+    from actorcluster.config import ClusterConfig
+    from actorcluster.primary import processes
+    from actorcluster.primary.gateway import Gateway
+    from actorcluster.primary.router import Router
+    from actorcluster.primary.spawner import Spawner
+    from actorcluster.primary.supervisor import SupervisionTree
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        router = Router(loop, f"ipc://{tmp_path}/router", lambda *a: None, lambda *a: None)
+        tree = SupervisionTree(
+            loop, ClusterConfig(target="ac_actors:Echo"),
+            specs.Supervisor(children=(specs.ActorSpec("echo", "ac_actors:Echo"),)),
+            Spawner(loop, lambda *a: None, lambda *a: None), router, Gateway(loop, None),
+            lambda code, why: None)
+        try:
+            for _ in range(20):
+                orphan = subprocess.Popen(["true"])
+                pid, status = os.waitpid(orphan.pid, 0)
+                orphan.returncode = status
+                tree.on_exit(pid, status)
+            tree.tick()
+            assert len(tree._early_exits) == 20  # kept a while: the zygote may yet report one
+            monkeypatch.setattr(processes, "EARLY_EXIT_KEEP", 0.0, raising=False)
+            await asyncio.sleep(0.01)
+            tree.tick()
+            assert tree._early_exits == {}
+        finally:
+            router.close()
+
+    asyncio.run(asyncio.wait_for(main(), 10))

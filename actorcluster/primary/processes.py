@@ -28,12 +28,14 @@ SPARE_RETRY = 1.0
 SPARE_DELAY = 0.1
 STACK_DUMP_WAIT = 0.3
 KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel to report the exit
+# an unknown pid reaped this long ago is no process the zygote will report: a worker's orphan
+EARLY_EXIT_KEEP = 10.0
 
 
 class ProcessChildren:
     """The host class (SupervisionTree) provides: loop, config, spawner, router, gateway,
     heartbeat, spare, by_pid, by_id, candidates, retiring, stopping, on_recycle, _changed,
-    _incarnations, _usage, _down() and leaves()."""
+    _incarnations, _early_exits, _usage, _down() and leaves()."""
 
     # -- process children: spawn, ready, stop ---------------------------------------------------
 
@@ -179,7 +181,7 @@ class ProcessChildren:
         if self.stopping or leaf.stop_requested:
             self.send_signal(leaf, signal.SIGTERM)
         if pid in self._early_exits:
-            self.on_exit(pid, self._early_exits.pop(pid))
+            self.on_exit(pid, self._early_exits.pop(pid)[0])
 
     def on_spawn_error(self, identity: str, error: str) -> None:
         """The zygote could not import the target of a new child: it never started."""
@@ -258,8 +260,11 @@ class ProcessChildren:
 
     def tick(self) -> None:
         """Send heartbeats and kill children that stopped sending theirs; sample memory and
-        CPU (status, --max-memory)."""
+        CPU (status, --max-memory); forget exits of pids no spawn claimed (orphans)."""
         now = self.loop.time()
+        for pid, (_status, reaped) in list(self._early_exits.items()):
+            if now - reaped > EARLY_EXIT_KEEP:
+                del self._early_exits[pid]
         limit = self.config.max_memory * 1024 * 1024
         for leaf in self._all():
             if leaf.pid is None or leaf.state == DOWN:

@@ -264,11 +264,19 @@ class Router:
                    identity, 1)
 
     def tick(self) -> None:
-        """Trim what tracked incarnations have read and report dead-letter bursts (called about
-        once a second)."""
+        """Trim what tracked incarnations have read, forget askers owed nothing and report
+        dead-letter bursts (called about once a second)."""
         for track in self._tracked.values():
             if track.kept:
                 self._trim(track)
+        # Askers owed nothing any more: dropped here rather than per reply, so a steady asker
+        # does not rebuild its set for every ask; without this every client (a new identity per
+        # connect) and every replaced incarnation that ever asked stayed for the actor's life.
+        for identity, owed in list(self.asks.items()):
+            for asker in [asker for asker, corrs in owed.items() if not corrs]:
+                del owed[asker]
+            if not owed:
+                del self.asks[identity]
         for name, more in list(self._burst.items()):
             if more:
                 log.warning("%d more dead letters to %r", more, name)

@@ -83,7 +83,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                                   pool.parent, pool, pool.restart, 0.0) if pool else None
         self.by_pid: dict[int, Leaf] = {}
         self.by_id: dict[str, Leaf] = {}
-        self._early_exits: dict[int, int] = {}
+        self._early_exits: dict[int, tuple[int, float]] = {}  # pid -> (status, when reaped)
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
         self._incarnations: dict[str, int] = {}
@@ -255,7 +255,11 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
     def on_exit(self, pid: int, status: int) -> None:
         leaf = self.by_pid.pop(pid, None)
         if leaf is None:
-            self._early_exits[pid] = status  # reaped before the zygote told us whose it was
+            # reaped before the zygote told us whose it was, or not ours at all: an orphan of a
+            # worker's (a helper it daemonized) that the kernel re-parented to the subreaper.
+            # tick() forgets the latter, or each would grow the primary and wait for a process
+            # forked later under the same pid, taken for dead as soon as it started.
+            self._early_exits[pid] = (status, self.loop.time())
             return
         self.by_id.pop(leaf.identity, None)
         self._down(leaf, ExitReason.from_wait_status(status, detail=leaf.kill_detail))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import time
@@ -73,6 +74,7 @@ class ProcessActor:
         self.host: ActorHost | None = None
         self._bye: asyncio.Future[None] | None = None
         self._last_heard = loop.time()
+        self._beat_due = math.inf  # time.monotonic() of the next heartbeat, once ready
         self._finished: asyncio.Future[int] = loop.create_future()
         self._stopping = False
         self._dropped = 0  # tells dropped (no actor hosted) and not yet reported
@@ -157,6 +159,7 @@ class ProcessActor:
         else:
             self.send_system("ready", pid=os.getpid())
             self._last_heard = self.loop.time()
+            self._beat_due = time.monotonic() + self.heartbeat_interval
             self.loop.call_later(self.heartbeat_interval, self._heartbeat)
         code = await self._finished
         self.channel.close(linger=1000)
@@ -238,10 +241,14 @@ class ProcessActor:
         if silent > self.timeout:
             self.lost_primary(f"no heartbeat for {silent:.1f} s")
             return
-        self.send_system("heartbeat", **self.stats())
+        self._beat()
         if not self._stopping:
             self.check_limits()
         self.loop.call_later(self.heartbeat_interval, self._heartbeat)
+
+    def _beat(self) -> None:
+        self._beat_due = time.monotonic() + self.heartbeat_interval
+        self.send_system("heartbeat", **self.stats())
 
     def _on_frames(self, frames: list[bytes]) -> None:
         self._last_heard = self.loop.time()
@@ -344,6 +351,11 @@ class ProcessActor:
     ) -> None:
         if self.host is not None:
             self.host.deliver(sender, kind, flags, count, corr, payload)
+            # A burst of quick messages holds the loop for run after run (zmqio reads many
+            # at a time), and the heartbeat timer waits for the loop: beat between runs too, so
+            # an actor is taken for hung when one run is slow, not when it is merely busy.
+            if time.monotonic() >= self._beat_due:
+                self._beat()
             return
         if kind == Kind.ASK:
             why = error_payload("ActorError", f"{self.identity.decode()} {NO_RECEIVE}")
