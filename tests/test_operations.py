@@ -545,17 +545,19 @@ def test_a_promoted_standby_answers_its_first_requests_that_ask_an_actor(cluster
         t.start()
     try:
         for _ in range(3):  # crashes first: each promotes the standby too
-            time.sleep(1.0)
+            time.sleep(0.5)
             victim = workers(c)["web/1"]["pid"]
             os.kill(victim, signal.SIGKILL)
             wait_until(lambda v=victim: workers(c)["web/1"]["pid"] not in (None, v))
         time.sleep(0.5)
         errors.clear()  # requests in flight in a killed worker are lost; from now on none is
-        for n in range(16):  # the race was lost about one promotion in ten
-            time.sleep(0.5)
+        # the race was lost about one promotion in ten, in the first requests a promoted
+        # standby gets: a quarter of a second of traffic around each promotion covers them
+        for n in range(16):
+            time.sleep(0.25)
             c.signal(signal.SIGTTIN)
             c.wait_for_log(r"pool web scaled from 2 to 3 workers", count=n + 1)
-            time.sleep(0.5)
+            time.sleep(0.25)
             c.signal(signal.SIGTTOU)
             c.wait_for_log(r"pool web scaled from 3 to 2 workers", count=n + 1)
     finally:
