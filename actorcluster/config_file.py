@@ -72,7 +72,7 @@ _KIND_KEYS = {"actor": ACTOR_KEYS, "pool": POOL_KEYS, "supervisor": SUPERVISOR_K
 _KIND_WORDS = {"actor": "an actor", "pool": "an HTTP pool", "supervisor": "a supervisor"}
 _KIND_RULE = ('"actor" makes an actor, "http" makes an HTTP pool, "children" or "strategy" '
               "makes a supervisor")
-_NAME_RULE = "use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+_NAME_RULE = "use 1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
 _HINTS = {
     "http.workers": 'set "workers" on the HTTP pool, a child in [supervisor]',
     "cluster.workers": 'set "workers" on the HTTP pool, a child in [supervisor]',

@@ -34,8 +34,8 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "$" 
 def check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name):
         raise ConfigError(
-            f"--name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter "
-            "or digit"
+            f"--name {name!r}: use 1-64 ASCII letters, digits, '.', '_' or '-', starting with "
+            "a letter or digit"
         )
     return name
 

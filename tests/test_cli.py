@@ -114,7 +114,7 @@ def assert_one_line_error(out: subprocess.CompletedProcess, *parts: str) -> None
     (["examples.hello:handler", "--loop", "nonsense"], {}, ["'--loop'", "'uvloop'"]),
     (["examples.hello:handler", "--log-level", "loud"], {}, ["'--log-level'", "'debug'"]),
     (["examples.hello:handler", "--name", "a/b"], {}, ["--name 'a/b'"]),
-    (["examples.hello:handler", "--name", "nl\n"], {}, ["--name 'nl\\n'", "letters, digits"]),
+    (["examples.hello:handler", "--name", "nl\n"], {}, ["--name 'nl\\n'", "ASCII letters, digits"]),
     (["examples.hello:handler"], {"ACTORCLUSTER_LOOP": "nonsense"},
      ["ACTORCLUSTER_LOOP", "'nonsense'"]),
     (["examples.hello:handler"], {"ACTORCLUSTER_GRACEFUL_TIMEOUT": "-1"},

@@ -344,7 +344,7 @@ CASES = {
         name = "my counter!"
         actor = "m:Counter"
         """, 4, "supervisor.children[0].name",
-        ['"my counter!" is not a valid name', "use 1-64 letters, digits"]),
+        ['"my counter!" is not a valid name', "use 1-64 ASCII letters, digits"]),
     "name-primary": ("""
         [supervisor]
         children = [{ name = "primary", actor = "m:A" }]
@@ -364,7 +364,7 @@ CASES = {
         [[supervisor.children]]
         actor = "m:Counter"
         """, 3, "supervisor.children[0]",
-        ['missing "name": an actor needs a name', "use 1-64 letters"]),
+        ['missing "name": an actor needs a name', "use 1-64 ASCII letters"]),
     "name-type": ("""
         [supervisor]
         children = [{ name = 7, actor = "m:A" }]
@@ -521,7 +521,7 @@ CASES = {
         name = "my shop"
 
         [supervisor]
-        """, 2, "cluster.name", ['"my shop" is not a valid cluster name', "use 1-64 letters"]),
+        """, 2, "cluster.name", ['"my shop" is not a valid cluster name', "use 1-64 ASCII letters"]),
 }
 
 
