@@ -521,7 +521,7 @@ CASES = {
         name = "my shop"
 
         [supervisor]
-        """, 2, "cluster.name", ['"my shop" is not a valid cluster name', "use 1-64 ASCII letters"]),
+        """, 2, "cluster.name", ['"my shop" is not a valid cluster name', "1-64 ASCII letters"]),
 }
 
 
