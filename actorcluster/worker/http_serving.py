@@ -42,8 +42,8 @@ class HttpWorker(ProcessActor):
         self.limits = HttpLimits(
             # the primary's listening socket has TCP_NODELAY; accepted sockets inherit it
             max_body_bytes=spec["max_body"], keepalive_timeout=spec["keepalive"], nodelay=False,
-            # Node's http server: headersTimeout 60 s, within requestTimeout (300 s)
-            headers_timeout=min(60.0, spec["request_timeout"]),
+            # as Node's http server: the headers' bound (60 s) within the whole request's
+            headers_timeout=min(HttpLimits.headers_timeout, spec["request_timeout"]),
             request_timeout=spec["request_timeout"],
         )
         # spec["metrics"] (--metrics-bind): time each request for the latency histogram
