@@ -1,8 +1,10 @@
 """HttpProtocol over real sockets on 127.0.0.1 (and one Unix socket pair).
 
-The server runs in this process, on an event loop in a background thread, and adopts every
-accepted socket with ``loop.connect_accepted_socket`` exactly as a worker does. Normal requests go
-through httpx; malformed, pipelined, chunked and 100-continue requests through raw sockets.
+The server runs in this process, on an event loop in a background thread, and serves every
+accepted socket with ``serve_handed_off`` exactly as a worker does (a blocking descriptor, as the
+primary passes it on; read at once if the request is there, else adopted by the event loop).
+Normal requests go through httpx; malformed, pipelined, chunked and 100-continue requests
+through raw sockets.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from actorcluster.http import (
     Response,
     make_app,
 )
+from actorcluster.http.direct import DirectTransport, serve_handed_off
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -48,7 +51,9 @@ LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 class Server:
     """An HTTP server on 127.0.0.1 in a background event-loop thread."""
 
-    def __init__(self, handler: Any, limits: HttpLimits, loop: str, sweep: float) -> None:
+    def __init__(
+        self, handler: Any, limits: HttpLimits, loop: str, sweep: float, accept: bool = True
+    ) -> None:
         self.loop = LOOPS[loop]()
         self.limits = limits
         self.app = make_app(handler)
@@ -62,7 +67,10 @@ class Server:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
         self.call(self.state.start)
-        self._accepting = asyncio.run_coroutine_threadsafe(self._accept(), self.loop)
+        # accept=False: the test accepts, when the client has sent what it wants (hand_over)
+        self._accepting = asyncio.run_coroutine_threadsafe(
+            self._accept() if accept else asyncio.sleep(3600), self.loop
+        )
 
     def _run(self) -> None:
         try:
@@ -76,7 +84,20 @@ class Server:
     async def _accept(self) -> None:
         while True:
             conn, _ = await self.loop.sock_accept(self.listener)
-            await self.loop.connect_accepted_socket(self.protocol, conn)
+            conn.setblocking(True)
+            serve_handed_off(self.loop, conn, self.protocol())
+
+    def hand_over(self) -> HttpProtocol:
+        """Accept the next connection here, with what its client has sent so far in the
+        socket's buffer, and serve it on the loop as a worker does; return its protocol."""
+        self.listener.setblocking(True)
+        try:
+            conn, _ = self.listener.accept()
+        finally:
+            self.listener.setblocking(False)
+        protocol = self.protocol()
+        self.call(serve_handed_off, self.loop, conn, protocol)
+        return protocol
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the loop thread (awaiting it if it is async); return its result."""
@@ -117,8 +138,9 @@ def serve() -> Iterator[Callable[..., Server]]:
         limits: HttpLimits | None = None,
         loop: str = "uvloop",
         sweep: float = 1.0,
+        accept: bool = True,
     ) -> Server:
-        server = Server(handler, limits or HttpLimits(), loop, sweep)
+        server = Server(handler, limits or HttpLimits(), loop, sweep, accept)
         servers.append(server)
         return server
 
@@ -1351,6 +1373,143 @@ def test_a_stream_waiting_for_its_next_chunk_is_closed_when_the_client_goes(serv
     assert wait_for(lambda: events) == ["closed"]
     assert wait_for(lambda: server.connections() == 0)
     assert server.call(lambda: [t for t in asyncio.all_tasks() if "_send_stream" in repr(t)]) == []
+
+
+# -- a handed-off connection served before the event loop has it (direct.py) --------------
+#
+# The client sends before the server accepts (Server.hand_over), so what it sent is in the
+# socket's buffer when the worker gets it, as when the primary hands a connection over.
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_request_already_there_is_answered_without_the_event_loop(serve, raw, loop):
+    server = serve(echo, loop=loop, accept=False)
+    conn = raw(server.port).send(get("/one", "Connection: close\r\n"))
+    protocol = server.hand_over()
+    status, headers, body = conn.response()
+    assert (status, headers["connection"]) == (200, "close")
+    answer = json.loads(body)
+    assert answer["path"] == "/one"
+    assert answer["client"] == list(conn.sock.getsockname())  # peername, from the socket itself
+    assert conn.closed()
+    assert wait_for(lambda: server.connections() == 0)
+    # served by plain system calls: the event loop never adopted the socket
+    assert isinstance(server.call(lambda: protocol.transport), DirectTransport)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_keep_alive_connection_is_adopted_by_the_event_loop_after_its_first_answer(
+    serve, raw, loop
+):
+    server = serve(echo, loop=loop, accept=False)
+    conn = raw(server.port).send(get("/one"))
+    protocol = server.hand_over()
+    assert json.loads(conn.response()[2])["path"] == "/one"
+    wait_for(lambda: not isinstance(server.call(lambda: protocol.transport), DirectTransport))
+    for path in ("/two", "/three"):
+        conn.send(get(path))
+        assert json.loads(conn.response()[2])["path"] == path
+    conn.send(get("/four") + get("/five"))  # pipelined, read by the event loop's transport
+    assert [json.loads(conn.response()[2])["path"] for _ in "ab"] == ["/four", "/five"]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("sent", ["nothing", "half the headers", "the headers", "half the body"])
+def test_a_request_not_all_there_is_read_by_the_event_loop(serve, raw, loop, sent):
+    server = serve(echo, loop=loop, accept=False)
+    message = (
+        b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+        b"0123456789"
+    )
+    split = {"nothing": 0, "half the headers": 20, "the headers": len(message) - 10,
+             "half the body": len(message) - 5}[sent]
+    conn = raw(server.port)
+    if split:
+        conn.send(message[:split])
+    server.hand_over()
+    time.sleep(0.05)
+    conn.send(message[split:])
+    status, _, body = conn.response()
+    assert (status, json.loads(body)["body"]) == (200, "0123456789")
+    assert conn.closed()
+    assert wait_for(lambda: server.connections() == 0)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("keep_alive", [False, True])
+@pytest.mark.parametrize("kind", ["bytes", "stream"])
+def test_an_answer_the_socket_cannot_take_at_once_is_finished_by_the_event_loop(
+    serve, raw, loop, keep_alive, kind
+):
+    """8 MiB to a client that reads nothing for 0.2 s: the socket takes part of it, the event
+    loop adopts the socket and writes the rest (a stream is paused meanwhile), then closes or
+    serves the next request in order."""
+    big = bytes(range(256)) * (8 * 4096)
+
+    def handler(request: Request) -> Any:
+        if request.path == "/small":
+            return "small"
+        if kind == "bytes":
+            return big
+        return Response(iter([big[i:i + 16384] for i in range(0, len(big), 16384)]))
+
+    server = serve(handler, loop=loop, accept=False)
+    conn = raw(server.port, rcvbuf=65536)
+    if keep_alive:
+        conn.send(get("/big") + get("/small"))
+    else:
+        conn.send(get("/big", "Connection: close\r\n"))
+    server.hand_over()
+    time.sleep(0.2)
+    status, headers, body = conn.response()
+    assert (status, len(body)) == (200, len(big)) and body == big
+    if keep_alive:
+        assert conn.response()[2] == b"small"
+        conn.send(get("/small", "Connection: close\r\n"))
+        assert conn.response()[2] == b"small"
+    else:
+        assert headers["connection"] == "close"
+    assert conn.closed()
+    assert wait_for(lambda: server.connections() == 0)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("how", ["closed", "reset", "request then reset"])
+def test_a_client_gone_before_the_worker_reads_costs_nothing(serve, raw, loop, how, caplog):
+    server = serve(echo, loop=loop, accept=False)
+    conn = raw(server.port)
+    if how == "request then reset":
+        conn.send(get("/"))
+    if how != "closed":
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    server.hand_over()
+    assert wait_for(lambda: server.connections() == 0)
+    # the server goes on
+    conn = raw(server.port).send(get("/after", "Connection: close\r\n"))
+    server.hand_over()
+    assert json.loads(conn.response()[2])["path"] == "/after"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_abort_while_the_event_loop_adopts_the_socket(serve, raw, loop, caplog):
+    """A hard stop (close_all) in the loop turn that hands the socket to the event loop."""
+    server = serve(echo, loop=loop, accept=False)
+    conn = raw(server.port)  # nothing sent: the event loop is to wait for the request
+    server.listener.setblocking(True)
+    sock, _ = server.listener.accept()
+    protocol = server.protocol()
+
+    def serve_and_abort() -> None:
+        serve_handed_off(server.loop, sock, protocol)
+        server.state.close_all()
+
+    server.call(serve_and_abort)
+    assert conn.closed()
+    assert wait_for(lambda: server.connections() == 0)
+    assert server.call(lambda: protocol._closed)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # -- other sockets -----------------------------------------------------------------------------

@@ -4,9 +4,10 @@ A worker serves every connection socket it is handed with::
 
     state = HttpServerState(loop, limits)
     state.start()
-    loop.connect_accepted_socket(lambda: HttpProtocol(app, state, limits), sock)
+    serve_handed_off(loop, sock, HttpProtocol(app, state, limits))   # direct.py
 
-where ``app = make_app(user_handler)``. See docs/handlers.md for writing handlers.
+(or ``loop.connect_accepted_socket(lambda: HttpProtocol(app, state, limits), sock)``), where
+``app = make_app(user_handler)``. See docs/handlers.md for writing handlers.
 """
 
 from .handler import make_app

@@ -1,7 +1,8 @@
 """The HTTP/1.1 server protocol that runs inside each worker process.
 
-One `HttpProtocol` per connection (TCP or Unix, adopted with ``loop.connect_accepted_socket``),
-one `HttpServerState` (state.py) per worker. The path of a request::
+One `HttpProtocol` per connection (TCP or Unix, served by ``direct.serve_handed_off``, which
+hands it to ``loop.connect_accepted_socket`` when it needs the event loop), one
+`HttpServerState` (state.py) per worker. The path of a request::
 
     data_received -> httptools parser callbacks -> Request queued (on_message_complete)
         -> _run_queue: one request at a time per connection, in order

@@ -75,6 +75,7 @@ def listen(bind: Bind, backlog: int = 2048) -> socket.socket:
             # Every accepted connection inherits it (Linux): no Nagle delay on responses, and
             # the workers need not set it once per connection.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 1)
             sock.bind((bind.host, bind.port))
         sock.listen(backlog)
     except OSError as exc:

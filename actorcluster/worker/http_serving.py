@@ -18,6 +18,7 @@ from typing import Any
 
 from ..actor import Actor
 from ..http import HttpLimits, HttpProtocol, HttpServerState, make_app
+from ..http.direct import serve_handed_off
 from ..wire import HANDOFF_ACK, HANDOFF_MAX_FDS, HANDOFF_REFUSED
 from .actor_host import ActorHost
 from .process import ProcessActor
@@ -78,9 +79,6 @@ class HttpWorker(ProcessActor):
         self._receiving = False
         self._full_logged = float("-inf")  # when we last logged that our open-file limit is reached
         self._recycle_reason: str | None = None  # --max-requests reached: why we are replaced
-
-    def _protocol(self) -> HttpProtocol:
-        return HttpProtocol(self.app, self.state, self.limits)
 
     async def start(self) -> None:
         self.state.start()
@@ -203,11 +201,5 @@ class HttpWorker(ProcessActor):
         except OSError:
             os.close(fd)
             return
-        self.loop.create_task(self._connect(conn))
-
-    async def _connect(self, conn: socket.socket) -> None:
-        try:
-            await self.loop.connect_accepted_socket(self._protocol, conn)
-        except OSError as exc:  # the client went away during the hand-off
-            log.debug("dropping a handed-off connection: %s", exc)
-            conn.close()
+        # served at once, with the request already in the socket's buffer (direct.py)
+        serve_handed_off(self.loop, conn, HttpProtocol(self.app, self.state, self.limits))
