@@ -157,6 +157,23 @@ def test_a_request_trickling_in_gets_408_after_request_timeout(cluster):
     assert c.stop() == 0
 
 
+def test_a_client_silent_at_first_is_served(cluster):
+    # The listener has TCP_DEFER_ACCEPT (1 s): the kernel queues a connection for accept once
+    # its first bytes arrive, or when that second is over. A client that connects and says
+    # nothing for longer must still be served, and must not hold up the others meanwhile.
+    c = cluster("ac_testapp:pid", "--workers", "1")
+    (pid,) = c.wait_workers(1)
+    with socket.create_connection(("127.0.0.1", c.port), timeout=5) as silent:
+        assert int(get(c.url).text) == pid
+        time.sleep(1.5)
+        silent.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := silent.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and answer.endswith(str(pid).encode())
+    assert c.stop() == 0
+
+
 def test_handler_exception_is_a_500_that_reveals_nothing(cluster):
     c = cluster("ac_testapp:misbehave", "--workers", "1")
     (pid,) = c.wait_workers(1)
