@@ -15,6 +15,7 @@ import contextvars
 import email.utils
 import json
 import logging
+import os
 import re
 import shlex
 import socket
@@ -1493,8 +1494,11 @@ def test_a_client_gone_before_the_worker_reads_costs_nothing(serve, raw, loop, h
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-def test_an_abort_while_the_event_loop_adopts_the_socket(serve, raw, loop, caplog):
-    """A hard stop (close_all) in the loop turn that hands the socket to the event loop."""
+@pytest.mark.parametrize("when", ["before", "while"])
+def test_an_abort_while_the_event_loop_adopts_the_socket(serve, raw, loop, when, caplog):
+    """A hard stop (close_all) in the loop turn that hands the socket to the event loop
+    ("before" its task took it) or in the next, once the task has given the socket to the
+    event loop and before its transport's connection_made ("while")."""
     server = serve(echo, loop=loop, accept=False)
     conn = raw(server.port)  # nothing sent: the event loop is to wait for the request
     server.listener.setblocking(True)
@@ -1503,12 +1507,26 @@ def test_an_abort_while_the_event_loop_adopts_the_socket(serve, raw, loop, caplo
 
     def serve_and_abort() -> None:
         serve_handed_off(server.loop, sock, protocol)
+        if when == "before":
+            server.state.close_all()
+        else:  # after the adopting task's first step, which schedules connection_made
+            server.loop.call_soon(abort_and_open)
+
+    def abort_and_open() -> None:
         server.state.close_all()
+        # a descriptor opened now may take the socket's number if the abort freed it: the
+        # transport the event loop is making of the socket must not close it by that number
+        opened.append(socket.socket())
+
+    opened: list[socket.socket] = []
 
     server.call(serve_and_abort)
     assert conn.closed()
     assert wait_for(lambda: server.connections() == 0)
     assert server.call(lambda: protocol._closed)
+    for sock in opened:
+        os.fstat(sock.fileno())  # still open: nobody closed it by its number
+        sock.close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 

@@ -76,7 +76,7 @@ class DirectTransport(asyncio.Transport):
 
     __slots__ = (
         "_loop", "_sock", "_protocol", "_real", "_pending", "_pending_size",
-        "_closing", "_lost", "_adopting", "_read_paused", "_write_paused",
+        "_closing", "_lost", "_adopting", "_given", "_read_paused", "_write_paused",
     )
 
     def __init__(
@@ -89,8 +89,9 @@ class DirectTransport(asyncio.Transport):
         self._pending: list[bytes] | None = None  # written while the event loop adopts it
         self._pending_size = 0
         self._closing = False  # close() was called
-        self._lost = False  # the socket is closed and connection_lost scheduled
-        self._adopting = False
+        self._lost = False  # over: the socket is closed (or to be) and connection_lost follows
+        self._adopting = False  # the event loop is to take the socket
+        self._given = False  # ... and may have it: only its transport may close it now
         self._read_paused = False
         self._write_paused = False  # we asked the protocol to pause
 
@@ -110,7 +111,8 @@ class DirectTransport(asyncio.Transport):
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:  # the client is gone (reset, broken pipe)
-                self._finish(exc)
+                self._pending = None
+                self._end(exc)
                 return
             if sent == len(data):
                 return
@@ -135,18 +137,18 @@ class DirectTransport(asyncio.Transport):
             real.close()
         elif not self._closing:
             self._closing = True
-            if self._pending is None and not self._lost:
-                self._finish(None)
+            if self._pending is None:
+                self._end(None)
             # else: the event loop's transport closes once it has written what is pending
 
     def abort(self) -> None:
         real = self._real
         if real is not None:
             real.abort()
-        elif not self._lost:
+        else:
             self._closing = True
             self._pending = None
-            self._finish(None)
+            self._end(None)
 
     def is_closing(self) -> bool:
         real = self._real
@@ -195,11 +197,15 @@ class DirectTransport(asyncio.Transport):
 
     # -- adoption by the event loop ------------------------------------------------------------
 
-    def _finish(self, exc: BaseException | None) -> None:
+    def _end(self, exc: BaseException | None) -> None:
+        """The connection is over: close the socket and tell the protocol, unless the event loop
+        has the socket already (it is then closed through its transport, see _hand_over)."""
+        if self._lost:
+            return
         self._lost = True
-        self._pending = None
-        self._sock.close()
-        self._loop.call_soon(self._protocol.connection_lost, exc)
+        if not self._given:
+            self._sock.close()
+            self._loop.call_soon(self._protocol.connection_lost, exc)
 
     def _adopt_unless_closed(self) -> None:
         if not (self._closing or self._lost):
@@ -211,23 +217,28 @@ class DirectTransport(asyncio.Transport):
             self._loop.create_task(self._connect())
 
     async def _connect(self) -> None:
-        if self._lost:
+        if self._lost:  # ended before the event loop could take it
             return
+        # From here the socket is the event loop's: closing it ourselves could close another
+        # connection's descriptor, once the number is reused.
+        self._given = True
         try:
             await self._loop.connect_accepted_socket(lambda: _Handover(self), self._sock)
-        except OSError as exc:  # the client went away meanwhile
-            if not self._lost:
-                self._finish(exc)
+        except OSError as exc:  # the client went away meanwhile (the socket is not taken)
+            if self._real is None:  # else its transport tells the protocol
+                self._sock.close()
+                self._lost = True
+                self._protocol.connection_lost(exc)
 
     def _hand_over(self, real: Any) -> None:
-        if self._lost:  # aborted while the event loop was adopting it
-            real.abort()
-            return
         protocol = self._protocol
         real.set_protocol(protocol)
         self._real = real
         if getattr(protocol, "transport", None) is self:
             protocol.transport = real  # type: ignore[attr-defined]  # straight to it from now on
+        if self._lost:  # ended while the event loop was taking it: connection_lost comes from it
+            real.abort()
+            return
         if self._read_paused:
             real.pause_reading()
         if self._write_paused:
