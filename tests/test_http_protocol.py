@@ -1494,6 +1494,36 @@ def test_a_client_gone_before_the_worker_reads_costs_nothing(serve, raw, loop, h
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("kind", ["async", "plain"])
+def test_request_client_of_a_request_whose_client_reset_before_the_event_loop_had_it(
+    serve, raw, loop, kind, caplog
+):
+    """The request is read directly; the client resets; the handler waits, so the event loop
+    adopts a dead socket (uvloop's transport of it has no socket object), then the handler asks
+    for request.client: None (the peer is gone, as asyncio answers), not a 500 and a traceback."""
+    seen: list[Any] = []
+
+    async def waits(request: Request) -> str:
+        await asyncio.sleep(0.1)
+        seen.append(request.client)
+        return "late"
+
+    def blocks(request: Request) -> str:
+        time.sleep(0.1)
+        seen.append(request.client)
+        return "late"
+
+    server = serve(waits if kind == "async" else blocks, loop=loop, accept=False)
+    conn = raw(server.port).send(get("/"))
+    conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    conn.close()
+    server.hand_over()
+    assert wait_for(lambda: seen) and wait_for(lambda: server.connections() == 0)
+    assert seen[0] is None or seen[0][0] == "127.0.0.1"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("when", ["before", "while"])
 def test_an_abort_while_the_event_loop_adopts_the_socket(serve, raw, loop, when, caplog):
     """A hard stop (close_all) in the loop turn that hands the socket to the event loop

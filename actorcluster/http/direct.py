@@ -158,7 +158,12 @@ class DirectTransport(asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         real = self._real
         if real is not None:
-            return real.get_extra_info(name, default)
+            try:
+                return real.get_extra_info(name, default)
+            except AttributeError:
+                # uvloop, for a socket the client reset before the event loop took it (its
+                # request was read here, so a handler runs): the transport has no socket object
+                return default
         if name == "socket":
             return self._sock
         if name in ("peername", "sockname") and not self._lost:

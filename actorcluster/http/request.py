@@ -149,7 +149,8 @@ class Request:
         query_string: the query string as sent (bytes, without the ``?``).
         headers: `Headers` (case-insensitive, repeated headers kept).
         body: the whole body (bytes; a chunked body is already de-chunked).
-        client: ``(host, port)`` of the peer for TCP, ``None`` for a Unix socket.
+        client: ``(host, port)`` of the peer for TCP, ``None`` for a Unix socket (and for a
+            client gone before it is first asked for, as the event loop may not know then).
         http_version: ``"1.1"`` or ``"1.0"``.
         keep_alive: whether the client asked to keep the connection open after this request.
 
@@ -250,7 +251,8 @@ class Request:
 
     @property
     def client(self) -> tuple[str, int] | None:
-        """``(host, port)`` of the peer for a TCP connection, ``None`` for a Unix socket."""
+        """``(host, port)`` of the peer for a TCP connection, ``None`` for a Unix socket or a
+        client gone before it is first asked for."""
         try:
             return self._client
         except AttributeError:
