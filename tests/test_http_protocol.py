@@ -13,6 +13,7 @@ import array
 import asyncio
 import contextvars
 import email.utils
+import gc
 import json
 import logging
 import os
@@ -1491,6 +1492,30 @@ def test_a_client_gone_before_the_worker_reads_costs_nothing(serve, raw, loop, h
     server.hand_over()
     assert json.loads(conn.response()[2])["path"] == "/after"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_connection_answered_directly_is_freed_by_reference_counting(serve, raw, loop):
+    """A protocol and its DirectTransport refer to each other; unless the transport forgets the
+    protocol at connection_lost (as the event loop's transports do), each connection served
+    without the event loop would be a cycle left to the garbage collector."""
+    server = serve(echo, loop=loop)
+
+    def alive() -> int:
+        kinds = (HttpProtocol, DirectTransport)
+        return server.call(lambda: sum(isinstance(o, kinds) for o in gc.get_objects()))
+
+    gc.collect()
+    gc.disable()
+    try:
+        before = alive()
+        for _ in range(10):
+            conn = raw(server.port).send(get("/", "Connection: close\r\n"))
+            assert conn.response()[0] == 200 and conn.closed()
+        assert wait_for(lambda: server.connections() == 0)
+        assert alive() == before
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("loop", LOOPS)

@@ -85,7 +85,7 @@ class DirectTransport(asyncio.Transport):
     ) -> None:
         self._loop = loop
         self._sock = sock
-        self._protocol = protocol
+        self._protocol: Any = protocol  # None once connection_lost was called here
         self._real: Any = None  # the event loop's transport, once it has the socket
         self._pending: list[bytes] | None = None  # written while the event loop adopts it
         self._pending_size = 0
@@ -211,7 +211,14 @@ class DirectTransport(asyncio.Transport):
         self._lost = True
         if not self._given:
             self._sock.close()
-            self._loop.call_soon(self._protocol.connection_lost, exc)
+            self._loop.call_soon(self._connection_lost, exc)
+
+    def _connection_lost(self, exc: BaseException | None) -> None:
+        # The protocol refers to this transport (its ``transport``): forgetting it, as the event
+        # loop's transports do, frees both by reference counting when the connection ends,
+        # rather than leaving a cycle per connection to the garbage collector.
+        protocol, self._protocol = self._protocol, None
+        protocol.connection_lost(exc)
 
     def _adopt_unless_closed(self) -> None:
         if not (self._closing or self._lost):
@@ -234,7 +241,7 @@ class DirectTransport(asyncio.Transport):
             if self._real is None:  # else its transport tells the protocol
                 self._sock.close()
                 self._lost = True
-                self._protocol.connection_lost(exc)
+                self._connection_lost(exc)
 
     def _hand_over(self, real: Any) -> None:
         protocol = self._protocol
