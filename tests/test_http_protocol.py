@@ -87,7 +87,9 @@ class Server:
         while True:
             conn, _ = await self.loop.sock_accept(self.listener)
             conn.setblocking(True)
-            serve_handed_off(self.loop, conn, self.protocol())
+            # outside this task, as a worker's hand-off reader: an async handler that finishes
+            # at once is then run inline (runner.py), not by a carrier task
+            self.loop.call_soon(serve_handed_off, self.loop, conn, self.protocol())
 
     def hand_over(self) -> HttpProtocol:
         """Accept the next connection here, with what its client has sent so far in the
@@ -98,7 +100,16 @@ class Server:
         finally:
             self.listener.setblocking(False)
         protocol = self.protocol()
-        self.call(serve_handed_off, self.loop, conn, protocol)
+        done = threading.Event()
+
+        def serve() -> None:  # outside any task, as a worker's hand-off reader
+            try:
+                serve_handed_off(self.loop, conn, protocol)
+            finally:
+                done.set()
+
+        self.loop.call_soon_threadsafe(serve)
+        assert done.wait(10)
         return protocol
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
