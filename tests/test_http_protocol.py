@@ -24,6 +24,7 @@ import struct
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -607,6 +608,30 @@ def test_sys_exit_in_a_handler_stops_the_worker_loop(serve, raw, kind):
     server.thread.join(5)  # run_forever raised SystemExit: let it crash
     assert not server.thread.is_alive()
     assert server.exit_code == 7
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_sys_exit_in_a_handler_leaves_no_adoption_pending(serve, raw, loop, caplog):
+    """The handler runs as the connection is handed over and stops the worker: the connection
+    is dropped then, not given to the event loop in a task the stopping loop never runs
+    ("Task was destroyed but it is pending!" and a never-awaited coroutine in the log)."""
+
+    async def exits(request: Request) -> None:
+        sys.exit(7)
+
+    server = serve(exits, loop=loop, accept=False)
+    conn = raw(server.port).send(get("/"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        server.hand_over()
+        server.thread.join(5)
+        assert server.exit_code == 7
+        server.loop.close()  # as a worker's main does once its loop has stopped
+        gc.collect()
+    # (the harness's own pending accept task is destroyed with the loop too: not ours)
+    noise = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [line for line in noise if "DirectTransport" in line], noise
+    assert conn.closed()
 
 
 # -- HTTP/1.0, pipelining, HEAD, bodies --------------------------------------------------------

@@ -188,6 +188,7 @@ class _HandlerRunner:
         def _run_queue_soon(self) -> None: ...
         def _respond(self, request: Request, result: Any) -> None: ...
         def _fail(self, request: Request, exc: BaseException | None = None) -> None: ...
+        def _abort(self) -> None: ...
 
     def _drive(self, request: Request, coro: Any) -> None:
         """Run a handler's coroutine up to its first real wait, in the carrier task's context
@@ -236,6 +237,10 @@ class _HandlerRunner:
             # stop the worker, as they would from a task. (Raised here they would not: uvloop
             # turns them into a "fatal error on transport".)
             self._loop.call_soon(_raise, exc)
+            # Nobody will answer this request: drop the connection now. Left open, a connection
+            # served as it was handed over (http/direct.py) would be given to the event loop in
+            # a task that the stopping loop never runs ("Task was destroyed but it is pending!").
+            self._abort()
             return
         self._fail(request)
 
