@@ -283,6 +283,17 @@ def test_dead_letters_for_an_unknown_name_and_past_the_hold_bound(cluster, attac
     dead = status(client)["messages"]["dead_letters"]
     assert dead == {"nobody": 3, "recorder": 40}
     c.wait_for_log(r"dead letter: \d+ message\(s\) to 'nobody'")
+    # A sender to ever new names: counted by name for 1000 names, the rest together, so the
+    # primary (its counters, its status, its log) does not grow without bound.
+    for i in range(1100):
+        client.tell(f"nobody{i}", i)
+    deadline = time.monotonic() + 10
+    while sum((dead := status(client)["messages"]["dead_letters"]).values()) < 1143:
+        assert time.monotonic() < deadline, len(dead)
+        time.sleep(0.05)
+    assert len(dead) == 1001 and dead["(other names)"] == 1100 - 998
+    assert dead["nobody997"] == 1 and "nobody998" not in dead
+    c.wait_for_log(r"to 'nobody998': no such actor \(counted under '\(other names\)'")
 
 
 def test_held_messages_expire_into_dead_letters(cluster, attach):

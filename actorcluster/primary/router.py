@@ -65,6 +65,11 @@ EXPIRY_SLACK = 0.001
 PEER_HWM = 256  # ZeroMQ messages (each up to 256 coalesced actor messages) per peer pipe
 KEEP_TRIM = 32  # messages kept for one incarnation before the router looks at what it read
 KINDS = frozenset(int(k) for k in Kind)
+# Dead letters are counted by name for this many names; past them, under OTHER_NAMES: a sender
+# that writes to ever new names (a typo in an f-string) must not grow the primary, its status
+# and its log without bound.
+DEAD_LETTER_NAMES = 1000
+OTHER_NAMES = "(other names)"
 TELL, ASK, REPLY, ERROR, SYSTEM = Kind.TELL, Kind.ASK, Kind.REPLY, Kind.ERROR, Kind.SYSTEM
 _unpack = HEADER.unpack
 _pack = HEADER.pack
@@ -540,12 +545,18 @@ class Router:
         self._dead(name, count, why)
 
     def _dead(self, name: str, count: int, why: str) -> None:
-        self.dead_letters[name] += count
-        if name in self._burst:
-            self._burst[name] += count
+        letters = self.dead_letters
+        counted = name
+        if name not in letters and len(letters) >= DEAD_LETTER_NAMES:
+            counted = OTHER_NAMES
+        letters[counted] += count
+        if counted in self._burst:
+            self._burst[counted] += count
         else:
-            self._burst[name] = 0
-            log.warning("dead letter: %d message(s) to %r: %s", count, name, why)
+            self._burst[counted] = 0
+            log.warning("dead letter: %d message(s) to %r: %s%s", count, name, why,
+                        f" (counted under {OTHER_NAMES!r}, past {DEAD_LETTER_NAMES} names)"
+                        if counted is OTHER_NAMES else "")
 
     def _error(self, asker: bytes, corr: int, error: str, message: str) -> None:
         self._answer_asker(asker, [asker, PRIMARY, _pack(ERROR, FLAG_JSON, 1, corr),
