@@ -1463,6 +1463,35 @@ def test_a_keep_alive_connection_is_adopted_by_the_event_loop_after_its_first_an
 
 
 @pytest.mark.parametrize("loop", LOOPS)
+def test_reading_paused_by_a_long_pipeline_stays_paused_once_the_event_loop_has_it(
+    serve, raw, loop
+):
+    """40 pipelined requests in the first read pause reading (MAX_PIPELINE) while the first one
+    waits; the event loop adopts the socket meanwhile and must not read more (uvloop starts
+    reading after connection_made, which lost a pause made in it). Answered in order after."""
+    go = asyncio.Event()
+
+    async def handler(request: Request) -> str:
+        if request.path == "/first":
+            await go.wait()
+        return request.path
+
+    server = serve(handler, loop=loop, accept=False)
+    conn = raw(server.port).send(get("/first") + b"".join(get(f"/{i}") for i in range(40)))
+    protocol = server.hand_over()
+    assert wait_for(
+        lambda: not isinstance(server.call(lambda: protocol.transport), DirectTransport)
+    )
+    conn.send(get("/more"))
+    time.sleep(0.05)
+    queued, reading = server.call(lambda: (len(protocol._queue), protocol.transport.is_reading()))
+    assert (queued, reading) == (40, False)
+    server.call(go.set)
+    paths = [conn.response()[2] for _ in range(42)]
+    assert paths == [b"/first"] + [f"/{i}".encode() for i in range(40)] + [b"/more"]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("sent", ["nothing", "half the headers", "the headers", "half the body"])
 def test_a_request_not_all_there_is_read_by_the_event_loop(serve, raw, loop, sent):
     server = serve(echo, loop=loop, accept=False)

@@ -174,18 +174,16 @@ class DirectTransport(asyncio.Transport):
         return default
 
     def pause_reading(self) -> None:
+        self._read_paused = True  # kept after the hand-over too: see _connect
         real = self._real
         if real is not None:
             real.pause_reading()
-        else:
-            self._read_paused = True
 
     def resume_reading(self) -> None:
+        self._read_paused = False
         real = self._real
         if real is not None:
             real.resume_reading()
-        else:
-            self._read_paused = False
 
     def is_reading(self) -> bool:
         real = self._real
@@ -242,17 +240,24 @@ class DirectTransport(asyncio.Transport):
                 self._sock.close()
                 self._lost = True
                 self._connection_lost(exc)
+            return
+        real, protocol = self._real, self._protocol
+        # uvloop starts reading after connection_made returns, so the pause_reading in
+        # _hand_over is lost under it; by now reading has started under both loops. Until here
+        # the protocol paused and resumed through this transport, which kept track.
+        if self._read_paused and not self._lost:
+            real.pause_reading()
+        if getattr(protocol, "transport", None) is self:
+            protocol.transport = real  # type: ignore[attr-defined]  # straight to it from now on
 
     def _hand_over(self, real: Any) -> None:
         protocol = self._protocol
         real.set_protocol(protocol)
         self._real = real
-        if getattr(protocol, "transport", None) is self:
-            protocol.transport = real  # type: ignore[attr-defined]  # straight to it from now on
         if self._lost:  # ended while the event loop was taking it: connection_lost comes from it
             real.abort()
             return
-        if self._read_paused:
+        if self._read_paused:  # asyncio's transport then starts no reading (uvloop: _connect)
             real.pause_reading()
         if self._write_paused:
             self._write_paused = False
