@@ -30,7 +30,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -252,6 +252,9 @@ def _number(value: float) -> str:
 
 # -- building and checking -------------------------------------------------------------------------
 
+_LINE = re.compile(r"[^\n]*?:(\d+): ")  # "file:12: path: problem" -> 12
+
+
 class _Context:
     """Where the data came from: the source for messages and the path -> line map."""
 
@@ -275,28 +278,60 @@ class _Context:
         self.fail(path, f"{problem}; allowed: {', '.join(allowed)}")
 
 
+class _Problems:
+    """Mistakes found so far in one table: each setting and each child is checked on its own,
+    so a mistake in one does not hide the mistakes in the others; all are reported together,
+    one line each, in the order of their lines in the file."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def check(self, check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``check(*args, **kwargs)``, or None with its mistake noted."""
+        try:
+            return check(*args, **kwargs)
+        except ConfigError as exc:
+            self.lines += str(exc).split("\n")  # a nested table's mistakes, one line each
+            return None
+
+    def raise_any(self) -> None:
+        if self.lines:
+            # by line number (a line without one, from a tree given in Python, keeps its place)
+            numbered = [(int(m[1]) if (m := _LINE.match(line)) else 0, line)
+                        for line in self.lines]
+            if all(number for number, _ in numbered):
+                numbered.sort(key=lambda item: item[0])
+            raise ConfigError("\n".join(line for _, line in numbered))
+
+
 def _root(data: Any, ctx: _Context, path: str, *, python: bool) -> Supervisor:
     if not isinstance(data, Mapping):
         ctx.fail(path, f"expected a table (the root supervisor), found {describe(data)}")
-    defaults = {"name": ROOT, "restart": "permanent", "shutdown": INFINITY}
+    problems = _Problems()
     for key, value in data.items():
-        if key in ROOT_KEYS:
-            continue
-        if key in defaults and python and value == defaults[key] and not isinstance(value, bool):
-            continue
-        if key == "name":
-            ctx.fail(f"{path}.name", f'the root supervisor is always named "root" (found '
-                                     f'{show(value)}); remove "name"; allowed: '
-                                     + ", ".join(ROOT_KEYS))
-        if key in ("restart", "shutdown"):
-            ctx.fail(f"{path}.{key}", f'the root supervisor has no supervisor above it, so it has '
-                                      f'no "{key}" (found {show(value)}); remove it; allowed: '
-                                      + ", ".join(ROOT_KEYS))
-        hint = _other_kinds(key, "supervisor")
-        ctx.unknown(f"{path}.{key}", key, ROOT_KEYS, "the root supervisor", hint)
-    tree = _supervisor(data, ctx, path, ROOT)
+        problems.check(_root_key, key, value, ctx, path, python=python)
+    tree = problems.check(_supervisor, data, ctx, path, ROOT)
+    problems.raise_any()
     _check_names(tree, ctx, path, include_self=False)
     return tree
+
+
+def _root_key(key: Any, value: Any, ctx: _Context, path: str, *, python: bool) -> None:
+    if key in ROOT_KEYS:
+        return
+    defaults = {"name": ROOT, "restart": "permanent", "shutdown": INFINITY}
+    if key in defaults and python and value == defaults[key] and not isinstance(value, bool):
+        return
+    if key == "name":
+        ctx.fail(f"{path}.name", f'the root supervisor is always named "root" (found '
+                                 f'{show(value)}); remove "name"; allowed: '
+                                 + ", ".join(ROOT_KEYS))
+    if key in ("restart", "shutdown"):
+        ctx.fail(f"{path}.{key}", f'the root supervisor has no supervisor above it, so it has '
+                                  f'no "{key}" (found {show(value)}); remove it; allowed: '
+                                  + ", ".join(ROOT_KEYS))
+    hint = _other_kinds(key, "supervisor")
+    ctx.unknown(f"{path}.{key}", key, ROOT_KEYS, "the root supervisor", hint)
 
 
 def _kind(data: Mapping[str, Any], ctx: _Context, path: str) -> str:
@@ -333,43 +368,62 @@ def _node(data: Any, ctx: _Context, path: str) -> Spec:
     if not isinstance(data, Mapping):
         ctx.fail(path, f"expected a table (an actor, an HTTP pool or a supervisor), "
                        f"found {describe(data)}")
-    kind = _kind(data, ctx, path)
+    kind = _kind(data, ctx, path)  # the kind says which keys are allowed: nothing goes on without
     allowed = _KIND_KEYS[kind]
+    problems = _Problems()
     for key in data:
         if key not in allowed:
-            ctx.unknown(f"{path}.{key}", key, allowed, _KIND_WORDS[kind], _other_kinds(key, kind))
+            problems.check(ctx.unknown, f"{path}.{key}", key, allowed, _KIND_WORDS[kind],
+                           _other_kinds(key, kind))
     if kind == "pool" and "name" not in data:
         data = {"name": Pool.name, **data}  # specs.Pool's default, "web"
-    name = _name(data, ctx, path, _KIND_WORDS[kind])
+    name = problems.check(_name, data, ctx, path, _KIND_WORDS[kind])
     if kind == "supervisor":
-        return _supervisor(data, ctx, path, name)
-    restart = _restart(data, ctx, path)
+        tree = problems.check(_supervisor, data, ctx, path, name)
+        problems.raise_any()
+        return tree
+    restart = problems.check(_restart, data, ctx, path)
     if kind == "actor":
-        return ActorSpec(name=name, actor=_target(data["actor"], ctx, f"{path}.actor", "actor"),
-                         restart=restart, shutdown=_shutdown(data, ctx, path, kind, 5.0))
-    return Pool(name=name, http=_target(data["http"], ctx, f"{path}.http", "http"),
-                workers=_workers(data, ctx, path), restart=restart,
-                shutdown=_shutdown(data, ctx, path, kind, None))
+        actor = problems.check(_target, data["actor"], ctx, f"{path}.actor", "actor")
+        shutdown = problems.check(_shutdown, data, ctx, path, kind, 5.0)
+        problems.raise_any()
+        return ActorSpec(name=name, actor=actor, restart=restart, shutdown=shutdown)
+    http = problems.check(_target, data["http"], ctx, f"{path}.http", "http")
+    workers = problems.check(_workers, data, ctx, path)
+    shutdown = problems.check(_shutdown, data, ctx, path, kind, None)
+    problems.raise_any()
+    return Pool(name=name, http=http, workers=workers, restart=restart, shutdown=shutdown)
 
 
 def _supervisor(data: Mapping[str, Any], ctx: _Context, path: str, name: str) -> Supervisor:
+    problems = _Problems()
+    strategy = problems.check(_strategy, data, ctx, path)
+    max_restarts = problems.check(_integer, data.get("max_restarts", 5), ctx,
+                                  f"{path}.max_restarts", 0)
+    within = problems.check(_seconds, data.get("within", 10.0), ctx, f"{path}.within",
+                            positive=True)
+    backoff = problems.check(_backoff, data.get("backoff", Backoff()), ctx, f"{path}.backoff")
+    children_data = data.get("children", [])
+    if not isinstance(children_data, list | tuple):
+        problems.check(ctx.fail, f"{path}.children", f"expected an array of children, "
+                                                     f"found {describe(children_data)}")
+        children_data = ()
+    children = tuple(problems.check(_node, child, ctx, f"{path}.children[{i}]")
+                     for i, child in enumerate(children_data))
+    restart = problems.check(_restart, data, ctx, path) if name != ROOT else "permanent"
+    shutdown = (problems.check(_shutdown, data, ctx, path, "supervisor", INFINITY)
+                if name != ROOT else INFINITY)
+    problems.raise_any()
+    return Supervisor(name=name, strategy=strategy, children=children, max_restarts=max_restarts,
+                      within=within, backoff=backoff, restart=restart, shutdown=shutdown)
+
+
+def _strategy(data: Mapping[str, Any], ctx: _Context, path: str) -> str:
     strategy = data.get("strategy", "one_for_one")
     if strategy not in STRATEGIES or not isinstance(strategy, str):
         ctx.fail(f"{path}.strategy", f"{_bad(strategy)} is not a restart strategy; allowed: "
                                      + ", ".join(STRATEGIES))
-    max_restarts = _integer(data.get("max_restarts", 5), ctx, f"{path}.max_restarts", 0)
-    within = _seconds(data.get("within", 10.0), ctx, f"{path}.within", positive=True)
-    backoff = _backoff(data.get("backoff", Backoff()), ctx, f"{path}.backoff")
-    children_data = data.get("children", [])
-    if not isinstance(children_data, list | tuple):
-        ctx.fail(f"{path}.children", f"expected an array of children, "
-                                     f"found {describe(children_data)}")
-    children = tuple(_node(child, ctx, f"{path}.children[{i}]")
-                     for i, child in enumerate(children_data))
-    restart = _restart(data, ctx, path) if name != ROOT else "permanent"
-    shutdown = _shutdown(data, ctx, path, "supervisor", INFINITY) if name != ROOT else INFINITY
-    return Supervisor(name=name, strategy=strategy, children=children, max_restarts=max_restarts,
-                      within=within, backoff=backoff, restart=restart, shutdown=shutdown)
+    return strategy
 
 
 def _bad(value: Any) -> str:

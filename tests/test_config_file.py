@@ -545,6 +545,35 @@ def test_did_you_mean_strategy(tmp_path):
         '(did you mean "strategy"?); allowed: strategy, max_restarts, within, backoff, children')
 
 
+def test_every_mistake_in_the_file_is_reported_at_once_in_line_order(tmp_path):
+    path = write(tmp_path, """
+        [supervisor]
+        stratgy = "one_for_all"
+        within = -1
+
+        [[supervisor.children]]
+        name = "counter"
+        actor = "m:Counter"
+        restart = "sometimes"
+        shutdwn = 5
+
+        [[supervisor.children]]
+        name = "inner"
+        strategy = "all_for_one"
+        children = [{ name = "web", http = "m:handler", workers = "many" }]
+    """)
+    lines = error_of(path).split("\n")
+    assert [line.split(": ")[0:2] for line in lines] == [
+        [f"{path}:2", "supervisor.stratgy"],
+        [f"{path}:3", "supervisor.within"],
+        [f"{path}:8", "supervisor.children[0].restart"],
+        [f"{path}:9", "supervisor.children[0].shutdwn"],
+        [f"{path}:13", "supervisor.children[1].strategy"],
+        [f"{path}:14", "supervisor.children[1].children[0].workers"],
+    ], lines
+    assert 'did you mean "strategy"' in lines[0] and 'did you mean "shutdown"' in lines[3]
+
+
 def test_duplicate_names_across_nesting_levels(tmp_path):
     path = write(tmp_path, """
         [supervisor]
