@@ -252,7 +252,13 @@ def _number(value: float) -> str:
 
 # -- building and checking -------------------------------------------------------------------------
 
-_LINE = re.compile(r"[^\n]*?:(\d+): ")  # "file:12: path: problem" -> 12
+class _Mistakes(ConfigError):
+    """The mistakes found in a file's tree, each with its line (0 when not known), so that
+    those of several tables can be put back in the file's order."""
+
+    def __init__(self, found: list[tuple[int, str]]) -> None:
+        super().__init__("\n".join(message for _, message in found))
+        self.found = found
 
 
 class _Context:
@@ -265,7 +271,7 @@ class _Context:
     def fail(self, path: str, problem: str) -> NoReturn:
         line = self.lines.get(path)
         where = f"{self.source}:{line}" if line else self.source
-        raise ConfigError(f"{where}: {path}: {problem}")
+        raise _Mistakes([(line or 0, f"{where}: {path}: {problem}")])
 
     def unknown(self, path: str, key: Any, allowed: tuple[str, ...], what: str,
                 hint: str | None = None) -> NoReturn:
@@ -284,24 +290,24 @@ class _Problems:
     one line each, in the order of their lines in the file."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.found: list[tuple[int, str]] = []
 
     def check(self, check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``check(*args, **kwargs)``, or None with its mistake noted."""
+        """``check(*args, **kwargs)``, or None with its mistakes noted."""
         try:
             return check(*args, **kwargs)
+        except _Mistakes as exc:  # one, or a nested table's
+            self.found += exc.found
         except ConfigError as exc:
-            self.lines += str(exc).split("\n")  # a nested table's mistakes, one line each
-            return None
+            self.found.append((0, str(exc)))
+        return None
 
     def raise_any(self) -> None:
-        if self.lines:
-            # by line number (a line without one, from a tree given in Python, keeps its place)
-            numbered = [(int(m[1]) if (m := _LINE.match(line)) else 0, line)
-                        for line in self.lines]
-            if all(number for number, _ in numbered):
-                numbered.sort(key=lambda item: item[0])
-            raise ConfigError("\n".join(line for _, line in numbered))
+        found = self.found
+        if found:
+            if all(line for line, _ in found):  # a tree given in Python has no lines: as found
+                found = sorted(found, key=lambda item: item[0])
+            raise _Mistakes(found)
 
 
 def _root(data: Any, ctx: _Context, path: str, *, python: bool) -> Supervisor:
@@ -368,7 +374,7 @@ def _node(data: Any, ctx: _Context, path: str) -> Spec:
     if not isinstance(data, Mapping):
         ctx.fail(path, f"expected a table (an actor, an HTTP pool or a supervisor), "
                        f"found {describe(data)}")
-    kind = _kind(data, ctx, path)  # the kind says which keys are allowed: nothing goes on without
+    kind = _kind(data, ctx, path)  # which keys are allowed: without it nothing can be checked
     allowed = _KIND_KEYS[kind]
     problems = _Problems()
     for key in data:
