@@ -1128,6 +1128,58 @@ def test_an_http_1_1_request_without_host_is_400(serve, raw):
 
 
 @pytest.mark.parametrize(
+    ("host_lines", "status"),
+    [
+        (b"Host: a\r\nHost: b\r\n", 400),  # which one would a proxy in front have used?
+        (b"Host: a\r\nX-A: b\r\nhost: a\r\n", 400),  # even the same value twice
+        (b"Host: a b\r\n", 400),
+        (b"Host: evil.example/path\r\n", 400),
+        (b"Host: user@evil.example\r\n", 400),
+        (b"Host: \xc3\xa9.example\r\n", 400),
+        (b"X-A: b\r\nHost: a\\b\r\n", 400),  # checked on the slow path too
+        (b"Host: \r\n", 200),  # RFC 9112, 3.2: empty when the target has no authority
+        (b"Host: [::1]:8000\r\n", 200),
+        (b"Host: xn--e1afmkfd.example:80\r\n", 200),
+        (b"X-A: b\r\nHost: a-b_c~d.%41!$&'()*+,;=\r\n", 200),
+    ],
+)
+def test_more_than_one_host_or_a_host_that_is_no_host_is_400(serve, raw, host_lines, status):
+    """RFC 9112, 3.2: a server MUST answer 400 to a request with more than one Host field line
+    or a Host whose value is not uri-host [":" port]; the worker goes on serving others."""
+    server = serve(echo)
+    conn = raw(server.port).send(b"GET / HTTP/1.1\r\n" + host_lines + b"\r\n" + get("/"))
+    assert conn.response()[0] == status
+    if status == 400:
+        assert conn.closed()
+    else:
+        assert conn.response()[0] == 200
+    assert raw(server.port).send(get("/")).response()[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("coding", "status"),
+    [
+        (b"Transfer-Encoding: gzip, chunked\r\n", 501),  # a coding we cannot undo (as h11)
+        (b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", 501),
+        (b"Transfer-Encoding: chunked, chunked\r\n", 400),  # RFC 9112, 6.1: at most once
+        (b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", 400),
+        (b"Transfer-Encoding:  Chunked \r\n", 200),
+    ],
+)
+def test_a_transfer_coding_other_than_chunked_is_refused(serve, raw, coding, status):
+    """The handler gets the body as sent: a body in a coding the worker does not decode (gzip
+    under chunked) would reach it as if it were plain. 501 as h11 answers; the worker goes on."""
+    server = serve(echo)
+    for body in (b"5\r\nhello\r\n0\r\n\r\n", b"0\r\n\r\n"):
+        conn = raw(server.port).send(b"POST / HTTP/1.1\r\nHost: t\r\n" + coding + b"\r\n"
+                                     + body + get("/"))
+        assert conn.response()[0] == status
+        if status != 200:
+            assert conn.closed()
+    assert raw(server.port).send(get("/")).response()[0] == 200
+
+
+@pytest.mark.parametrize(
     "request_bytes",
     [
         b"THIS IS NOT HTTP\r\n\r\n",

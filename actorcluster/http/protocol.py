@@ -63,6 +63,11 @@ MAX_PIPELINE = 32  # parsed requests waiting on one connection before it stops r
 DEFER_MAX = 16 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 NO_TRAILERS = 1 << 62  # _trailers_from outside a chunk header
+# What a Host value may hold (RFC 9112, 3.2: uri-host [":" port], RFC 3986): unreserved,
+# pct-encoded and sub-delims, and the ":" and brackets of a port and an IP literal. A value with
+# anything else ("a b", "evil/path", "user@host", raw UTF-8) is a 400, as the RFC requires.
+_HOST_CHARS = (b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+               b"-._~%!$&'()*+,;=:[]")
 
 
 def _named(request: Request) -> str:
@@ -116,6 +121,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         "_trailers_from",
         "_continue_pending",
         "_version",
+        "_host",
         "_queue",
         "_busy",
         "_current",
@@ -164,6 +170,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._trailers_from = NO_TRAILERS  # where the trailer fields begin in _headers
         self._continue_pending = False  # a 100 Continue waits for the responses before it
         self._version: str | None = None  # "1.1" or "1.0", read once per connection
+        self._host = b""  # the connection's last Host value found valid: checked once
         # requests parsed and not answered yet
         self._queue: deque[Request] = deque()
         self._busy = False  # a request is being handled (or its body streamed)
@@ -283,8 +290,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
     def on_headers_complete(self) -> None:
         self._headers_done = True
         headers = self._headers
-        if not headers or headers[0][0] != b"Host":  # every common client sends it first
-            self._check_host()
+        if len(headers) != 1 or headers[0][0] != b"Host" or headers[0][1] != self._host:
+            self._check_host()  # not a lone Host line with the value checked before (wrk's)
         # the header block is at most this many bytes: count exactly only when it might be over
         if self._received - self._msg_lo > self._max_header:
             if self._header_size() > self._max_header:
@@ -309,6 +316,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             # an HTTP/1.0 message as faulty (an old proxy in front would have read it another
             # way: request smuggling), as nginx does: 400 and close.
             raise _HttpError(400)
+        if self._body is None:  # the first chunk (or the last of an empty body)
+            self._start_body(announce=False)
         self._trailers_from = len(self._headers)
 
     def on_chunk_complete(self) -> None:
@@ -348,12 +357,20 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._body = None
 
     def _check_host(self) -> None:
-        """RFC 9112, 3.2: an HTTP/1.1 request without Host is a 400 (as in Node and nginx)."""
-        for name, _ in self._headers:
+        """RFC 9112, 3.2: a 400 for an HTTP/1.1 request without Host (as in Node and nginx), and
+        for any request with more than one Host (a proxy in front may have read another one) or
+        with a Host value that is not a host and port."""
+        host = None
+        for name, value in self._headers:
             if len(name) == 4 and name.lower() == b"host":
-                return
-        if (self._version or self._first_version()) == "1.1":
-            raise _HttpError(400)
+                if host is not None or value.translate(None, _HOST_CHARS):
+                    raise _HttpError(400)
+                host = value
+        if host is None:
+            if (self._version or self._first_version()) == "1.1":
+                raise _HttpError(400)
+        else:
+            self._host = host
 
     def _first_version(self) -> str:
         # The parser formats the version anew on each call (slow): read it for the first request
@@ -423,6 +440,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._body_len = 0
         length = -1
         expect = False
+        codings = None
         for name, value in self._headers:
             size = len(name)
             if size == 14 and name.lower() == b"content-length":
@@ -432,6 +450,13 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                     raise _HttpError(400) from None
             elif size == 6 and name.lower() == b"expect":
                 expect = value.strip().lower() == b"100-continue"
+            elif size == 17 and name.lower() == b"transfer-encoding":
+                codings = value if codings is None else codings + b"," + value
+        if codings is not None and codings.strip().lower() != b"chunked":
+            # The parser took the framing from the last coding, chunked; the ones before it
+            # (gzip, ...) would reach the handler undone, as if the body were plain. RFC 9112,
+            # 6.1: 501 for a coding the server does not understand (as h11 answers).
+            raise _HttpError(501)
         if length > self._max_body:
             raise _HttpError(413)
         if announce and expect and (self._version or self._first_version()) == "1.1":
