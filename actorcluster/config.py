@@ -71,6 +71,8 @@ SETTINGS: tuple[Setting, ...] = (
             "are not all replaced at once", minimum=0),
     Setting("max_memory", int, 0, "replace a worker gracefully when its RSS goes above this "
             "many MB (0: never)", minimum=0),
+    Setting("access_log", bool, False, "log a line per HTTP response (client, request line, "
+            "status, milliseconds) at info level, logger actorcluster.access"),
     Setting("metrics_bind", str, None, "HOST:PORT to serve Prometheus metrics on "
             "[default: none]"),
 )
@@ -157,6 +159,7 @@ class ClusterConfig:
     max_requests: int = 0
     max_requests_jitter: int = 0
     max_memory: int = 0
+    access_log: bool = False
     metrics_bind: str | None = None
     actors: tuple[tuple[str, str], ...] = ()  # (name, MODULE:Class), started before the pool
     tree: Any = None  # an actorcluster.specs.Supervisor read from ``source``

@@ -56,7 +56,7 @@ from .toml_lines import locate_lines
 Spec = ActorSpec | Pool | Supervisor
 
 TOP_KEYS = ("cluster", "http", "supervisor")
-HTTP_KEYS = ("bind", "keepalive", "max_body", "request_timeout", "threads")
+HTTP_KEYS = ("bind", "keepalive", "max_body", "request_timeout", "threads", "access_log")
 CLUSTER_KEYS = ("name", "log_level", "graceful_timeout", "timeout", "loop", "standby",
                 "hold_messages", "hold_seconds", "max_requests", "max_requests_jitter",
                 "max_memory", "metrics_bind")

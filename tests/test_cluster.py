@@ -407,6 +407,20 @@ def test_options_read_environment_variables(cluster):
     assert c.stop() == 0
 
 
+def test_access_log_option_and_its_environment_variable(cluster):
+    """--access-log reaches every worker: a line per request, from the worker that served it."""
+    c = cluster("ac_testapp:pid", "--workers", "2", "--access-log")
+    pids = {get(c.url + f"/n{i}").text for i in range(4)}
+    line = r'\[(\d+)\] \[INFO\] 127\.0\.0\.1:\d+ - "GET /n\d HTTP/1\.1" 200 '
+    lines = c.wait_for_log(line, count=4)
+    assert set(lines) == pids
+    assert c.stop() == 0
+    quiet = cluster("ac_testapp:pid", "--workers", "1", env={"ACTORCLUSTER_ACCESS_LOG": "false"})
+    get(quiet.url + "/x")
+    assert quiet.stop() == 0
+    assert '"GET /x' not in quiet.log()
+
+
 def test_version_and_help():
     out = subprocess.run([sys.executable, "-m", "actorcluster", "--version"], cwd=ROOT,
                          capture_output=True, text=True, timeout=30)

@@ -52,6 +52,7 @@ from .state import LATENCY_BUCKETS, HttpLimits, HttpServerState
 __all__ = ["HttpLimits", "HttpServerState", "HttpProtocol"]
 
 log = logging.getLogger("actorcluster.http")
+access_log = logging.getLogger("actorcluster.access")
 _new_request = Request.__new__
 _clock = time.monotonic
 _bisect = bisect.bisect_left
@@ -68,6 +69,18 @@ NO_TRAILERS = 1 << 62  # _trailers_from outside a chunk header
 # anything else ("a b", "evil/path", "user@host", raw UTF-8) is a 400, as the RFC requires.
 _HOST_CHARS = (b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
                b"-._~%!$&'()*+,;=:[]")
+
+
+def _peer(peer: Any) -> str:
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "-"
+
+
+def _log_access(request: Request, status: int, seconds: float) -> None:
+    """One line per response, as uvicorn's access log, with the time from the request's last
+    byte to the response written (its head, for a streamed body)."""
+    access_log.info('%s - "%s %s HTTP/%s" %d %.1fms', _peer(request.client), request.method,
+                    request._target.decode("latin-1"), request.http_version, status,
+                    seconds * 1000.0)
 
 
 def _named(request: Request) -> str:
@@ -478,6 +491,9 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         if not self._closed:
             self._write(error_response(self._error, self._state.date_header))
             self._state.count(self._error // 100)  # not timed: no complete message
+            if self._state.access_log:  # no request line to show: it could not be read
+                peer = self.transport.get_extra_info("peername")
+                access_log.info('%s - "-" %d', _peer(peer), self._error)
         self._close()
 
     def _write(self, data: bytes) -> None:
@@ -652,7 +668,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._write(data)
         state.count(status // 100)
         if self._starts is not None:
-            self._timed()
+            self._timed(request, status)
         self._done(keep)
 
     def _respond(self, request: Request, result: Any) -> None:
@@ -687,7 +703,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             if counts[2] >= state.status_bounds[2]:  # --max-requests: see limit_requests
                 state.count_bound()
             if self._starts is not None:
-                self._timed()
+                self._timed(request, 200)
             self._busy = False
             if keep:
                 self._last_active = state.now
@@ -712,22 +728,24 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             state.write_soon(self, data)
         else:
             self._write(data)
-        status_class = result.status // 100 if isinstance(result, Response) else 2
+        status = result.status if isinstance(result, Response) else 200
+        status_class = status // 100
         counts = state.status_counts  # HttpServerState.count, inlined
         counts[status_class] += 1
         if counts[status_class] >= state.status_bounds[status_class]:
             state.count_bound()
         if self._starts is not None:
-            self._timed()
+            self._timed(request, status)
         if stream is None:
             self._done(keep)
         else:
             self._streaming = True
             self._running = self._loop.create_task(self._send_stream(request, stream, keep))
 
-    def _timed(self) -> None:
+    def _timed(self, request: Request, status: int) -> None:
         """The response to the oldest queued request is written: into the histogram
-        (`HttpServerState.observe`, inlined: it runs for every request when metrics are on)."""
+        (`HttpServerState.observe`, inlined: it runs for every request when metrics are on),
+        and into the access log when it is on."""
         starts = self._starts
         if starts:
             seconds = _clock() - starts.popleft()
@@ -736,6 +754,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
                 0 if seconds <= FIRST_BUCKET else _bisect(LATENCY_BUCKETS, seconds)
             ] += 1
             state.latency_sum += seconds
+            if state.access_log:
+                _log_access(request, status, seconds)
 
     def _done(self, keep: bool) -> None:
         self._busy = False

@@ -71,13 +71,19 @@ class HttpServerState:
             then one comparison with the same class's ``status_bounds`` (see `limit_requests`).
         timed: time every request, from its message complete to its response written (its head,
             for a streamed body), into ``latency_counts`` / ``latency_sum``.
+        access_log: log a line per response to the ``actorcluster.access`` logger (implies
+            ``timed``: the line has the time taken).
         latency_counts: per bucket of `LATENCY_BUCKETS`, then +Inf; not cumulative.
         latency_sum: seconds, summed over the timed requests.
         draining: set by `drain`; every response from then on carries ``Connection: close``.
     """
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, limits: HttpLimits, timed: bool = False
+        self,
+        loop: asyncio.AbstractEventLoop,
+        limits: HttpLimits,
+        timed: bool = False,
+        access_log: bool = False,
     ) -> None:
         self.loop = loop
         self.limits = limits
@@ -86,7 +92,8 @@ class HttpServerState:
         self.status_bounds = [NO_LIMIT] * 6
         self._request_limit = 0
         self._on_limit: Callable[[int], None] | None = None
-        self.timed = timed
+        self.timed = timed or access_log
+        self.access_log = access_log
         self.latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.latency_sum = 0.0
         self.draining = False

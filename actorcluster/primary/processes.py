@@ -47,7 +47,7 @@ class ProcessChildren:
             "primary_pid": os.getpid(), "heartbeat": self.heartbeat, "timeout": c.timeout,
             "graceful_timeout": c.graceful_timeout, "log_level": c.log_level, "loop": c.loop,
             "threads": c.threads, "keepalive": c.keepalive, "max_body": c.max_body,
-            "request_timeout": c.request_timeout,
+            "request_timeout": c.request_timeout, "access_log": c.access_log,
             "family": int(self.gateway.family), "reads": self.router.reads_path,
             "metrics": c.metrics_bind is not None,  # time requests for the latency histogram
             "max_requests": c.max_requests + random.randint(0, c.max_requests_jitter)

@@ -48,7 +48,8 @@ class HttpWorker(ProcessActor):
             request_timeout=spec["request_timeout"],
         )
         # spec["metrics"] (--metrics-bind): time each request for the latency histogram
-        self.state = HttpServerState(loop, self.limits, timed=bool(spec.get("metrics")))
+        self.state = HttpServerState(loop, self.limits, timed=bool(spec.get("metrics")),
+                                     access_log=bool(spec.get("access_log")))
         # ask_sync in a plain def receive would hold every connection of this worker while it
         # waits: refused here (RuntimeError), as anywhere else on the loop's own thread
         self.messenger.wait_in_place = None
