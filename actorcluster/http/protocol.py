@@ -376,9 +376,12 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         host = None
         for name, value in self._headers:
             if len(name) == 4 and name.lower() == b"host":
-                if host is not None or value.translate(None, _HOST_CHARS):
+                if host is not None:
                     raise _HttpError(400)
                 host = value
+                # the parser keeps trailing whitespace, which is not part of a value (RFC 9112, 5)
+                if value.rstrip(b" \t").translate(None, _HOST_CHARS):
+                    raise _HttpError(400)
         if host is None:
             if (self._version or self._first_version()) == "1.1":
                 raise _HttpError(400)
