@@ -101,6 +101,23 @@ def test_strategy_restarts_exactly_the_right_children_in_order(cluster, tmp_path
     assert c.stop() == 0
 
 
+def test_children_killed_together_are_restarted_once_and_stay_reachable(cluster, tmp_path):
+    """kill -9 of a, b and c at once under one_for_all: the first exit restarts all three; the
+    exits of a and c, already reaped, belong to incarnations that restart replaced. As OTP
+    ignores an EXIT from a pid it no longer supervises, they are no failure, nothing is logged
+    as "not restarting", and every name routes to its new process."""
+    c = cluster(three(tmp_path, "one_for_all"))
+    before = pids(c, "a", "b", "c")
+    for pid in before.values():
+        os.kill(pid, signal.SIGKILL)
+    after = wait_changed(c, before, {"a", "b", "c"})
+    with actorcluster.connect(c.name) as client:
+        assert {n: client.ask(n, "pid", timeout=5) for n in after} == after, c.log()
+    assert "not restarting" not in c.log(), c.log()
+    assert sum(node["restarts"] for node in status(c).values()) == 3  # one restart each
+    assert c.stop() == 0
+
+
 @pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
 def test_a_restart_stops_at_a_child_that_fails_to_start(cluster, tmp_path, strategy):
     """OTP starts the children after a failed one only once it started: "b" (after "a",

@@ -307,10 +307,11 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
             return
         if leaf.pool is not None:
             if not leaf.stop_requested:  # a member stopped on purpose is nothing to decide
-                self._task(self._member_exited(leaf, pid, reason, uptime, was_starting))
+                self._task(self._member_exited(leaf, leaf.incarnation, pid, reason, uptime,
+                                               was_starting))
         elif leaf.parent is not None:
-            self._task(self._child_exited(leaf.parent, leaf.parent.logic, leaf, pid, reason,
-                                          uptime, was_starting, leaf.stop_requested))
+            self._task(self._child_exited(leaf.parent, leaf.parent.logic, leaf, _run(leaf), pid,
+                                          reason, uptime, was_starting, leaf.stop_requested))
 
     # -- decisions ------------------------------------------------------------------------------
 
@@ -324,14 +325,14 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         if not task.cancelled() and task.exception() is not None:
             log.error("supervision task failed", exc_info=task.exception())
 
-    async def _member_exited(self, leaf: Leaf, pid: int | None, reason: ExitReason,
+    async def _member_exited(self, leaf: Leaf, run: int, pid: int | None, reason: ExitReason,
                              uptime: float, was_starting: bool) -> None:
         node, pool = leaf.parent, leaf.pool
         assert node is not None and pool is not None
         async with node.lock:
             if self.stopping or pool.state in (STOPPING, DOWN) or node.children.get(
-                    pool.name) is not pool:
-                return
+                    pool.name) is not pool or leaf.incarnation != run:
+                return  # the pool was restarted since (a sibling's failure): a successor runs
             decision = node.logic.member_exited(pool.name, leaf.name, reason, time.monotonic(),
                                                 uptime)
             if isinstance(decision, GiveUp):
@@ -352,15 +353,20 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
             if not self.stopping and pool.state not in (STOPPING, DOWN):
                 self.spawn(leaf)
 
-    async def _child_exited(self, node: SupervisorNode, logic: Any, child: Node,
+    async def _child_exited(self, node: SupervisorNode, logic: Any, child: Node, run: object,
                             pid: int | None, reason: ExitReason, uptime: float | None,
                             was_starting: bool = False, requested: bool = False) -> None:
+        """``run``: the child's :func:`_run` when it exited."""
         async with node.lock:
             if self.stopping or node.logic is not logic:
                 return  # an exit reported to a supervisor that has restarted since
             decision = logic.child_exited(child.name, reason, time.monotonic(), uptime)
-            if requested:
-                return  # a stop the supervisor asked for: consumed, nothing to decide
+            if requested or _run(child) != run:
+                # a stop the supervisor asked for, or the exit of a run that a sibling's
+                # restart has replaced since (several children died at once: the decision on
+                # the first stopped and restarted the others): consumed, nothing to decide,
+                # as OTP ignores the EXIT of a pid it no longer supervises
+                return
             if isinstance(decision, GiveUp):
                 log.warning("%s died (%s), not restarting", who(child, pid),
                             reason.describe())
@@ -407,7 +413,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                         self.router.forget(leaf.name)
                 if isinstance(child, SupervisorNode):  # no process: its failure is told here
                     why = f"supervisor {child.name!r} failed to start ({self._why_not_up(child)})"
-                    self._task(self._child_exited(node, node.logic, child, None,
+                    self._task(self._child_exited(node, node.logic, child, _run(child), None,
                                                   ExitReason(detail=why), None))
                 return
 
@@ -431,7 +437,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         if parent is None:
             self.halt(1, decision.reason)
             return
-        self._task(self._child_exited(parent, parent.logic, node, None,
+        self._task(self._child_exited(parent, parent.logic, node, _run(node), None,
                                       ExitReason(detail=decision.reason), None))
 
     # -- stopping the cluster -------------------------------------------------------------------
@@ -490,6 +496,14 @@ def _log_exit(child: Node, pid: int | None, reason: ExitReason, restarting: bool
     else:
         log.warning("%s died (%s), not restarting (%s)%s", who(child, pid), reason.describe(),
                     child.restart, never)
+
+
+def _run(node: Node) -> object:
+    """What tells one run of a child from the next: a process's incarnation number, a
+    supervisor's bookkeeping (made anew at each start)."""
+    if isinstance(node, Leaf):
+        return node.incarnation
+    return node.logic if isinstance(node, SupervisorNode) else node  # a pool's are its members'
 
 
 def _mark_down(node: SupervisorNode | PoolNode) -> None:
