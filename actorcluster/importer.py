@@ -57,12 +57,22 @@ def import_target(target: str) -> Any:
 
 
 def import_handler(target: str) -> Any:
-    """Import an HTTP handler target and check that it can be called."""
+    """Import an HTTP handler target and check that it can be called (an Actor subclass: that
+    it has ``handle``, which serves its HTTP requests)."""
+    from .actor import Actor
+
     handler = import_target(target)
     if not callable(handler):
         raise TargetImportError(
             f"{target!r} is not callable (its type is {type(handler).__name__}); "
             "a handler is a function handler(request) or an async def"
+        )
+    if isinstance(handler, type) and issubclass(handler, Actor) and not callable(
+            getattr(handler, "handle", None)):
+        raise TargetImportError(
+            f"{target!r} is an Actor subclass without handle(self, request), so it cannot "
+            "serve HTTP; give it handle(), or run it as an actor (--actor NAME=TARGET, "
+            "actor = ... in a tree)"
         )
     return handler
 

@@ -95,6 +95,8 @@ def test_import_error_stops_at_once_with_the_message(cluster):
         ("ac_no_such_module:handler", "no module named 'ac_no_such_module'"),
         ("ac_testapp:missing", "has no attribute 'missing'"),
         ("ac_testapp:not_callable", "is not callable"),
+        # an Actor serves HTTP only with handle(): refused before any worker starts
+        ("ac_tree:Member", "'ac_tree:Member' is an Actor subclass without handle(self, request)"),
     ],
 )
 def test_bad_target_is_a_clear_error(cluster, target, message):
