@@ -118,6 +118,30 @@ def test_children_killed_together_are_restarted_once_and_stay_reachable(cluster,
     assert c.stop() == 0
 
 
+def test_a_child_dying_as_its_supervisor_is_stopped_is_no_failure(cluster, tmp_path):
+    """rest_for_one: a's death stops inner (y, which ignores SIGTERM, holds that stop 0.5 s);
+    x dies meanwhile. inner's stop consumes x's exit, as OTP's shutdown does: no "x died, not
+    restarting" line, and x comes back with inner, reachable by name."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        strategy = "rest_for_one"
+        """ + ACTORS.format(name="a", cls="Member", extra="") + """
+        [[supervisor.children]]
+        name = "inner"
+        children = [ { name = "x", actor = "ac_tree:Member" },
+                     { name = "y", actor = "ac_tree:Stubborn", shutdown = 0.5 } ]
+        """))
+    before = pids(c, "a", "x", "y")
+    os.kill(before["a"], signal.SIGKILL)
+    c.wait_for_log(r"stopping supervisor inner")
+    os.kill(before["x"], signal.SIGKILL)
+    after = wait_changed(c, before, {"a", "x", "y"})
+    with actorcluster.connect(c.name) as client:
+        assert client.ask("x", "pid", timeout=5) == after["x"]
+    assert "not restarting" not in c.log(), c.log()
+    assert c.stop() == 0
+
+
 @pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
 def test_a_restart_stops_at_a_child_that_fails_to_start(cluster, tmp_path, strategy):
     """OTP starts the children after a failed one only once it started: "b" (after "a",

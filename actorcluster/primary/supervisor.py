@@ -360,12 +360,19 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         async with node.lock:
             if self.stopping or node.logic is not logic:
                 return  # an exit reported to a supervisor that has restarted since
+            stopped = logic.stopped  # before this exit: a GiveUp stops the logic too
             decision = logic.child_exited(child.name, reason, time.monotonic(), uptime)
-            if requested or _run(child) != run:
-                # a stop the supervisor asked for, or the exit of a run that a sibling's
-                # restart has replaced since (several children died at once: the decision on
-                # the first stopped and restarted the others): consumed, nothing to decide,
-                # as OTP ignores the EXIT of a pid it no longer supervises
+            if stopped and not requested:
+                # its supervisor is being stopped (by its parent's restart, terminate_child):
+                # that stop consumes the exit, as OTP's shutdown does; whoever stops it
+                # decides what comes next, and holds the names of what it restarts
+                log.info("%s died (%s) as its supervisor %s was stopping", who(child, pid),
+                         reason.describe(), node.name)
+            if requested or stopped or _run(child) != run:
+                # a stop the supervisor asked for, a supervisor stopping, or the exit of a run
+                # that a sibling's restart has replaced since (several children died at once:
+                # the decision on the first stopped and restarted the others): consumed,
+                # nothing to decide, as OTP ignores the EXIT of a pid it no longer supervises
                 return
             if isinstance(decision, GiveUp):
                 log.warning("%s died (%s), not restarting", who(child, pid),
