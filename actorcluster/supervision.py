@@ -4,7 +4,9 @@ No process, socket or clock here: time comes in as a float (the caller's ``time.
 and every answer is a value the runtime acts on. The rules are OTP's ``supervisor.erl`` plus a
 per-child exponential backoff. The supervisor actor drives a :class:`SupervisorLogic` so:
 
-1. Report *every* exit of a child, including exits it caused: ``child_exited(name, reason, now)``.
+1. Report *every* exit of a child's current run, including exits it caused:
+   ``child_exited(name, reason, now)``. Starting a child again (``child_started``) ends the
+   wait for an exit of its previous run; such an exit, if it comes later, is not reported.
 2. On a :class:`Decision`: stop each child of ``stop`` in that order (the stop ladder), forget
    those of ``remove``, wait ``delay`` seconds, start each child of ``start`` in that order.
    On a :class:`GiveUp`: stop each child of ``stop`` in that order, then exit with ``reason``;

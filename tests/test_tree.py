@@ -142,6 +142,52 @@ def test_a_child_dying_as_its_supervisor_is_stopped_is_no_failure(cluster, tmp_p
     assert c.stop() == 0
 
 
+def test_a_childs_backoff_delays_no_sibling_and_no_request(cluster, tmp_path):
+    """The backoff is per child: while a waits 5 s before its second restart, b's crash is
+    restarted at once (one_for_one), and terminate_child a answers at once and a is then not
+    started."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        backoff = { initial = 5, max = 5 }
+        """ + ACTORS.format(name="a", cls="Member", extra="")
+        + ACTORS.format(name="b", cls="Member", extra="")))
+    before = pids(c, "a", "b")
+    os.kill(before["a"], signal.SIGKILL)  # the first restart: at once
+    a2 = wait_changed(c, {"a": before["a"]}, {"a"})["a"]
+    os.kill(a2, signal.SIGKILL)  # the second, soon after: 5 s of backoff
+    c.wait_for_log(rf"Actor a \(pid {a2}\) died")
+    start = time.monotonic()
+    os.kill(before["b"], signal.SIGKILL)
+    b2 = wait_changed(c, {"b": before["b"]}, {"b"}, timeout=3)["b"]
+    with actorcluster.connect(c.name) as client:
+        assert client.ask("b", "pid", timeout=3) == b2
+    assert cli(c, "terminate-child", "root", "a").returncode == 0
+    assert time.monotonic() - start < 3, c.log()
+    time.sleep(0.2)
+    assert (status(c)["a"]["state"], status(c)["a"]["pid"]) == ("down", None)
+    assert cli(c, "restart-child", "root", "a").returncode == 0  # nothing waits for an exit
+    a3 = status(c)["a"]["pid"]
+    os.kill(a3, signal.SIGKILL)
+    c.wait_for_log(rf"Actor a \(pid {a3}\) died \(signal SIGKILL\), restarting")
+    assert c.stop() == 0
+
+
+def test_reloading_an_actor_is_no_restart_toward_the_intensity(cluster, tmp_path):
+    """A reload stops the actor and starts it with the new code: the stop's exit, reported
+    once the new process runs, was taken for a failure (one restart counted, unseen), so with
+    max_restarts = 1 the first crash after a reload stopped the cluster."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        max_restarts = 1
+        """ + ACTORS.format(name="a", cls="Member", extra="")))
+    assert cli(c, "reload", "a").returncode == 0
+    before = pids(c, "a")
+    os.kill(before["a"], signal.SIGKILL)
+    wait_changed(c, before, {"a"})
+    assert c.proc.poll() is None and "gave up" not in c.log(), c.log()
+    assert c.stop() == 0
+
+
 @pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
 def test_a_restart_stops_at_a_child_that_fails_to_start(cluster, tmp_path, strategy):
     """OTP starts the children after a failed one only once it started: "b" (after "a",

@@ -73,7 +73,10 @@ class DynamicChildren:
         node = self.supervisor(supervisor)
         async with node.lock:
             child = self._child(node, name)
-            node.logic.stop_requested(name)
+            if is_running(child):
+                node.logic.stop_requested(name)
+            else:  # e.g. waiting for its backoff: no exit to come, and it is not started
+                node.logic.not_started(name)
             await self._stop(child)
             if child.restart == "temporary":  # as OTP: a temporary child is deleted
                 self._remove(node, child)

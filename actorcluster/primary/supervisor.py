@@ -348,10 +348,12 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
             self.router.hold(leaf.name)
             leaf.restarts += 1
             self.restart_counts[leaf.name, _why(reason)] += 1
-            if decision.delay > 0:
-                await self._back_off(decision.delay)
-            if not self.stopping and pool.state not in (STOPPING, DOWN):
-                self.spawn(leaf)
+        # the backoff is this member's: waited without the supervisor's lock (see _child_exited)
+        if decision.delay > 0:
+            await self._back_off(decision.delay)
+        if not self.stopping and pool.state not in (STOPPING, DOWN) and node.children.get(
+                pool.name) is pool:
+            self.spawn(leaf)  # nothing if the pool's restart started it meanwhile
 
     async def _child_exited(self, node: SupervisorNode, logic: Any, child: Node, run: object,
                             pid: int | None, reason: ExitReason, uptime: float | None,
@@ -360,6 +362,12 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         async with node.lock:
             if self.stopping or node.logic is not logic:
                 return  # an exit reported to a supervisor that has restarted since
+            if _run(child) != run:
+                # the exit of a run that has been replaced since (several children died at
+                # once: the decision on the first stopped and restarted the others), as OTP
+                # ignores the EXIT of a pid it no longer supervises; starting the successor
+                # told the logic (child_started) not to wait for it
+                return
             stopped = logic.stopped  # before this exit: a GiveUp stops the logic too
             decision = logic.child_exited(child.name, reason, time.monotonic(), uptime)
             if stopped and not requested:
@@ -368,12 +376,8 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 # decides what comes next, and holds the names of what it restarts
                 log.info("%s died (%s) as its supervisor %s was stopping", who(child, pid),
                          reason.describe(), node.name)
-            if requested or stopped or _run(child) != run:
-                # a stop the supervisor asked for, a supervisor stopping, or the exit of a run
-                # that a sibling's restart has replaced since (several children died at once:
-                # the decision on the first stopped and restarted the others): consumed,
-                # nothing to decide, as OTP ignores the EXIT of a pid it no longer supervises
-                return
+            if requested or stopped:
+                return  # a stop the supervisor asked for: consumed, nothing to decide
             if isinstance(decision, GiveUp):
                 log.warning("%s died (%s), not restarting", who(child, pid),
                             reason.describe())
@@ -389,9 +393,20 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
             elif not restarting:
                 for leaf in self.leaves(child):
                     self.router.forget(leaf.name)
+            if decision.delay <= 0:
+                await self._start_decided(node, decision)
+                return
+        # The backoff is the failed child's (per child): waited without the supervisor's lock,
+        # so that its other children's exits and the requests for it are handled meanwhile,
+        # and then only what is still to be started is started.
+        await self._back_off(decision.delay)
+        async with node.lock:
+            if not self.stopping and node.logic is logic and not logic.stopped:
+                await self._start_decided(node, decision)
 
     async def _execute(self, node: SupervisorNode, decision: Decision) -> None:
-        """Stop, forget, wait, start: in that order, each list in its order (OTP's)."""
+        """Stop, then forget: in that order, each list in its order (OTP's); the caller waits
+        the backoff, then starts (_start_decided)."""
         for name in (*decision.stop, *decision.start):
             for leaf in self.leaves(node.children[name]):
                 self.router.hold(leaf.name)
@@ -404,19 +419,27 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
             removed = node.children.pop(name, None)
             if removed is not None:
                 self._unregister(removed)
-        if decision.delay > 0:
-            await self._back_off(decision.delay)
+
+    async def _start_decided(self, node: SupervisorNode, decision: Decision) -> None:
+        """Start the children of ``decision.start`` in order, but those that a backoff's wait
+        saw deleted, terminated (the logic no longer expects them running) or started."""
         for i, name in enumerate(decision.start):
             if self.stopping:
                 return
-            child = node.children[name]
+            child = node.children.get(name)
+            if child is None or name not in node.logic.running or is_running(child):
+                continue
+            node.logic.child_started(name)  # no exit of an earlier run is waited for now
             child.restarts += 1
             if not await self._start(child) and not is_running(child):
                 # OTP: a child that fails to start ends the restart there; the ones after it
                 # (which may depend on it: rest_for_one) wait for the decision on its exit
                 for rest in decision.start[i + 1:]:
+                    later = node.children.get(rest)
+                    if later is None or is_running(later):
+                        continue  # deleted, or started meanwhile by restart_child
                     node.logic.not_started(rest)
-                    for leaf in self.leaves(node.children[rest]):
+                    for leaf in self.leaves(later):
                         self.router.forget(leaf.name)
                 if isinstance(child, SupervisorNode):  # no process: its failure is told here
                     why = f"supervisor {child.name!r} failed to start ({self._why_not_up(child)})"
