@@ -235,6 +235,11 @@ class SupervisorLogic:
         """True once the supervisor gave up or :meth:`shutdown` was called."""
         return self._stopped
 
+    def expecting(self, name: str) -> bool:
+        """True when the supervisor stopped ``name`` and waits for its exit (no failure)."""
+        state = self._state.get(name)
+        return state is not None and (state.stopping or self._stopped)
+
     def shutdown_order(self) -> tuple[str, ...]:
         """Every child in reverse start order (a query: see :meth:`shutdown` to act on it)."""
         return tuple(reversed(self._order))

@@ -188,6 +188,30 @@ def test_reloading_an_actor_is_no_restart_toward_the_intensity(cluster, tmp_path
     assert c.stop() == 0
 
 
+def test_a_child_dying_as_a_siblings_restart_stops_it_is_no_failure(cluster, tmp_path):
+    """rest_for_one [a, c, s]: a's second crash (0.3 s of backoff) stops s (which ignores
+    SIGTERM: 0.3 s) then c; c dies meanwhile. That stop consumes c's exit, also while the
+    backoff is waited: no "c died, not restarting", and c comes back with a."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        strategy = "rest_for_one"
+        backoff = { initial = 0.3, max = 0.3 }
+        """ + ACTORS.format(name="a", cls="Member", extra="")
+        + ACTORS.format(name="c", cls="Member", extra="")
+        + ACTORS.format(name="s", cls="Stubborn", extra="shutdown = 0.3")))
+    before = pids(c, "a", "c", "s")
+    os.kill(before["a"], signal.SIGKILL)
+    before = wait_changed(c, before, {"a", "c", "s"})
+    os.kill(before["a"], signal.SIGKILL)
+    c.wait_for_log(rf"Actor a \(pid {before['a']}\) died")
+    os.kill(before["c"], signal.SIGKILL)
+    after = wait_changed(c, before, {"a", "c", "s"})
+    with actorcluster.connect(c.name) as client:
+        assert client.ask("c", "pid", timeout=5) == after["c"]
+    assert "not restarting" not in c.log(), c.log()
+    assert c.stop() == 0
+
+
 @pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
 def test_a_restart_stops_at_a_child_that_fails_to_start(cluster, tmp_path, strategy):
     """OTP starts the children after a failed one only once it started: "b" (after "a",

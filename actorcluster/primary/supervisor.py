@@ -368,15 +368,15 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 # ignores the EXIT of a pid it no longer supervises; starting the successor
                 # told the logic (child_started) not to wait for it
                 return
-            stopped = logic.stopped  # before this exit: a GiveUp stops the logic too
+            expected = logic.expecting(child.name)  # before this exit: a GiveUp stops all
             decision = logic.child_exited(child.name, reason, time.monotonic(), uptime)
-            if stopped and not requested:
-                # its supervisor is being stopped (by its parent's restart, terminate_child):
-                # that stop consumes the exit, as OTP's shutdown does; whoever stops it
-                # decides what comes next, and holds the names of what it restarts
-                log.info("%s died (%s) as its supervisor %s was stopping", who(child, pid),
-                         reason.describe(), node.name)
-            if requested or stopped:
+            if expected and not requested:
+                # it died on its own as its supervisor was stopping it (a sibling's restart,
+                # its supervisor's own stop): that stop consumes the exit, as OTP's shutdown
+                # does; whoever stops it decides what comes next and holds its name
+                log.info("%s died (%s) as %s was stopping it", who(child, pid),
+                         reason.describe(), f"supervisor {node.name!r}")
+            if requested or expected:
                 return  # a stop the supervisor asked for: consumed, nothing to decide
             if isinstance(decision, GiveUp):
                 log.warning("%s died (%s), not restarting", who(child, pid),
