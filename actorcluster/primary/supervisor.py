@@ -39,7 +39,6 @@ from .children import (
     kind_of,
     shutdown_seconds,
     status_of,
-    title,
     who,
 )
 from .dynamic_children import DynamicChildren, SupervisorError
@@ -302,8 +301,10 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         if was_starting and not self.started and not leaf.stop_requested:
             # OTP: a child that cannot start fails its supervisor's start, up to the root
             verb = "failed to boot" if reason.code == ExitCode.BOOT_ERROR else "failed to start"
-            self.halt(1, f"{title(leaf)} {pid or ''} ({leaf.name}) {verb} "
-                         f"({reason.describe()}){_chain(leaf.parent)}".replace("  ", " "))
+            # "Worker 4711 (web/1) failed to start", "Actor sink (pid 4712) failed to start"
+            named = f" ({leaf.name})" if leaf.kind == "http" else ""
+            self.halt(1, f"{who(leaf, pid)}{named} {verb} "
+                         f"({reason.describe()}){_chain(leaf.parent)}")
             return
         if leaf.pool is not None:
             if not leaf.stop_requested:  # a member stopped on purpose is nothing to decide
