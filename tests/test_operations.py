@@ -472,6 +472,18 @@ def test_a_max_memory_below_a_fresh_worker_is_said_once(cluster):
     assert c.stop() == 0
 
 
+def test_a_worker_that_grew_serving_a_request_is_not_called_too_big_when_fresh(cluster):
+    # its heartbeats say 0 requests while the request that took the memory is in flight (or
+    # was answered since the last heartbeat): not a limit below a fresh worker's size
+    c = cluster("ac_testapp:grow", "--workers", "1", "--max-memory", "60", "--timeout", "1")
+    (pid,) = c.wait_workers(1)
+    time.sleep(0.4)  # its first heartbeats (every 0.25 s with --timeout 1): 0 requests
+    assert int(httpx.get(c.url + "/grow?s=1", timeout=10).text) == pid
+    c.wait_for_log(rf"Worker {pid} \(web/1\) is replaced: RSS \d+ MB above --max-memory 60 MB")
+    assert "is below what a fresh worker takes" not in c.log()
+    assert c.stop() == 0
+
+
 def test_on_ready_runs_before_a_worker_gets_a_connection(cluster):
     c = cluster("examples.ready:handler", "--workers", "2")
     bodies = {httpx.get(c.url).text for _ in range(6)}

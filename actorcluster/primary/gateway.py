@@ -47,7 +47,7 @@ class Link:
     """The primary's end of one worker's hand-off socket, and the connection fds handed over that
     the worker has not acknowledged yet (plain ints: no socket object per connection)."""
 
-    __slots__ = ("name", "sock", "pending", "closed")
+    __slots__ = ("name", "sock", "pending", "closed", "handed")
 
     def __init__(self, name: str, sock: socket.socket) -> None:
         self.name = name
@@ -55,6 +55,7 @@ class Link:
         self.sock.setblocking(False)
         self.pending: deque[int] = deque()
         self.closed = False
+        self.handed = 0  # connections sent to it, ever
 
 
 class Gateway:
@@ -199,6 +200,7 @@ class Gateway:
                 self._dispatch(unsent)
                 return
             self.handed_off += len(chunk)
+            link.handed += len(chunk)
 
     def _on_acks(self, link: Link) -> None:
         while True:

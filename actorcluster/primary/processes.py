@@ -249,9 +249,9 @@ class ProcessChildren:
         """A worker above --max-memory before it served anything: the limit is below what a
         fresh worker takes, so every worker would be replaced as soon as it starts, for ever
         (PM2 does that silently). Said once, as a warning."""
-        stats = leaf.stats
-        if getattr(self, "_memory_warned", False) or stats.get("pid") != leaf.pid or (
-                stats.get("requests")):
+        # not its last heartbeat's request count: a request in flight, or answered since that
+        # heartbeat, may be what took the memory
+        if getattr(self, "_memory_warned", False) or leaf.link is None or leaf.link.handed:
             return
         self._memory_warned = True
         log.warning("--max-memory %d MB is below what a fresh worker takes (RSS %.0f MB before "

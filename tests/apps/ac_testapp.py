@@ -49,8 +49,10 @@ _hog: list[bytearray] = []
 
 
 async def grow(request):
-    """/grow keeps 80 MB alive in this worker (for --max-memory)."""
+    """/grow keeps 80 MB alive in this worker (for --max-memory); ?s=S answers S seconds
+    later (the memory is taken by a request still in flight)."""
     if request.path == "/grow":
         _hog.append(bytearray(80 * 1024 * 1024))  # zero-filled pages, all touched
         _hog[-1][::4096] = b"x" * len(range(0, len(_hog[-1]), 4096))
+        await asyncio.sleep(float(request.query.get("s", "0")))
     return str(os.getpid())
