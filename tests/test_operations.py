@@ -358,6 +358,28 @@ def test_sighup_reloads_and_sigttin_sigttou_scale(cluster, tmp_path):
     assert c.stop() == 0
 
 
+def test_sigttin_sigttou_count_from_the_scales_still_waiting(cluster):
+    # as gunicorn's: each signal moves the wanted size by one, also while an operation (here a
+    # reload waiting for a slow request of the worker it replaced) holds the next scale back
+    c = cluster("ac_testapp:slow", "--workers", "1")
+    c.wait_workers(1)
+    slow = threading.Thread(target=httpx.get, args=(c.url + "/?s=1.5",), kwargs={"timeout": 10})
+    slow.start()
+    time.sleep(0.2)
+    c.signal(signal.SIGHUP)
+    c.wait_for_log(r"Worker \d+ started", count=2)  # the old worker is retiring: still busy
+    signals = [signal.SIGTTIN, signal.SIGTTIN, signal.SIGTTOU, signal.SIGTTIN]
+    for n, sig in enumerate(signals, 1):
+        c.signal(sig)  # one at a time: two pending signals of a kind are one for the kernel
+        c.wait_for_log(r"got SIGTT(IN|OU)[:,]", count=n)
+    said = re.findall(r"got (SIGTT..): scaling web to (\d+) worker", c.log())
+    assert said == [("SIGTTIN", "2"), ("SIGTTIN", "3"), ("SIGTTOU", "2"), ("SIGTTIN", "3")]
+    c.wait_for_log(r"pool web scaled from 2 to 3 workers", timeout=10)
+    slow.join(10)
+    assert len(workers(c)) == 3
+    assert c.stop() == 0
+
+
 def test_stop_command(cluster, tmp_path):
     c = live_cluster(cluster, tmp_path, "--workers", "1")
     out = cli(c, "stop", "--timeout", "5")

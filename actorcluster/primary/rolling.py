@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..specs import MAX_WORKERS
@@ -41,6 +41,10 @@ class Rolling:
         self.new_zygote = new_zygote  # a zygote with the code on disk, next to the current one
         self.lock = asyncio.Lock()  # one reload / scale / recycle at a time
         self._recycling: set[str] = set()
+        # the size the last scale asked for while scales wait for the lock or run: SIGTTIN /
+        # SIGTTOU count from it, so two signals during a reload make two workers, not one
+        self.wanted: int | None = None
+        self._scales = 0
         tree.on_recycle = self.recycle
 
     # -- one worker -----------------------------------------------------------------------------
@@ -198,9 +202,11 @@ class Rolling:
 
     # -- scale ----------------------------------------------------------------------------------
 
-    async def scale(self, pool_name: str, workers: int, ready_timeout: float) -> dict[str, Any]:
+    def scale(self, pool_name: str, workers: int,
+              ready_timeout: float) -> Coroutine[Any, Any, dict[str, Any]]:
         """Grow or shrink the pool to ``workers``: new workers join once ready; the last ones
-        leave gracefully (as a reload retires them)."""
+        leave gracefully (as a reload retires them). Checked, and ``wanted`` set, at once (two
+        signals handled in one loop turn count from each other); carried out in turn."""
         tree = self.tree
         pool = tree.names.get(pool_name)
         if not isinstance(pool, PoolNode):
@@ -214,6 +220,20 @@ class Rolling:
         if tree.stopping or not tree.started:
             raise SupervisorError("the cluster is " + ("stopping" if tree.stopping
                                                        else "still starting"))
+        self.wanted = workers
+        self._scales += 1
+        return self._scale(pool, workers, ready_timeout)
+
+    async def _scale(self, pool: PoolNode, workers: int, ready_timeout: float) -> dict[str, Any]:
+        try:
+            return await self._resize(pool, workers, ready_timeout)
+        finally:
+            self._scales -= 1
+            if not self._scales:
+                self.wanted = None
+
+    async def _resize(self, pool: PoolNode, workers: int, ready_timeout: float) -> dict[str, Any]:
+        tree = self.tree
         async with self.lock:
             node: SupervisorNode = pool.parent
             async with node.lock:

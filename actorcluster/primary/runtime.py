@@ -282,14 +282,19 @@ class Primary:
             if pool is None:
                 log.warning("got %s, but there is no HTTP pool to scale", name)
                 return
-            workers = len(pool.members) + (1 if sig == signal.SIGTTIN else -1)
+            has = self.rolling.wanted or len(pool.members)
+            workers = has + (1 if sig == signal.SIGTTIN else -1)
             if not 1 <= workers <= specs.MAX_WORKERS:  # what scale would refuse: one line
                 log.warning("got %s, but pool %s keeps from 1 to %d workers and has %d; "
-                            "ignored", name, pool.name, specs.MAX_WORKERS, len(pool.members))
+                            "ignored", name, pool.name, specs.MAX_WORKERS, has)
+                return
+            try:
+                work = self.rolling.scale(pool.name, workers, self.config.timeout)
+            except SupervisorError as exc:  # the cluster began to stop
+                log.warning("got %s, but %s; ignored", name, exc)
                 return
             log.info("Primary %d got %s: scaling %s to %d worker%s", self.pid, name, pool.name,
                      workers, "" if workers == 1 else "s")
-            work = self.rolling.scale(pool.name, workers, self.config.timeout)
         task = self.loop.create_task(work)
         task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or log.error(
             "%s failed: %s", name, t.exception()))
