@@ -455,6 +455,27 @@ def test_a_plain_handler_stuck_in_a_cpu_loop_is_killed_and_replaced(cluster, sta
     assert c.stop() == 0
 
 
+def test_a_retiring_worker_whose_loop_is_stuck_is_killed_after_timeout(cluster):
+    # replaced by a reload while its event loop is stuck: --timeout applies to it as to any
+    # worker (its stack logged, then killed), not --graceful-timeout, which the reload waits for
+    c = cluster("ac_testapp:misbehave", "--workers", "1", "--timeout", "2",
+                "--graceful-timeout", "20")
+    (pid,) = c.wait_workers(1)
+    hang = threading.Thread(target=lambda: pytest.raises(httpx.HTTPError, httpx.get,
+                                                         c.url + "/hang", timeout=5))
+    hang.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    out = cli(c, "reload", timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert time.monotonic() - started < 6
+    assert re.search(rf"Worker {pid} \(web/1\): no heartbeat for [\d.]+ s; its Python stack",
+                     c.log()), c.log()
+    assert "in misbehave" in c.log()  # faulthandler's dump of the stuck loop
+    hang.join(10)
+    assert c.stop() == 0
+
+
 def test_reload_of_one_actor_restarts_only_it(cluster, tmp_path):
     c = live_cluster(cluster, tmp_path, "--workers", "1",
                      "--actor", "counter=examples.counter:Counter")

@@ -278,7 +278,9 @@ class ProcessChildren:
             if leaf.state in (READY, PROMOTED):
                 self.router.send_system(leaf.identity.encode(), "heartbeat")
             silent = now - leaf.last_heard
-            if leaf.kill_detail or leaf.stop_requested:
+            # a replaced worker finishing its work (reload, scale, recycling) still beats: stuck,
+            # it would hold the operation up to --graceful-timeout, its stack never logged
+            if leaf.kill_detail or (leaf.stop_requested and leaf not in self.retiring):
                 continue
             stats = leaf.stats  # the last heartbeat's: a dead incarnation's until the first
             # of this one, so its figure counts only when it comes from this process
