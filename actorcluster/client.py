@@ -50,16 +50,19 @@ _SYSTEM = bytes((Kind.SYSTEM,))
 def find_cluster(name: str | None) -> str:
     """The run directory of the cluster called ``name`` (or of the only one running)."""
     running = rundir.running()
+    # one started with another XDG_RUNTIME_DIR (a systemd unit's Environment=) is elsewhere
+    where = (f"in {rundir.base_dir()} (clusters started with the same XDG_RUNTIME_DIR as this "
+             "command)")
     if name is None:
         if len(running) == 1:
             return str(rundir.cluster_dir(next(iter(running))))
         if not running:
-            raise ClusterNotFound("no actorcluster is running for this user")
+            raise ClusterNotFound(f"no actorcluster is running {where}")
         raise ClusterNotFound(f"several clusters run ({', '.join(sorted(running))}): "
                               "choose one with --name")
     if name not in running:
         listed = ", ".join(sorted(running)) or "none"
-        raise ClusterNotFound(f"no cluster named {name!r} is running (running: {listed})")
+        raise ClusterNotFound(f"no cluster named {name!r} is running {where}; running: {listed}")
     return str(rundir.cluster_dir(name))
 
 

@@ -168,6 +168,21 @@ def test_a_bad_number_for_a_cluster_command_is_a_usage_error(tmp_path, monkeypat
     assert part in result.output.rstrip("\n").splitlines()[-1], result.output
 
 
+@pytest.mark.parametrize("args", [["status"], ["status", "--json"], ["reload"],
+                                  ["scale", "web", "2"], ["stop"], ["status", "--name", "shop"]])
+def test_a_command_finding_no_cluster_says_where_it_looked_and_exits_1(tmp_path, monkeypatch,
+                                                                       args):
+    """A cluster started with another XDG_RUNTIME_DIR (a systemd unit's) is not found: the
+    error names the directory looked in and the variable, not just "not running"."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    last = result.output.rstrip("\n").splitlines()[-1]
+    assert last.startswith("Error: no ") and "is running" in last, last
+    assert f"in {tmp_path}/actorcluster-{os.getuid()} " in last, last
+    assert "XDG_RUNTIME_DIR" in last, last
+
+
 @pytest.mark.parametrize("how", ["open", "foreign", "missing", "relative", "foreign-parent",
                                  "open-parent"])
 def test_a_run_directory_that_is_not_private_is_refused_in_one_line(tmp_path, how):
