@@ -69,7 +69,7 @@ class Cluster:
     """One `actorcluster run` in a subprocess, with its log captured to a file."""
 
     def __init__(self, tmp_path: Path, target: str, *args: str, env: dict | None = None,
-                 new_session: bool = False) -> None:
+                 new_session: bool = False, cwd: Path = ROOT) -> None:
         self.port = free_port()
         self.name = "t" + uuid.uuid4().hex[:10]
         self.logfile = tmp_path / f"{self.name}.log"
@@ -83,7 +83,7 @@ class Cluster:
         full_env["PYTHONPATH"] = os.pathsep.join(
             [p for p in extra if p] + [str(ROOT / "tests" / "apps"), str(ROOT)])
         with open(self.logfile, "wb") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                          env=full_env, stdin=subprocess.DEVNULL,
                                          start_new_session=new_session)
 
@@ -158,9 +158,9 @@ def cluster(tmp_path):
     started: list[Cluster] = []
 
     def start(target: str, *args: str, env: dict | None = None, ready: bool = True,
-              new_session: bool = False) -> Cluster:
+              new_session: bool = False, cwd: Path = ROOT) -> Cluster:
         """``new_session``: in a process group of its own, for signals sent to the group."""
-        c = Cluster(tmp_path, target, *args, env=env, new_session=new_session)
+        c = Cluster(tmp_path, target, *args, env=env, new_session=new_session, cwd=cwd)
         started.append(c)
         return c.wait_ready() if ready else c
 

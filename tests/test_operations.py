@@ -143,6 +143,28 @@ def test_reload_under_load_drops_nothing_and_then_serves_only_the_new_code(clust
     assert c.stop() == 0
 
 
+def test_reload_follows_a_deploy_that_switches_the_current_symlink(cluster, tmp_path):
+    # run from current/, a symlink to releases/1 (Capistrano's layout); a deploy points it at
+    # releases/2, then reloads: the new code is release 2's, as with gunicorn and PM2, which
+    # keep the path the shell gave ($PWD), not the directory it resolved to at start-up
+    for release in ("1", "2"):
+        (tmp_path / "releases" / release).mkdir(parents=True)
+        (tmp_path / "releases" / release / "ac_release_app.py").write_text(
+            f"async def handler(request):\n    return 'release {release}'\n")
+    current = tmp_path / "current"
+    current.symlink_to(tmp_path / "releases" / "1")
+    c = cluster("ac_release_app:handler", "--workers", "1", cwd=current,
+                env={"PWD": str(current), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert httpx.get(c.url).text == "release 1"
+    switch = tmp_path / "current.new"
+    switch.symlink_to(tmp_path / "releases" / "2")
+    switch.replace(current)  # an atomic rename, as deploy tools do
+    out = cli(c, "reload")
+    assert out.returncode == 0, out.stderr
+    assert httpx.get(c.url).text == "release 2"
+    assert c.stop() == 0
+
+
 def test_a_retiring_worker_closes_keep_alive_connections_between_requests(cluster, tmp_path):
     c = live_cluster(cluster, tmp_path, "--workers", "1", "--keepalive", "30")
     with httpx.Client(timeout=10) as client:

@@ -29,6 +29,21 @@ from ..wire import SPAWNER_MAX, decode_control, encode_control
 log = logging.getLogger("actorcluster.spawner")
 
 
+def workdir() -> str:
+    """The directory `run` started in, by the path the shell gave it ($PWD, when it names the
+    same directory): a deploy that switches a symlink (current -> releases/N) and reloads gets
+    the new release, as with gunicorn and PM2. os.getcwd() names the directory the symlink
+    pointed to at start-up: every reload would import the old release again."""
+    here = os.getcwd()
+    pwd = os.environ.get("PWD", "")
+    try:
+        if os.path.isabs(pwd) and os.path.samefile(pwd, here):
+            return pwd
+    except OSError:
+        pass
+    return here
+
+
 class Spawner:
     def __init__(
         self, loop: asyncio.AbstractEventLoop, on_spawned: Callable[[str, int], None],
@@ -37,6 +52,7 @@ class Spawner:
         self.loop = loop
         self.on_spawned = on_spawned
         self.on_spawn_error = on_spawn_error
+        self.workdir = workdir()
         self.pid: int | None = None
         self.restarting = False
         self._waiting: list[tuple[dict[str, Any], int]] = []
@@ -60,7 +76,7 @@ class Spawner:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = dict(os.environ)
         # `actorcluster run` imports the app from the current directory, like `python -m` does.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.workdir, env.get("PYTHONPATH")]))
         # The zygote leaves SIGTERM and SIGINT to the primary (it stops when its channel closes);
         # started with them blocked (a signal mask survives exec), it cannot die of one sent to
         # the whole process group while its interpreter starts. Here they wait, not get lost.
@@ -72,7 +88,12 @@ class Spawner:
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 env=env,
+                cwd=self.workdir,  # its workers' current directory too
             )
+        except OSError as exc:  # the directory is gone (a deploy removed what it named)
+            ours.close()
+            raise ClusterError(f"cannot start a zygote in {self.workdir}: "
+                               f"{exc.strerror or exc}") from None
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             theirs.close()
