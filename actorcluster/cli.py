@@ -105,7 +105,8 @@ def main() -> None:
 @click.option("--actor", "actors", multiple=True, metavar="NAME=MODULE:Class",
               envvar="ACTORCLUSTER_ACTOR", show_envvar=True,
               help="run a user actor as its own supervised process, a child of the root "
-                   "supervisor after the others (repeatable)")
+                   "supervisor: before the HTTP pool of a TARGET, after the children of a "
+                   "--config tree (repeatable)")
 @settings_options
 @click.pass_context
 def run(ctx: click.Context, target: str | None, config_file: str | None,
