@@ -172,6 +172,34 @@ def test_a_childs_backoff_delays_no_sibling_and_no_request(cluster, tmp_path):
     assert c.stop() == 0
 
 
+@pytest.mark.parametrize(("supervisor", "terminated"), [("inner", "a"), ("root", "inner")])
+def test_terminating_a_child_waiting_for_its_backoff_forgets_its_name(cluster, tmp_path,
+                                                                      supervisor, terminated):
+    """a waits 5 s before its restart (its name held for it) when a (or its supervisor) is
+    terminated: nothing is coming back under that name, so a message to it fails at once, as
+    for any terminated child, instead of being held until it expires as a dead letter."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+
+        [[supervisor.children]]
+        name = "inner"
+        backoff = { initial = 5, max = 5 }
+        children = [ { name = "a", actor = "ac_tree:Member" } ]
+        """))
+    a1 = pids(c, "a")["a"]
+    os.kill(a1, signal.SIGKILL)  # the first restart: at once
+    a2 = wait_changed(c, {"a": a1}, {"a"})["a"]
+    os.kill(a2, signal.SIGKILL)  # the second, soon after: 5 s of backoff
+    c.wait_for_log(rf"Actor a \(pid {a2}\) died")
+    assert cli(c, "terminate-child", supervisor, terminated).returncode == 0
+    with actorcluster.connect(c.name) as client:
+        start = time.monotonic()
+        with pytest.raises(actorcluster.ActorNotFound):
+            client.ask("a", "pid", timeout=3)
+        assert time.monotonic() - start < 1, c.log()
+    assert c.stop() == 0
+
+
 def test_reloading_an_actor_is_no_restart_toward_the_intensity(cluster, tmp_path):
     """A reload stops the actor and starts it with the new code: the stop's exit, reported
     once the new process runs, was taken for a failure (one restart counted, unseen), so with

@@ -78,6 +78,10 @@ class DynamicChildren:
             else:  # e.g. waiting for its backoff: no exit to come, and it is not started
                 node.logic.not_started(name)
             await self._stop(child)
+            # nothing comes back under its names until restart_child: a restart waiting for its
+            # backoff (the child's, or one under it) held its name, which no stop lets go
+            for leaf in self.leaves(child):
+                self.router.forget(leaf.name)
             if child.restart == "temporary":  # as OTP: a temporary child is deleted
                 self._remove(node, child)
 
