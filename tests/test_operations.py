@@ -334,6 +334,30 @@ def test_scale_up_and_down_under_load(cluster, tmp_path):
     assert c.stop() == 0
 
 
+def test_a_worker_scaled_away_while_waiting_for_its_backoff_is_not_started(cluster, tmp_path):
+    """web/2 waits 1 s before its restart when `scale web 1` removes it from the pool: the
+    restart is then not carried out. It was: a worker outside the pool, yet bound to the name
+    and handed connections, which no scale, reload or stop of the cluster knew of."""
+    tree = tmp_path / "tree.toml"
+    tree.write_text('[supervisor]\nbackoff = { initial = 1, max = 1 }\n\n'
+                    '[[supervisor.children]]\nname = "web"\nhttp = "ac_testapp:pid"\n'
+                    'workers = 2\n')
+    c = cluster(f"--config={tree}")
+    c.wait_workers(2)
+    first = workers(c)["web/2"]["pid"]
+    os.kill(first, signal.SIGKILL)  # its first restart: at once
+    second = wait_until(lambda: (w := workers(c)["web/2"])["state"] == "ready"
+                        and w["pid"] not in (None, first) and w["pid"])
+    os.kill(second, signal.SIGKILL)  # again at once: 1 s of backoff
+    c.wait_for_log(rf"Worker {second} died")
+    down = cli(c, "scale", "web", "1")
+    assert down.returncode == 0, down.stderr
+    time.sleep(1.5)  # past the backoff
+    assert list(workers(c)) == ["web/1"]
+    assert len(c.worker_pids()) == 1, c.log()
+    assert c.stop() == 0
+
+
 def test_status_json_shows_a_kill_within_a_second(cluster, tmp_path):
     c = live_cluster(cluster, tmp_path, "--workers", "2")
     for _ in range(5):

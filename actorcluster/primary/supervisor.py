@@ -352,9 +352,11 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         # the backoff is this member's: waited without the supervisor's lock (see _child_exited)
         if decision.delay > 0:
             await self._back_off(decision.delay)
+        # nothing if the pool's restart started it meanwhile, nor once a scale took it out of
+        # the pool (it would serve outside the tree, unknown to every scale, reload and stop)
         if not self.stopping and pool.state not in (STOPPING, DOWN) and node.children.get(
-                pool.name) is pool:
-            self.spawn(leaf)  # nothing if the pool's restart started it meanwhile
+                pool.name) is pool and pool.members.get(leaf.name) is leaf:
+            self.spawn(leaf)
 
     async def _child_exited(self, node: SupervisorNode, logic: Any, child: Node, run: object,
                             pid: int | None, reason: ExitReason, uptime: float | None,
