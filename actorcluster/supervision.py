@@ -9,6 +9,8 @@ per-child exponential backoff. The supervisor actor drives a :class:`SupervisorL
    wait for an exit of its previous run; such an exit, if it comes later, is not reported.
 2. On a :class:`Decision`: stop each child of ``stop`` in that order (the stop ladder), forget
    those of ``remove``, wait ``delay`` seconds, start each child of ``start`` in that order.
+   A later Decision naming in ``start`` a child that an earlier one still waits to start takes
+   it over: the earlier one skips it (the later one starts it in its order, after its wait).
    On a :class:`GiveUp`: stop each child of ``stop`` in that order, then exit with ``reason``;
    the parent supervisor sees that exit as a failure of its child.
 3. Exits the supervisor asked for (a child named in a ``stop`` tuple, returned by ``shutdown()``

@@ -240,6 +240,38 @@ def test_a_child_dying_as_a_siblings_restart_stops_it_is_no_failure(cluster, tmp
     assert c.stop() == 0
 
 
+def test_a_siblings_restart_during_a_childs_backoff_starts_it_in_order(cluster, tmp_path):
+    """rest_for_one [inner, b]: b waits 1 s before its restart when inner fails (gives up),
+    which restarts inner then b after inner's own 1 s. That later decision starts b, after
+    inner: b's own wait, over first, started b while inner was down, and b was never started
+    again after inner (rest_for_one's promise: b runs only on top of a running inner)."""
+    c = cluster(tree_file(tmp_path, """
+        [supervisor]
+        strategy = "rest_for_one"
+        max_restarts = 10
+        backoff = { initial = 1, max = 1 }
+
+        [[supervisor.children]]
+        name = "inner"
+        max_restarts = 0
+        children = [ { name = "x", actor = "ac_tree:Member" } ]
+        """ + ACTORS.format(name="b", cls="Member", extra="")))
+    before = pids(c, "x", "b")
+    os.kill(before["x"], signal.SIGKILL)  # inner gives up: inner and b restarted at once
+    before = wait_changed(c, before, {"x", "b"})
+    os.kill(before["b"], signal.SIGKILL)  # b's first restart: at once
+    b = wait_changed(c, {"b": before["b"]}, {"b"})["b"]
+    os.kill(b, signal.SIGKILL)  # b's second, soon after: 1 s of backoff
+    c.wait_for_log(rf"Actor b \(pid {b}\) died")
+    os.kill(before["x"], signal.SIGKILL)  # inner's second failure: 1 s of backoff too
+    marker = f"Actor x (pid {before['x']}) died"
+    c.wait_for_log(re.escape(marker))
+    wait_changed(c, {"x": before["x"], "b": b}, {"x", "b"})
+    time.sleep(0.3)
+    assert events(c.log(), marker) == [("x", "started"), ("b", "started")], c.log()
+    assert c.stop() == 0
+
+
 @pytest.mark.parametrize("strategy", ["one_for_all", "rest_for_one"])
 def test_a_restart_stops_at_a_child_that_fails_to_start(cluster, tmp_path, strategy):
     """OTP starts the children after a failed one only once it started: "b" (after "a",

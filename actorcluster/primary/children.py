@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from .. import specs
-from ..supervision import Backoff, Intensity, SupervisorLogic
+from ..supervision import Backoff, Decision, Intensity, SupervisorLogic
 from ..wire import incarnation_id
 from .gateway import Link
 
@@ -112,6 +112,10 @@ class SupervisorNode:
         self.lock = asyncio.Lock()
         self.started_once = False
         self.logic = self.new_logic()
+        # the decision that starts each child of its ``start`` once its backoff is waited: a
+        # later one naming the child (a sibling failed meanwhile) takes it over, to start it in
+        # its own order after its own wait
+        self.restarting: dict[str, Decision] = {}
 
     def new_logic(self) -> SupervisorLogic:
         """Fresh bookkeeping for a (re)start: every current child, taken to be running."""

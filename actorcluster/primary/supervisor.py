@@ -169,6 +169,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 self._reset_children(node)
             node.started_once = True
             node.logic = node.new_logic()
+            node.restarting.clear()  # the waits of the last run start nothing (another logic)
             node.state = STARTING
             up = True
             for child in list(node.children.values()):
@@ -390,6 +391,8 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
             _log_exit(child, pid, reason, restarting, was_starting)
             if restarting:
                 self.restart_counts[child.name, _why(reason)] += 1
+            for name in decision.start:
+                node.restarting[name] = decision
             await self._execute(node, decision)
             if not restarting and child.name not in node.children:
                 self._unregister(child)
@@ -425,10 +428,14 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
 
     async def _start_decided(self, node: SupervisorNode, decision: Decision) -> None:
         """Start the children of ``decision.start`` in order, but those that a backoff's wait
-        saw deleted, terminated (the logic no longer expects them running) or started."""
+        saw deleted, terminated (the logic no longer expects them running), started, or taken
+        over by a later decision."""
         for i, name in enumerate(decision.start):
             if self.stopping:
                 return
+            if node.restarting.get(name) is not decision:
+                continue  # a later decision starts it, after its own wait, in its own order
+            del node.restarting[name]
             child = node.children.get(name)
             if child is None or name not in node.logic.running or is_running(child):
                 continue
@@ -438,6 +445,9 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                 # OTP: a child that fails to start ends the restart there; the ones after it
                 # (which may depend on it: rest_for_one) wait for the decision on its exit
                 for rest in decision.start[i + 1:]:
+                    if node.restarting.get(rest) is not decision:
+                        continue  # a later decision's to start
+                    del node.restarting[rest]
                     later = node.children.get(rest)
                     if later is None or is_running(later):
                         continue  # deleted, or started meanwhile by restart_child
