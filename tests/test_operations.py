@@ -677,13 +677,17 @@ def test_a_stop_during_a_reload_stops_the_replacement_that_is_getting_ready(clus
     killed 5 s later), and the reload says that the cluster is stopping, not that the old worker
     goes on serving."""
     c = live_cluster(cluster, tmp_path, "--workers", "1")
+    marker = tmp_path / "in_on_ready"
     write_app(tmp_path, "v2", extra="import asyncio\n\nasync def on_ready():\n"
+                                    f"    open({str(marker)!r}, 'w').close()\n"
                                     "    await asyncio.sleep(60)\n")
     out: list[subprocess.CompletedProcess] = []
     reload = threading.Thread(target=lambda: out.append(cli(c, "reload")))
     reload.start()
-    c.wait_for_log(r"zygote \d+ started with the code on disk")
-    time.sleep(0.5)  # the replacement is forked and in its on_ready()
+    deadline = time.monotonic() + 10
+    while not marker.exists():  # the replacement is forked and in its on_ready()
+        assert time.monotonic() < deadline and reload.is_alive(), c.log()
+        time.sleep(0.02)
     c.signal(signal.SIGTERM)
     asked = time.monotonic()
     assert c.wait(10) == 0
