@@ -25,6 +25,7 @@ from itertools import count as counter
 from pickle import dumps as _dumps
 from pickle import loads
 from typing import Any
+from weakref import ref as _weak
 
 from .errors import ActorError, MailboxFull, error_from_payload
 from .wire import (
@@ -81,6 +82,12 @@ SENT = _Done()
 Deliver = Callable[[bytes, int, int, int, int, list], None]  # sender kind flags count corr
 
 
+def _waiting(ref: Callable[[], asyncio.Future | None]) -> bool:
+    """Whether the ask behind a deadline entry still waits for its reply."""
+    future = ref()
+    return future is not None and not future.done()
+
+
 def check_timeout(timeout: Any) -> float:
     """An ask's timeout, or ValueError: seconds above 0, finite (NaN and inf refused)."""
     if not 0.0 < timeout <= MAX_TIMEOUT:  # also False for NaN
@@ -122,7 +129,11 @@ class Messenger:
         self._out: dict[bytes, list[list]] = {}  # destination -> runs
         self._dests: dict[str, bytes] = {}  # name -> destination frame, cached
         self._oob: list = []  # out-of-band buffers of the fast path (loop thread only)
-        self._deadlines: dict[float, deque] = {}  # timeout -> (deadline, future, dest), in order
+        # timeout -> (deadline, weak reference to the future, dest), in deadline order. Weak: an
+        # answered ask's future holds its reply, which must not live on until the deadline
+        # (a large reply asked for with timeout=30, hundreds a second); an ask still waiting
+        # is held by its run or by _pending.
+        self._deadlines: dict[float, deque] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._paused: dict[bytes, asyncio.Future] = {}  # destination -> resumed
@@ -247,11 +258,11 @@ class Messenger:
         queue = self._deadlines.get(timeout)
         if queue is None:
             queue = self._deadlines[timeout] = deque()
-        queue.append((deadline, future, dest))
+        queue.append((deadline, _weak(future), dest))
         if self._timer is None or deadline < self._timer_when:
             self._arm(deadline)
         if len(queue) > 4096 and len(queue) > 4 * len(self._pending):
-            self._deadlines[timeout] = deque(e for e in queue if not e[1].done())
+            self._deadlines[timeout] = deque(e for e in queue if _waiting(e[1]))
         return future
 
     def _arm(self, when: float) -> None:
@@ -265,9 +276,10 @@ class Messenger:
         now = self.loop.time()
         earliest = None
         for timeout, queue in list(self._deadlines.items()):
-            while queue and (queue[0][0] <= now or queue[0][1].done()):
-                _deadline, future, dest = queue.popleft()
-                if not future.done():
+            while queue and (queue[0][0] <= now or not _waiting(queue[0][1])):
+                _deadline, ref, dest = queue.popleft()
+                future = ref()
+                if future is not None and not future.done():
                     self._ask_timed_out(future, dest, timeout)
             if not queue:
                 del self._deadlines[timeout]
@@ -427,8 +439,8 @@ class Messenger:
     def time_out(self, future: asyncio.Future, timeout: float) -> None:
         """End an ask made with ``timeout`` whose time is up now (a wait in place, during which
         the loop's timer could not run): AskTimeout, or MailboxFull if it was never sent."""
-        for _deadline, queued, dest in reversed(self._deadlines.get(timeout, ())):
-            if queued is future:
+        for _deadline, ref, dest in reversed(self._deadlines.get(timeout, ())):
+            if ref() is future:
                 self._ask_timed_out(future, dest, timeout)
                 return
 

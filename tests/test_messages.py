@@ -378,6 +378,20 @@ def test_tells_to_a_function_handler_worker_are_counted_dead_letters(cluster, at
     assert c.stop() == 0
 
 
+def test_a_reply_is_not_kept_alive_until_its_asks_timeout(cluster, attach):
+    # The asker's deadline queue held each answered ask's future, and so its reply, until the
+    # ask's timeout: a handler asking for a large reply with timeout=30 under load kept 30 s of
+    # replies alive (hundreds of MB in an HTTP worker).
+    import argparse  # a picklable class whose objects take weak references
+    import weakref
+
+    c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
+    client = attach(c)
+    replies = [weakref.ref(client.ask("echo", argparse.Namespace(i=i), timeout=60))
+               for i in range(20)]
+    assert [r() for r in replies] == [None] * 20
+
+
 def test_each_error_type(cluster, attach):
     c = cluster("ac_actors:WebActor", "--workers", "1", *ACTORS)
     client = attach(c)
