@@ -1129,7 +1129,8 @@ def test_an_http_1_1_request_without_host_is_400(serve, raw):
 
 def test_the_access_log_has_a_line_per_response(serve, raw):
     """--access-log: client, request line, status and time, as uvicorn's; also for a handler
-    that raised (500) and a request that could not be read (no request line: "-")."""
+    that returned None (204, not 200), one that raised (500) and a request that could not be
+    read (no request line: "-")."""
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
@@ -1141,23 +1142,25 @@ def test_the_access_log_has_a_line_per_response(serve, raw):
     async def app(request: Request) -> Any:
         if request.path == "/raise":
             raise RuntimeError("boom")
+        if request.path == "/none":
+            return None
         return Response(b"", status=418) if request.path == "/teapot" else "ok"
 
     try:
         server = serve(app)
         server.state.access_log = server.state.timed = True  # as HttpWorker sets it up
         post = b"POST /raise HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
-        conn = raw(server.port).send(get("/a?b=1") + get("/teapot") + post)
-        assert [conn.response()[0] for _ in range(3)] == [200, 418, 500]
+        conn = raw(server.port).send(get("/a?b=1") + get("/teapot") + get("/none") + post)
+        assert [conn.response()[0] for _ in range(4)] == [200, 418, 204, 500]
         conn = raw(server.port).send(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
         assert conn.response()[0] == 400
-        wait_for(lambda: len(lines) >= 4)
+        wait_for(lambda: len(lines) >= 5)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
     patterns = [r'GET /a\?b=1 HTTP/1.1" 200', r'GET /teapot HTTP/1.1" 418',
-                r'POST /raise HTTP/1.1" 500', r'"-" 400$']
-    assert len(lines) == 4, lines
+                r'GET /none HTTP/1.1" 204', r'POST /raise HTTP/1.1" 500', r'"-" 400$']
+    assert len(lines) == 5, lines
     for line, pattern in zip(lines, patterns, strict=True):
         assert re.fullmatch(r'127\.0\.0\.1:\d+ - "' + r"(.*)", line), line
         assert re.search(pattern, line), (pattern, line)

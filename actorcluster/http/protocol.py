@@ -731,7 +731,10 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             state.write_soon(self, data)
         else:
             self._write(data)
-        status = result.status if isinstance(result, Response) else 200
+        if isinstance(result, Response):
+            status = result.status
+        else:  # what render() wrote for a bare value: None is 204 No Content
+            status = 200 if result is not None else 204
         status_class = status // 100
         counts = state.status_counts  # HttpServerState.count, inlined
         counts[status_class] += 1
