@@ -198,7 +198,12 @@ def _json_argument(text: str, name: str = "MESSAGE") -> Any:
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint=name) from None
+        hint = ""
+        word = text.strip()
+        if name == "MESSAGE" and word and word[0] not in '"[{-0123456789':
+            # `ask counter get`: the shell ate no quotes, JSON wants them for a string
+            hint = f"; a string is JSON in double quotes: '{json.dumps(word)}'"
+        raise click.BadParameter(f"not JSON: {exc}{hint}", param_hint=name) from None
 
 
 _cluster_name = click.option("--name", "cluster", envvar="ACTORCLUSTER_NAME", show_envvar=True,

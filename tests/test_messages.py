@@ -637,6 +637,8 @@ def test_send_and_ask_from_the_command_line(cluster):
     assert out.returncode == 1 and "ActorNotFound" in out.stderr
     out = cli("ask", "counter", "{not json")
     assert out.returncode == 2 and "not JSON" in out.stderr
+    out = cli("send", "counter", "get")  # a bare word: the JSON string is what was meant
+    assert out.returncode == 2 and """a string is JSON in double quotes: '"get"'""" in out.stderr
     out = cli("ask", "counter", '"get"', "--timeout", "-1")
     assert out.returncode == 2 and "Traceback" not in out.stderr and "x>0" in out.stderr
 
