@@ -308,6 +308,21 @@ def test_204_and_304_have_no_body():
         assert body == b"" and b"content-length" not in headers
 
 
+def test_a_none_body_is_an_empty_body():
+    """Response(None, status=...) is Response(b"", ...), as in Starlette, aiohttp and Flask."""
+    for status, length in ((201, [b"0"]), (204, None)):
+        data, _, stream = render(Response(None, status=status), False, True, False, DATE)
+        _, headers, body = split(data)
+        assert (body, stream, headers.get(b"content-length")) == (b"", None, length)
+        assert b"content-type" not in headers
+
+
+def test_a_tuple_says_how_to_give_a_status():
+    """Flask's `return body, 201` is refused with the way to do it here."""
+    with pytest.raises(TypeError, match=r"return Response\(body, status=\.\.\."):
+        render(({"a": 1}, 201), False, True, False, DATE)
+
+
 def test_error_response_reveals_nothing():
     status, headers, body = split(error_response(500, DATE))
     assert status == b"HTTP/1.1 500 Internal Server Error"

@@ -187,8 +187,13 @@ def render(
     for base in (str, bytes, dict, list):
         if isinstance(result, base):  # a subclass (a StrEnum, an OrderedDict, a Counter ...)
             return render(base(result), head_only, keep_alive, http10, date)
+    hint = ""
+    if kind is tuple:  # Flask's `return body, 201`
+        hint = ("; for another status or headers return Response(body, status=..., headers=...), "
+                "with json.dumps(value) and content_type='application/json' for JSON")
     raise TypeError(
-        f"the handler returned {kind.__name__}; expected str, bytes, dict, list, Response or None"
+        f"the handler returned {kind.__name__}; expected str, bytes, dict, list, Response or "
+        f"None{hint}"
     )
 
 
@@ -241,6 +246,8 @@ def _render_response(
         lines.append(date)
 
     body = response.body
+    if body is None:  # no body, as Starlette, aiohttp and Flask take it
+        body = b""
     stream = None
     bodyless = status == 204 or status == 304
     if isinstance(body, str):
