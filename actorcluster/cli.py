@@ -135,7 +135,9 @@ def run(ctx: click.Context, target: str | None, config_file: str | None,
                                if key in options and ctx.get_parameter_source(key) in given)
         parsed = tuple(parse_actor(a) for a in actors)
         config = ClusterConfig(target=target, actors=parsed, tree=tree, source=source,
-                               root_intensity=root_intensity, **options)
+                               root_intensity=root_intensity,
+                               workers_given=ctx.get_parameter_source("workers") in given,
+                               **options)
     except ActorClusterError as exc:  # ConfigError, and TargetImportError for a TARGET's form
         raise click.UsageError(str(exc)) from None
     from . import rundir
@@ -154,7 +156,8 @@ def run(ctx: click.Context, target: str | None, config_file: str | None,
 @click.option("--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False),
               help="the TOML file to check")
 @click.option("--workers", type=click.IntRange(min=1, max=MAX_WORKERS), default=None,
-              help='what workers = "auto" means [default: the CPUs this process may use]')
+              help="the pool's size, as run --workers gives it (over the tree's workers = N) "
+                   '[default: the tree\'s; workers = "auto": the CPUs this process may use]')
 def tree(target: str | None, config_file: str | None, workers: int | None) -> None:
     """Check a supervision tree (values, names, targets) and print it: a TOML file
     (--config FILE) or a tree built in Python (TARGET, e.g. examples.tree:tree)."""
@@ -178,6 +181,8 @@ def tree(target: str | None, config_file: str | None, workers: int | None) -> No
     except ActorClusterError as exc:
         raise click.ClickException(str(exc)) from None
     errors = check_targets(checked, source=source)
+    if workers is not None:
+        checked = checked.with_workers(workers)
     click.echo(render_tree(checked, auto_workers=workers or available_cpus()))
     if errors:
         raise click.ClickException("\n".join(errors))

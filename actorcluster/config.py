@@ -168,6 +168,8 @@ class ClusterConfig:
     # a tree's own (a file's or a Python tree's root supervisor), as every option wins over the
     # file; the default tree takes them anyway
     root_intensity: tuple[tuple[str, Any], ...] = ()
+    # --workers given so: it sizes a tree's pool over the tree's own `workers = N` likewise
+    workers_given: bool = False
 
     def __post_init__(self) -> None:
         if (self.target is None) == (self.tree is None):

@@ -12,7 +12,7 @@ Checking a tree (names, values, the paths in error messages) is config_file.py's
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
@@ -139,6 +139,16 @@ class Supervisor:
             elif isinstance(node, Pool):
                 out.append((f"{path}.http", str(target_string(node.http)), "http"))
         return out
+
+    def with_workers(self, workers: int) -> Supervisor:
+        """This tree with every pool of a fixed size sized ``workers`` (--workers given wins over
+        a file's or a Python tree's ``workers = N``; ``"auto"`` means --workers already)."""
+        children = tuple(
+            child.with_workers(workers) if isinstance(child, Supervisor)
+            else replace(child, workers=workers)
+            if isinstance(child, Pool) and child.workers != "auto" else child
+            for child in self.children)
+        return replace(self, children=children)
 
 
 Spec = ActorSpec | Pool | Supervisor

@@ -714,6 +714,23 @@ def test_max_restarts_and_within_given_win_over_the_trees_root(cluster, how):
     assert c.stop() == 0
 
 
+def test_workers_given_win_over_a_pools_number_in_the_file(cluster, tmp_path):
+    """--workers (or ACTORCLUSTER_WORKERS) given sets the pool's size over the file's
+    `workers = N`, as every option wins over the file; it was ignored without a word."""
+    file = tmp_path / "sized.toml"
+    file.write_text('[supervisor]\n[[supervisor.children]]\nname = "web"\n'
+                    'http = "examples.hello:handler"\nworkers = 2\n')
+    c = cluster(f"--config={file}", "--workers", "1", "--no-standby")
+    with actorcluster.connect(c.name) as client:
+        pool = client.status()["tree"]["children"][0]
+    assert (pool["workers"], len(pool["children"])) == (1, 1)
+    assert c.stop() == 0
+    shown = subprocess.run([sys.executable, "-m", "actorcluster", "tree", "--config", str(file),
+                            "--workers", "3"], cwd=ROOT, capture_output=True, text=True,
+                           timeout=30)
+    assert "└── web  http examples.hello:handler, 3 workers," in shown.stdout, shown.stdout
+
+
 def test_dynamic_children_from_a_plain_def_handler(cluster):
     c = cluster("ac_tree:sync_handler", "--workers", "1",
                 "--actor", "a=ac_tree:Member")

@@ -456,6 +456,8 @@ class Primary:
             return specs.default_tree(c.target, c.workers, c.actors, c.max_restarts, c.within)
         if c.root_intensity:  # --max-restarts / --within given: they win over the tree's root
             tree = replace(tree, **dict(c.root_intensity))
+        if c.workers_given:
+            tree = tree.with_workers(c.workers)
         if c.actors:
             extra = tuple(specs.ActorSpec(name, target) for name, target in c.actors)
             tree = check_tree(replace(tree, children=(*tree.children, *extra)),
