@@ -809,6 +809,38 @@ def test_handlers_that_return_raise_or_wait_follow_one_another_on_a_connection(s
         conn.close()
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_handlers_started_in_one_loop_turn_may_await_one_future(serve, raw, loop):
+    # Several handlers awaiting the same future (a shared cache fill; `await tell(...)` to a
+    # paused actor, which hands every sender the one future of its resume): a handler's first
+    # step runs outside its task, so the next one must not find the future still "taken".
+    shared: dict[str, asyncio.Future[str]] = {}
+
+    async def handler(request: Request) -> str:
+        if "f" not in shared:
+            shared["f"] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.05, shared["f"].set_result, "filled")
+        return await shared["f"] + request.path
+
+    server = serve(handler, loop=loop, accept=False)
+    conns = [raw(server.port).send(get(f"/{i}")) for i in range(3)]
+    accepted = []
+    server.listener.setblocking(True)
+    for _ in conns:
+        conn, _ = server.listener.accept()
+        assert select.select([conn], [], [], 5)[0]
+        accepted.append(conn)
+
+    def serve_all() -> None:  # in one loop turn, as a worker's hand-off reader may
+        for conn in accepted:
+            serve_handed_off(server.loop, conn, server.protocol())
+
+    server.loop.call_soon_threadsafe(serve_all)
+    for i, conn in enumerate(conns):
+        status, _, body = conn.response()
+        assert (status, body) == (200, f"filled/{i}".encode())
+
+
 def test_a_long_pipeline_pauses_reading_and_completes(serve, raw):
     reading: list[bool] = []
 

@@ -46,7 +46,15 @@ from .response import (
     render,
     send_stream,
 )
-from .runner import _DONE, _Carrier, _enter_task, _HandlerRunner, _leave_task, _new_trampoline
+from .runner import (
+    _DONE,
+    _Carrier,
+    _enter_task,
+    _HandlerRunner,
+    _leave_task,
+    _new_trampoline,
+    _park,
+)
 from .state import LATENCY_BUCKETS, HttpLimits, HttpServerState
 
 __all__ = ["HttpLimits", "HttpServerState", "HttpProtocol"]
@@ -629,7 +637,7 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             if yielded is not _DONE:  # it waits: the carrier carries it on; the next gets a new one
                 self._carrier = None
                 self._running = task
-                slot.set_result((self, request, send.__self__, yielded, outcome))
+                slot.set_result((self, request, send.__self__, _park(yielded), outcome))
                 continue
             result = outcome.value
             outcome.value = None

@@ -90,6 +90,28 @@ def _new_trampoline() -> tuple[Any, _Outcome]:
     return trampoline.send, outcome
 
 
+class _Parked:
+    """A future that a handler's first step waits on, on its way to the carrier task (`_park`)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: Any) -> None:
+        self.future = future
+
+
+def _park(yielded: Any) -> Any:
+    """What a handler's first step yielded, to hand to its carrier task. That step ran outside
+    any task, so a future it awaits stays marked as taken by a task (``_asyncio_future_blocking``)
+    until the carrier runs, a loop turn later; another handler awaiting the same future meanwhile
+    (a shared cache fill; ``await tell(...)`` to a paused actor, whose senders all wait on one
+    future) would fail with "await wasn't used with future". So the mark comes off here and
+    `_Resume` puts it back just before the task sees the future."""
+    if getattr(yielded, "_asyncio_future_blocking", False):
+        yielded._asyncio_future_blocking = False
+        return _Parked(yielded)
+    return yielded
+
+
 class _Resume:
     """``await _Resume(coro, yielded)`` goes on driving a coroutine that was started by hand and
     suspended with ``yielded``, inside whatever task awaits it (as ``yield from`` would). With
@@ -118,6 +140,9 @@ class _Resume:
                 value = coro.throw(error)
             except StopIteration as stop:
                 return stop.value
+        elif type(value) is _Parked:
+            value = value.future
+            value._asyncio_future_blocking = True
         while True:
             if value is _DONE and outcome is not None:
                 result, outcome.value = outcome.value, None
@@ -213,7 +238,7 @@ class _HandlerRunner:
         if yielded is not _DONE:
             self._carrier = None
             self._running = task
-            slot.set_result((self, request, send.__self__, yielded, outcome))
+            slot.set_result((self, request, send.__self__, _park(yielded), outcome))
             return
         result, outcome.value = outcome.value, None
         if context != base:
