@@ -10,6 +10,7 @@ import sys
 import time
 
 import httpx
+import psutil
 import pytest
 from conftest import ROOT
 
@@ -190,6 +191,38 @@ def test_a_graceful_stop_finishes_the_message_in_hand_and_loses_none(cluster, at
     assert sorted(int(n) for _pid, n in lines) == list(range(6)), lines
     assert [int(n) for _pid, n in lines] == list(range(6))
     assert int(lines[0][0]) == old and int(lines[-1][0]) != old
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
+def test_a_graceful_stop_of_a_plain_actor_with_a_backlog_is_prompt_and_loses_none(
+        cluster, attach, tmp_path):
+    # A plain receive handles each run as it reads it; SIGTERM must end the reading after the
+    # run in hand, not after everything waiting in the socket (a reload of a busy actor took
+    # its whole `shutdown`, then SIGKILL lost the run in hand). What it did not read goes to
+    # the next incarnation: every number handled once, in order.
+    journal = tmp_path / "journal"
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor",
+                "journal=ac_actors:PlainSlowJournal",
+                env={"AC_JOURNAL": str(journal), "AC_SLOW": "0.0002"})
+    client = attach(c)
+    old = client.ask("journal", "pid")
+    total = 8000  # 1.6 s of work, in ~32 runs: all in the actor's pipe or the router at once
+    for i in range(total):
+        client.tell("journal", i)
+    while journal.read_text().count("\n") < 100:
+        time.sleep(0.005)
+    started = time.monotonic()
+    os.kill(old, signal.SIGTERM)
+    psutil.Process(old).wait(5)
+    stopped_in = time.monotonic() - started
+    deadline = time.monotonic() + 10
+    while not journal.read_text().endswith(f" {total - 1}\n"):
+        assert time.monotonic() < deadline, journal.read_text()[-200:]
+        time.sleep(0.05)
+    lines = [line.split() for line in journal.read_text().splitlines()]
+    assert [int(n) for _pid, n in lines] == list(range(total))
+    assert int(lines[-1][0]) != old
+    assert stopped_in < 0.5, stopped_in  # the run in hand (256 x 0.2 ms) and the goodbye
     assert status(client)["messages"]["dead_letters"] == {}
 
 

@@ -104,11 +104,15 @@ class ActorHost:
                   "".join(traceback.format_exception(exc)).rstrip())
         self.crash(1)
 
+    def close(self) -> None:
+        """A graceful stop begins: read nothing more (`stop` finishes what was read)."""
+        self._closed = True
+
     async def stop(self) -> None:
         """Graceful stop: finish what was already read (the message in hand included), then
         on_stop. What arrives from now on is not read: the router gives it to the next
         incarnation, or counts it as a dead letter (the process reads no counter for it)."""
-        self._closed = True
+        self.close()
         if self._consumer is not None:
             while (self._mailbox or self._in_hand) and not self._crashed:
                 await asyncio.sleep(0.01)

@@ -20,3 +20,10 @@ class ActorWorker(ProcessActor):
         self.host = ActorHost(self.actor_class(), self.spec["name"], self.identity,
                               self.messenger)
         self.host.report_dead = self.report_dead
+
+    def stop(self, retire: bool = False) -> None:
+        # nothing more is read from now on, not once the loop has read what waits in the socket:
+        # the rest goes to the next incarnation (ActorHost.stop)
+        if self.host is not None:
+            self.host.close()
+        super().stop(retire)

@@ -77,6 +77,7 @@ class ProcessActor:
         self._beat_due = math.inf  # time.monotonic() of the next heartbeat, once ready
         self._finished: asyncio.Future[int] = loop.create_future()
         self._stopping = False
+        self._sigterm = False  # SIGTERM came; the loop may not have run its stop yet
         self._dropped = 0  # tells dropped (no actor hosted) and not yet reported
         self._dropped_report: asyncio.TimerHandle | None = None
 
@@ -138,7 +139,10 @@ class ProcessActor:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        self.loop.add_signal_handler(signal.SIGTERM, self.stop)
+        # A plain handler, not the loop's: it runs between two messages of a burst the loop is
+        # reading (zmqio reads many at a time, and a plain receive handles each run inline), so
+        # the stop begins there (`_on_frames`) rather than after the whole burst.
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
             await self.start()
         except Exception as exc:  # noqa: BLE001 - the worker cannot start: say why, exit
@@ -175,6 +179,13 @@ class ProcessActor:
         self.channel.close(linger=1000)
         self._context.term()
         return ExitCode.BOOT_ERROR
+
+    def _on_sigterm(self, _sig: int, _frame: Any) -> None:
+        self._sigterm = True
+        try:
+            self.loop.call_soon_threadsafe(self.stop)
+        except RuntimeError:  # the loop is closed: the process is ending anyway
+            pass
 
     def stop(self, retire: bool = False) -> None:
         """Graceful stop (SIGTERM, or the primary's "stop" / "retire" message)."""
@@ -276,6 +287,8 @@ class ProcessActor:
             elif op == "bye" and self._bye is not None and not self._bye.done():
                 self._bye.set_result(None)
             return
+        if self._sigterm and not self._stopping:
+            self.stop()
         reads = self._reads
         if reads is not None and header and header[0] <= _ASK:  # a tell or an ask: read now
             # ... unless the actor crashed or is stopping: it will not handle it, so it is not

@@ -292,6 +292,16 @@ class Stale(Actor):
 
 
 
+class PlainSlowJournal(Journal):
+    """A Journal whose plain receive takes $AC_SLOW seconds over each number: a backlog of quick
+    runs keeps its process reading and handling inline."""
+
+    def receive(self, message):
+        if message != "pid":
+            time.sleep(float(os.environ.get("AC_SLOW", "0")))
+        return super().receive(message)
+
+
 def nap(message):
     """("nap", seconds): the process sleeps, its loop stopped (it reads nothing meanwhile)."""
     if isinstance(message, tuple) and message[:1] == ("nap",):
