@@ -79,6 +79,26 @@ class _Done:
 
 SENT = _Done()
 
+
+class _Yield:
+    """What ``tell`` returns for a large message sent at once: awaited, it gives the loop one
+    turn (as ``asyncio.sleep(0)``), in which the message leaves and a "pause" from the router
+    can arrive. A loop of ``await tell(large)`` would otherwise never let the loop run, and
+    queue everything before it heard of a full mailbox. Small messages never pay for it: it
+    would split their coalesced runs."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield
+
+    def __repr__(self) -> str:
+        return "<sent>"
+
+
+YIELD = _Yield()
+LARGE = 64 * 1024  # bytes: a tell of at least this much yields (_Yield)
+
 Deliver = Callable[[bytes, int, int, int, int, list], None]  # sender kind flags count corr
 
 
@@ -170,7 +190,7 @@ class Messenger:
                     payloads.append(data)
                     if len(payloads) >= BATCH and not self._flush_one(self._dests[target], runs):
                         self._block()
-                    return SENT
+                    return SENT if len(data) < LARGE else YIELD
         dest, flags, frames = self._address(target, message)
         if broadcast:
             flags |= FLAG_BROADCAST
@@ -181,7 +201,10 @@ class Messenger:
         if threading.get_ident() != self.thread:
             self.loop.call_soon_threadsafe(self._enqueue, dest, TELL, flags, frames, None)
             return SENT
-        return self._enqueue(dest, TELL, flags, frames, None)
+        sent = self._enqueue(dest, TELL, flags, frames, None)
+        if sent is SENT and sum(memoryview(f).nbytes for f in frames) >= LARGE:
+            return YIELD
+        return sent
 
     def _address(self, target: Any, message: Any) -> tuple[bytes, int, list]:
         """(destination frame, flags, payload frames); TypeError here, at the sender, when the

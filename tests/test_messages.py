@@ -717,6 +717,60 @@ def test_random_frames_never_take_the_router_down(cluster, attach):
         context.term()
 
 
+def test_a_flood_of_large_messages_is_bounded_in_bytes_in_the_primary(cluster, attach):
+    """The mailbox bounds count bytes too: 300 x 1 MiB told (awaited) to an actor that stopped
+    reading once grew the primary by their whole size (the bounds counted ZeroMQ messages
+    only, and a loop of `await tell` never let the sender hear "pause"). Now the router sends
+    an incarnation at most INFLIGHT_BYTES it has not read and pauses the sender as its outbox
+    fills; everything arrives, in order, once the receiver reads again."""
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor", "sink=ac_actors:Heads",
+                "--actor", "echo=ac_actors:Echo")
+    client = attach(c)
+    sink = client.ask("sink", "pid")
+    primary = psutil.Process(c.proc.pid)
+    before = primary.memory_info().rss
+    os.kill(sink, signal.SIGSTOP)
+    try:
+        client.tell("echo", ("flood_large", "sink", 300, 1 << 20))
+        grown = 0
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:  # the flood is stuck behind the stopped receiver
+            grown = max(grown, primary.memory_info().rss - before)
+            time.sleep(0.02)
+    finally:
+        os.kill(sink, signal.SIGCONT)
+    assert grown < 160 << 20, f"the primary grew by {grown >> 20} MiB"
+    deadline = time.monotonic() + 20
+    while (heads := client.ask("sink", "get", timeout=10)) != list(range(300)):
+        assert time.monotonic() < deadline and heads == list(range(len(heads))), heads[-5:]
+        time.sleep(0.1)
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
+def test_what_is_held_for_a_restarting_actor_is_bounded_in_bytes(cluster, attach):
+    """--hold-messages counts messages; 1000 of 1 MiB held for a restarting actor would be a
+    GiB in the primary: past 64 MiB held for one name, messages are dead letters, counted."""
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor", "sink=ac_actors:SlowHeads",
+                env={"AC_SLOW_START": "0.6"})
+    client = attach(c)
+    os.kill(client.ask("sink", "pid", timeout=5), signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while child(client, "sink")["state"] != "starting":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    for i in range(80):
+        client.tell("sink", i.to_bytes(4, "big") + bytes((1 << 20) - 4))
+    deadline = time.monotonic() + 10
+    while child(client, "sink")["state"] != "ready":  # an ask now would be held: refused
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    while (heads := client.ask("sink", "get", timeout=10)) != list(range(64)):
+        assert time.monotonic() < deadline and heads == list(range(len(heads))), heads[-5:]
+        time.sleep(0.05)
+    assert status(client)["messages"]["dead_letters"] == {"sink": 16}
+    c.wait_for_log(r"more than 64 MiB held")
+
+
 def test_full_mailbox_pauses_the_sender_and_loses_nothing(cluster, attach):
     """A receiver that stops reading (SIGSTOP) fills ZeroMQ's pipes, then the router's bounded
     outbox; the router pauses the sender, whose messages wait in its own process; an ask stuck

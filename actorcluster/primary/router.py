@@ -58,6 +58,15 @@ RequestHandler = Callable[[bytes, Any], Any]
 OUTBOX_PAUSE = 64  # ZeroMQ messages waiting for one destination before its senders pause
 OUTBOX_RESUME = 16
 OUTBOX_LIMIT = 4096  # past this (senders ignoring pause) messages become dead letters
+# The same bounds in payload bytes: counted in ZeroMQ messages alone, a flood of large messages
+# (1 MiB each) to an actor that stopped reading grew the primary by gigabytes (900 of them:
+# +1.6 GiB) and slowed every other pair. A tracked incarnation is sent no more while this many
+# bytes it was sent are unread (they wait in the outbox, whose senders pause as it fills).
+INFLIGHT_BYTES = 16 << 20
+OUTBOX_PAUSE_BYTES = 4 << 20
+OUTBOX_RESUME_BYTES = 1 << 20
+OUTBOX_LIMIT_BYTES = 256 << 20  # as OUTBOX_LIMIT messages of 64 KiB
+HOLD_BYTES = 64 << 20  # payload bytes held for one restarting name, besides --hold-messages
 RETRY = 0.001
 # held messages whose deadline is this close expire with those due: a timer may fire a little
 # early (uvloop rounds delays to the millisecond), and the next one would then be a busy wait
@@ -108,7 +117,8 @@ class Router:
         self.held: dict[bytes, _Held] = {}  # name (restarting) -> (deadline, frames), bounded
         self._expiry: asyncio.TimerHandle | None = None  # for the earliest deadline held
         self._expiry_at = 0.0
-        self.outboxes: dict[bytes, deque] = {}  # identity -> frames ZeroMQ refused for now
+        self.outboxes: dict[bytes, _Outbox] = {}  # identity -> frames not sent yet (ZeroMQ
+        # refused them, or the incarnation has INFLIGHT_BYTES to read first)
         self._pausing: dict[bytes, set[tuple[bytes, bytes]]] = {}  # identity -> (sender, dest)
         self._retrying = False
         self.asks: dict[bytes, dict[bytes, set[int]]] = {}  # incarnation -> asker -> corrs
@@ -168,12 +178,14 @@ class Router:
         assert self._reads is not None
         read = self._reads[track.slot]
         self._free_slots.append(track.slot)
-        return [frames for sent, frames in track.kept if sent > read]
+        return [frames for sent, frames, _size in track.kept if sent > read]
 
     def _keep(self, track: _Track, frames: list) -> None:
         track.sent += 1
+        size = _payload_size(frames)
+        track.unread += size
         kept = track.kept
-        kept.append((track.sent, frames))
+        kept.append((track.sent, frames, size))
         if len(kept) >= KEEP_TRIM:
             self._trim(track)
 
@@ -182,7 +194,14 @@ class Router:
         read = self._reads[track.slot]
         kept = track.kept
         while kept and kept[0][0] <= read:
-            kept.popleft()
+            track.unread -= kept.popleft()[2]
+
+    def _has_room(self, track: _Track | None) -> bool:
+        """Whether ``track``'s incarnation may be sent more: fewer than INFLIGHT_BYTES unread."""
+        if track is None or track.unread < INFLIGHT_BYTES:
+            return True
+        self._trim(track)
+        return track.unread < INFLIGHT_BYTES
 
     def hold(self, name: str) -> None:
         """``name`` is restarting: hold its messages (bounded) until it is bound again."""
@@ -232,6 +251,7 @@ class Router:
                 deadline = min(deadline, held[0][0])
             for frames in reversed(again):
                 held.appendleft((deadline, frames))
+                held.size += _payload_size(frames)  # sent once already: held whatever its size
                 count = _count(frames[2])
                 held.messages += count
                 self.held_total += count
@@ -396,25 +416,30 @@ class Router:
         self.routed += 1
         outbox = self.outboxes.get(identity)
         if outbox is None:
+            track = self._tracked.get(identity)
             try:
+                if not self._has_room(track):
+                    raise zmq.Again  # it has enough to read: the rest waits here, counted
                 send_frames(self._sock, frames)
                 if sender != PRIMARY:  # the primary's own replies and errors were never sent
                     self.delivered += count
-                track = self._tracked.get(identity)
                 if track is not None and frames[2][0] <= ASK:  # a tell or an ask
                     self._keep(track, frames)
                 return
             except zmq.Again:
-                outbox = self.outboxes[identity] = deque()
+                outbox = self.outboxes[identity] = _Outbox()
                 self._retry_soon()
             except zmq.ZMQError:  # EHOSTUNREACH: that peer is gone
                 self._peer_gone(identity, [sender, dest, *frames[2:]])
                 return
-        if len(outbox) >= OUTBOX_LIMIT:
+        if len(outbox) >= OUTBOX_LIMIT or (
+                outbox.size >= OUTBOX_LIMIT_BYTES and sender != PRIMARY):  # never flow control
             self._undeliverable([sender, dest, *frames[2:]], "the mailbox is full")
             return
         outbox.append(frames)
-        if len(outbox) >= OUTBOX_PAUSE and sender != PRIMARY:
+        outbox.size += _payload_size(frames)
+        if (len(outbox) >= OUTBOX_PAUSE or outbox.size >= OUTBOX_PAUSE_BYTES) and (
+                sender != PRIMARY):
             pausing = self._pausing.setdefault(identity, set())
             if (sender, dest) not in pausing:
                 pausing.add((sender, dest))
@@ -437,7 +462,7 @@ class Router:
         self.held.setdefault(name, _Held())
         self._on_frames(frames, again=True)  # re-route: another group member, or held
 
-    def _outbox_gone(self, identity: bytes, outbox: deque) -> None:
+    def _outbox_gone(self, identity: bytes, outbox: _Outbox) -> None:
         """ZeroMQ says the peer of ``outbox`` is gone and its supervisor has not heard yet: the
         tells and asks waiting there go to its name again, in order, as incarnation_down would
         send them (held for the replacement); answers to its asks are dead letters."""
@@ -450,6 +475,10 @@ class Router:
                 self._undeliverable([frames[1], identity, *frames[2:]], "its process is gone")
 
     def _hold(self, held: _Held, frames: list, count: int) -> None:
+        size = _payload_size(frames)
+        if held and held.size + size > HOLD_BYTES:
+            self._undeliverable(frames, f"more than {HOLD_BYTES >> 20} MiB held")
+            return
         room = self.hold_max - held.messages
         if count > room:
             if room <= 0:
@@ -460,6 +489,7 @@ class Router:
             count = room
         deadline = self.loop.time() + self.hold_seconds
         held.append((deadline, frames))
+        held.size += _payload_size(frames)
         held.messages += count
         self.held_total += count
         if self._expiry is None:  # else it fires no later: every deadline is a now + hold_seconds
@@ -484,6 +514,7 @@ class Router:
             while queue and queue[0][0] <= due:
                 frames = queue.popleft()[1]
                 queue.messages -= _count(frames[2])
+                queue.size -= _payload_size(frames)
                 self._undeliverable(frames, f"held {self.hold_seconds} s")
             if queue and (earliest is None or queue[0][0] < earliest):
                 earliest = queue[0][0]
@@ -499,7 +530,10 @@ class Router:
         self._retrying = False
         sock = self._sock
         for identity, outbox in list(self.outboxes.items()):
+            track = self._tracked.get(identity)
             while outbox:
+                if not self._has_room(track):
+                    break
                 try:
                     send_frames(sock, outbox[0])
                 except zmq.Again:
@@ -508,12 +542,12 @@ class Router:
                     self._outbox_gone(identity, outbox)
                     break
                 frames = outbox.popleft()
+                outbox.size -= _payload_size(frames)
                 if frames[1] != PRIMARY:
                     self.delivered += _count(frames[2])
-                track = self._tracked.get(identity)
                 if track is not None and frames[2][0] <= ASK:
                     self._keep(track, frames)
-            if len(outbox) <= OUTBOX_RESUME:
+            if len(outbox) <= OUTBOX_RESUME and outbox.size <= OUTBOX_RESUME_BYTES:
                 self._resume_senders(identity)
             if not outbox:
                 del self.outboxes[identity]
@@ -658,6 +692,11 @@ class Router:
                                     dumps_json(result)])
 
 
+def _payload_size(frames: list) -> int:
+    """Bytes of a message's payload frames ([identity, sender, header, payload...])."""
+    return sum(map(len, frames[3:]))
+
+
 def _count(header: bytes) -> int:
     return _unpack(header)[2] if len(header) == HEADER.size else 1
 
@@ -686,12 +725,21 @@ class _Track:
     """One tracked incarnation: its read-counter slot, how many tells and asks (ZeroMQ
     messages) it was sent, and those it may not have read yet as (number, frames)."""
 
-    __slots__ = ("slot", "sent", "kept")
+    __slots__ = ("slot", "sent", "kept", "unread")
 
     def __init__(self, slot: int) -> None:
         self.slot = slot
         self.sent = 0
-        self.kept: deque[tuple[int, list]] = deque()
+        self.kept: deque[tuple[int, list, int]] = deque()  # (number, frames, payload bytes)
+        self.unread = 0  # payload bytes of those kept
+
+
+class _Outbox(deque):
+    """Messages not sent to one incarnation yet, in order, with their payload bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.size = 0
 
 
 class _Held(deque):
@@ -700,3 +748,4 @@ class _Held(deque):
     def __init__(self) -> None:
         super().__init__()
         self.messages = 0
+        self.size = 0  # payload bytes

@@ -42,8 +42,27 @@ class Recorder(Actor):
         self.seen.append(message)
 
 
+class Heads(Recorder):
+    """Keeps only the number each bytes message starts with: a flood of large messages costs
+    it no memory."""
+
+    def receive(self, message):
+        if isinstance(message, bytes):
+            self.seen.append(int.from_bytes(message[:4], "big"))
+            return None
+        return super().receive(message)
+
+
 class SlowStart(Recorder):
     """A recorder whose start takes a while, so it stays 'restarting' long enough to observe."""
+
+    def on_start(self):
+        time.sleep(float(os.environ.get("AC_SLOW_START", "0.8")))
+        super().on_start()
+
+
+class SlowHeads(Heads):
+    """Heads whose start takes AC_SLOW_START seconds (as SlowStart's)."""
 
     def on_start(self):
         time.sleep(float(os.environ.get("AC_SLOW_START", "0.8")))
@@ -101,6 +120,11 @@ class Echo(Actor):
                             await asyncio.sleep(0)  # the loop turns: the router's pause arrives
                 except MailboxFull:
                     return told
+            case ("flood_large", target, n, size):  # await tell n messages of size bytes
+                start = time.monotonic()
+                for i in range(n):
+                    await tell(target, i.to_bytes(4, "big") + bytes(size - 4))
+                return time.monotonic() - start
             case ("lock",):
                 import threading
 
