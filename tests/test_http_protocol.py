@@ -1854,7 +1854,7 @@ def test_the_examples_in_docs_handlers_md(serve, code, console):
 
 
 def test_docs_has_every_example():
-    assert len(doc_examples()) == 6
+    assert len(doc_examples()) == 7
 
 
 def test_a_closed_connection_leaves_no_cyclic_garbage():
