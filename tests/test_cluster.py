@@ -296,10 +296,14 @@ def test_giving_up_prints_one_true_line_and_exits_non_zero(cluster, tmp_path):
     assert f"Primary {c.proc.pid} stopped" in log
 
 
-def test_no_ready_worker_means_503_with_retry_after(cluster):
-    c = cluster("ac_testapp:misbehave", "--workers", "1", "--max-restarts", "50",
-                "--within", "60")
-    for _ in range(8):  # crash it until the restart backoff is longer than the gateway's grace
+def test_no_ready_worker_means_503_with_retry_after(cluster, tmp_path):
+    # a restart backoff (1.5 s after the second crash) longer than the gateway's grace (1 s)
+    config = tmp_path / "backoff.toml"
+    config.write_text('[supervisor]\nbackoff = { initial = 1.5, max = 1.5 }\n'
+                      '[[supervisor.children]]\nname = "web"\n'
+                      'http = "ac_testapp:misbehave"\nworkers = 1\n')
+    c = cluster(f"--config={config}", "--no-standby")
+    for _ in range(2):
         (pid,) = c.wait_workers(1, timeout=10)
         _swallow(lambda: get(c.url + "/os_exit"))
         c.wait_for_log(rf"Worker {pid} died")

@@ -654,7 +654,7 @@ def test_a_promoted_standby_answers_its_first_requests_that_ask_an_actor(cluster
         errors.clear()  # requests in flight in a killed worker are lost; from now on none is
         # the race was lost about one promotion in ten, in the first requests a promoted
         # standby gets: a quarter of a second of traffic around each promotion covers them
-        for n in range(16):
+        for n in range(10):
             time.sleep(0.25)
             c.signal(signal.SIGTTIN)
             c.wait_for_log(r"pool web scaled from 2 to 3 workers", count=n + 1)

@@ -58,7 +58,7 @@ class Handler(Actor):
 def test_a_sigterm_to_the_whole_group_stops_as_cleanly_as_one_to_the_primary(
         cluster, tmp_path, no_process_left_behind):
     (tmp_path / "ac_slow_init.py").write_text(SLOW_INIT)
-    for i in range(12):
+    for i in range(8):  # each of the four moments twice
         c = cluster("ac_slow_init:Handler", "--workers", "2", new_session=True,
                     env={"PYTHONPATH": str(tmp_path)})
         # while the standby worker starts (the first 0.2 s), or once every worker is up
