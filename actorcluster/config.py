@@ -14,7 +14,7 @@ from typing import Any
 from .errors import ConfigError, TargetImportError
 from .importer import split_target
 from .logs import LEVELS
-from .rundir import check_name
+from .rundir import NAME_PATTERN, NAME_RULE, check_name
 from .specs import MAX_WORKERS
 
 LOOPS = ("auto", "asyncio", "uvloop")
@@ -96,10 +96,12 @@ class Bind:
         return f"http://{host}:{self.port}"
 
 
-def check_actor_name(name: str) -> str:
+def check_actor_name(name: str, target: str) -> str:
     """An actor's name is an address: letters, digits, '.', '_' and '-' ('/' and '#' are the
-    router's)."""
-    check_name(name)
+    router's). The error names --actor, not --name, which is the cluster's option."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise ConfigError(f"--actor {f'{name}={target}'!r}: the name {name!r} is not valid; "
+                          f"{NAME_RULE}")
     return name
 
 
@@ -178,7 +180,7 @@ class ClusterConfig:
             split_target(self.target)
         seen = set(RESERVED_NAMES)
         for name, target in self.actors:
-            check_actor_name(name)
+            check_actor_name(name, target)
             if name in seen:
                 raise ConfigError(f"--actor {name}={target}: the name {name!r} is "
                                   + ("reserved" if name in RESERVED_NAMES else "used twice"))

@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 from .config import SETTING_BY_NAME, parse_bind
 from .errors import ConfigError, TargetImportError
 from .importer import import_actor, import_handler, split_target
+from .rundir import NAME_RULE as _NAME_RULE
 from .rundir import check_name
 from .specs import (
     BRUTAL_KILL,
@@ -72,7 +73,6 @@ _KIND_KEYS = {"actor": ACTOR_KEYS, "pool": POOL_KEYS, "supervisor": SUPERVISOR_K
 _KIND_WORDS = {"actor": "an actor", "pool": "an HTTP pool", "supervisor": "a supervisor"}
 _KIND_RULE = ('"actor" makes an actor, "http" makes an HTTP pool, "children" or "strategy" '
               "makes a supervisor")
-_NAME_RULE = "use 1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
 _HINTS = {
     "http.workers": 'set "workers" on the HTTP pool, a child in [supervisor]',
     "cluster.workers": 'set "workers" on the HTTP pool, a child in [supervisor]',

@@ -29,14 +29,12 @@ from pathlib import Path
 from .errors import ClusterExists, ConfigError
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # fullmatch: "$" allows "\n"
+NAME_RULE = "use 1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
 def check_name(name: str) -> str:
     if not NAME_PATTERN.fullmatch(name):
-        raise ConfigError(
-            f"--name {name!r}: use 1-64 ASCII letters, digits, '.', '_' or '-', starting with "
-            "a letter or digit"
-        )
+        raise ConfigError(f"--name {name!r}: {NAME_RULE}")
     return name
 
 
