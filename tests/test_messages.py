@@ -951,6 +951,18 @@ def test_ask_sync_in_a_plain_receive_waits_in_place_and_keeps_order(cluster, att
     assert "RuntimeError: ask_sync() was called on the event loop's own thread" in client.ask(
         "web/1", "ask_sync")
 
+    # What comes while it waits is read but not counted read (a kill would lose it otherwise):
+    # 20 MiB of it once closed the router's byte bound (INFLIGHT_BYTES) for the relay, and the
+    # reply it waited for stayed behind until its timeout.
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(client.ask, "relay", ("via", "echo", ("sleep", 0.4, "done"), 3.0), 5.0)
+        time.sleep(0.1)
+        start = time.monotonic()
+        for _ in range(20):
+            client.tell("relay", bytes(1 << 20))
+        assert slow.result(6) == "done"
+        assert time.monotonic() - start < 1.5
+
 
 def test_an_actor_asking_itself_inside_receive_fails_at_once_or_says_why(cluster, attach):
     """ask_sync to itself in a plain receive can only time out (its mailbox waits behind that

@@ -418,7 +418,7 @@ class Router:
         if outbox is None:
             track = self._tracked.get(identity)
             try:
-                if not self._has_room(track):
+                if frames[2][0] <= ASK and not self._has_room(track):
                     raise zmq.Again  # it has enough to read: the rest waits here, counted
                 send_frames(self._sock, frames)
                 if sender != PRIMARY:  # the primary's own replies and errors were never sent
@@ -438,6 +438,8 @@ class Router:
             return
         outbox.append(frames)
         outbox.size += _payload_size(frames)
+        if frames[2][0] > ASK:
+            outbox.others += 1
         if (len(outbox) >= OUTBOX_PAUSE or outbox.size >= OUTBOX_PAUSE_BYTES) and (
                 sender != PRIMARY):
             pausing = self._pausing.setdefault(identity, set())
@@ -533,6 +535,8 @@ class Router:
             track = self._tracked.get(identity)
             while outbox:
                 if not self._has_room(track):
+                    if outbox.others:
+                        self._send_past_bound(identity, outbox)
                     break
                 try:
                     send_frames(sock, outbox[0])
@@ -545,7 +549,9 @@ class Router:
                 outbox.size -= _payload_size(frames)
                 if frames[1] != PRIMARY:
                     self.delivered += _count(frames[2])
-                if track is not None and frames[2][0] <= ASK:
+                if frames[2][0] > ASK:
+                    outbox.others -= 1
+                elif track is not None:
                     self._keep(track, frames)
             if len(outbox) <= OUTBOX_RESUME and outbox.size <= OUTBOX_RESUME_BYTES:
                 self._resume_senders(identity)
@@ -553,6 +559,37 @@ class Router:
                 del self.outboxes[identity]
         if self.outboxes:
             self._retry_soon()
+
+    def _send_past_bound(self, identity: bytes, outbox: _Outbox) -> None:
+        """The incarnation has INFLIGHT_BYTES unread: send what its outbox holds besides tells
+        and asks (replies, errors, pause / resume, the stop's bye), unless their sender has a
+        tell or ask ahead of them (the order of each pair holds). A process counts only what it
+        will handle: one waiting in ask_sync, or stopping, reads on without counting, and it
+        waits for exactly these; behind the bound they came at its timeout."""
+        sock = self._sock
+        waiting: set[bytes] = set()  # senders with a tell or ask ahead
+        behind: list = []
+        while outbox:
+            frames = outbox.popleft()
+            if frames[2][0] <= ASK or frames[1] in waiting:
+                waiting.add(frames[1])
+                behind.append(frames)
+                continue
+            try:
+                send_frames(sock, frames)
+            except zmq.Again:
+                outbox.appendleft(frames)
+                break
+            except zmq.ZMQError:  # EHOSTUNREACH: that peer is gone
+                outbox.appendleft(frames)
+                outbox.extendleft(reversed(behind))
+                self._outbox_gone(identity, outbox)
+                return
+            outbox.size -= _payload_size(frames)
+            outbox.others -= 1
+            if frames[1] != PRIMARY:
+                self.delivered += _count(frames[2])
+        outbox.extendleft(reversed(behind))
 
     def _resume_senders(self, identity: bytes) -> None:
         for sender, dest in self._pausing.pop(identity, ()):
@@ -735,11 +772,13 @@ class _Track:
 
 
 class _Outbox(deque):
-    """Messages not sent to one incarnation yet, in order, with their payload bytes."""
+    """Messages not sent to one incarnation yet, in order, with their payload bytes and how
+    many are not tells or asks (those may pass INFLIGHT_BYTES: Router._send_past_bound)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.size = 0
+        self.others = 0
 
 
 class _Held(deque):
