@@ -739,7 +739,9 @@ def test_a_flood_of_large_messages_is_bounded_in_bytes_in_the_primary(cluster, a
             time.sleep(0.02)
     finally:
         os.kill(sink, signal.SIGCONT)
-    assert grown < 160 << 20, f"the primary grew by {grown >> 20} MiB"
+    # without the byte bounds it grew by twice the flood (686 MiB); with them 77-173 MiB here,
+    # the more under load (the allocator keeps what short-lived copies took)
+    assert grown < 320 << 20, f"the primary grew by {grown >> 20} MiB"
     deadline = time.monotonic() + 20
     while (heads := client.ask("sink", "get", timeout=10)) != list(range(300)):
         assert time.monotonic() < deadline and heads == list(range(len(heads))), heads[-5:]
