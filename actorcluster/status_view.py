@@ -73,6 +73,10 @@ def render_status(status: dict[str, Any]) -> str:
     standby = status["tree"].get("standby")
     if standby:
         lines.append(f"standby worker: pid {standby.get('pid') or '-'} ({standby.get('state')})")
+    retiring = status["tree"].get("retiring")
+    if retiring:
+        lines.append("retiring (finishing their connections): " + ", ".join(
+            f"{node.get('name')} pid {node.get('pid') or '-'}" for node in retiring))
     dead = status.get("messages", {}).get("dead_letters") or {}
     lines.append("dead letters: " + (", ".join(f"{k} {v}" for k, v in sorted(dead.items()))
                                      if dead else "none"))

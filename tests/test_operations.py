@@ -95,9 +95,7 @@ def cli(c, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 def workers(c) -> dict[str, dict]:
-    with actorcluster.connect(c.name) as client:
-        tree = client.status()["tree"]
-    pool = next(ch for ch in tree["children"] if ch["type"] == "pool")
+    pool = next(ch for ch in tree(c)["children"] if ch["type"] == "pool")
     return {w["name"]: w for w in pool["children"]}
 
 
@@ -105,9 +103,13 @@ def zygotes(c) -> list[psutil.Process]:
     return [p for p in psutil.Process(c.proc.pid).children() if _name(p) == "ac zygote"]
 
 
-def standby(c) -> dict | None:
+def tree(c) -> dict:
     with actorcluster.connect(c.name) as client:
-        return client.status()["tree"]["standby"]
+        return client.status()["tree"]
+
+
+def standby(c) -> dict | None:
+    return tree(c)["standby"]
 
 
 def wait_until(check, timeout: float = 10.0):
@@ -175,6 +177,13 @@ def test_a_retiring_worker_closes_keep_alive_connections_between_requests(cluste
         reload = threading.Thread(target=cli, args=(c, "reload"))
         reload.start()
         c.wait_for_log(r"Worker \d+ started", count=2)  # the replacement is in rotation
+        # status shows the old process beside the tree while it finishes its connections
+        retiring = wait_until(lambda: (r := tree(c)["retiring"]) and r)
+        assert [(n["name"], n["pid"], n["state"]) for n in retiring] == [
+            ("web/1", old_pid, "retiring")]
+        assert workers(c)["web/1"]["pid"] != old_pid
+        text = cli(c, "status").stdout
+        assert f"retiring (finishing their connections): web/1 pid {old_pid}" in text, text
         second = client.get(c.url)  # the old worker answers it, and closes after it
         assert second.text == f"v1 {old_pid}\n"
         assert second.headers["connection"] == "close"
@@ -182,6 +191,7 @@ def test_a_retiring_worker_closes_keep_alive_connections_between_requests(cluste
         assert third.text.startswith("v2 ")
         reload.join(30)
     c.wait_for_log(rf"Worker {old_pid} stopped \(exit code 0\)")
+    assert tree(c)["retiring"] == []
     assert c.stop() == 0
 
 
@@ -338,11 +348,11 @@ def test_a_worker_scaled_away_while_waiting_for_its_backoff_is_not_started(clust
     """web/2 waits 1 s before its restart when `scale web 1` removes it from the pool: the
     restart is then not carried out. It was: a worker outside the pool, yet bound to the name
     and handed connections, which no scale, reload or stop of the cluster knew of."""
-    tree = tmp_path / "tree.toml"
-    tree.write_text('[supervisor]\nbackoff = { initial = 1, max = 1 }\n\n'
-                    '[[supervisor.children]]\nname = "web"\nhttp = "ac_testapp:pid"\n'
-                    'workers = 2\n')
-    c = cluster(f"--config={tree}")
+    config = tmp_path / "tree.toml"
+    config.write_text('[supervisor]\nbackoff = { initial = 1, max = 1 }\n\n'
+                      '[[supervisor.children]]\nname = "web"\nhttp = "ac_testapp:pid"\n'
+                      'workers = 2\n')
+    c = cluster(f"--config={config}")
     c.wait_workers(2)
     first = workers(c)["web/2"]["pid"]
     os.kill(first, signal.SIGKILL)  # its first restart: at once

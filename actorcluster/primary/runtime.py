@@ -563,7 +563,7 @@ class Primary:
             return {
                 "cluster": self.config.name, "primary": {"pid": self.pid}, "listen": None,
                 "tree": {"name": "root", "type": "supervisor", "state": "starting",
-                         "children": [], "standby": None},
+                         "children": [], "standby": None, "retiring": []},
                 "messages": self.router.stats(), "gateway": {"handed_off": 0, "rejected": 0},
             }
         return {

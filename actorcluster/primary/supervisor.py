@@ -519,6 +519,12 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         tree = status_of(self.root, now)
         tree["standby"] = ({"pid": self.spare.pid, "state": self.spare.state}
                            if self.spare is not None else None)
+        # replaced by a reload (or scaled away) and finishing their connections: processes a
+        # user sees in `ps` beside the tree's, for up to --graceful-timeout
+        tree["retiring"] = sorted(
+            ({**status_of(leaf, now), "state": "retiring"} for leaf in self.retiring
+             if leaf.live),
+            key=lambda node: (node["name"], node["pid"] or 0))
         return tree
 
 
