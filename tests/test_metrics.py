@@ -28,7 +28,7 @@ from actorcluster.errors import ClusterError
 from actorcluster.http import HttpLimits, HttpProtocol, HttpServerState, Response, make_app
 from actorcluster.http.state import LATENCY_BUCKETS
 from actorcluster.primary.children import Leaf
-from actorcluster.primary.metrics import Metrics
+from actorcluster.primary.metrics import MAX_SCRAPES, Metrics
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -374,6 +374,18 @@ def test_server_answers_scrapes_and_refuses_a_taken_port(loop):
         assert head.startswith(b"HTTP/1.1 405")
         head, _ = await fetch(port, b"nonsense\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400")
+
+        # clients that connect and say nothing hold no more than MAX_SCRAPES connections (and
+        # file descriptors of the primary): the oldest are dropped, a scrape still gets in
+        idle = [await asyncio.open_connection("127.0.0.1", port)
+                for _ in range(MAX_SCRAPES + 4)]
+        head, _ = await asyncio.wait_for(
+            fetch(port, b"GET /metrics HTTP/1.1\r\n\r\n"), 2.0)
+        assert head.startswith(b"HTTP/1.1 200 OK")
+        for i, (reader, writer) in enumerate(idle):
+            if i < 5:  # dropped: the server closed them
+                assert await asyncio.wait_for(reader.read(), 2.0) == b""
+            writer.close()
 
         other = Metrics(tree, router, "t")  # type: ignore[arg-type]
         with pytest.raises(ClusterError,

@@ -50,6 +50,10 @@ log = logging.getLogger("actorcluster.metrics")
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")  # exported for every worker, zero or not
 PROCESS_TYPES = ("worker", "actor", "standby")
 READ_TIMEOUT = 5.0  # seconds for a scraper to send its request head
+# Connections served at once. Past it the oldest is dropped to make room: clients that connect
+# and send nothing (a port scanner, a stuck scraper) would otherwise each hold one of the
+# primary's file descriptors for READ_TIMEOUT, without bound, and a scrape still gets in.
+MAX_SCRAPES = 16
 MAX_HEAD = 16384  # bytes of request head read at most
 
 
@@ -68,7 +72,7 @@ class Metrics:
         self._server: asyncio.AbstractServer | None = None
         self._starting: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._connections: dict[asyncio.Task[Any], None] = {}  # in the order they came
         # sample the workers' counters about twice per heartbeat, not only at scrape time, so
         # that the last counters of a process that dies are seen even if nobody scrapes
         self._interval = tree.heartbeat / 2
@@ -132,7 +136,12 @@ class Metrics:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
-            self._connections.add(task)
+            connections = self._connections
+            while len(connections) >= MAX_SCRAPES:
+                oldest = next(iter(connections))
+                del connections[oldest]
+                oldest.cancel()
+            connections[task] = None
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
             writer.write(self._answer(head))
@@ -143,7 +152,7 @@ class Metrics:
         finally:
             writer.close()
             if task is not None:
-                self._connections.discard(task)
+                self._connections.pop(task, None)
 
     def _answer(self, head: bytes) -> bytes:
         """The whole response to one request head (one request per connection)."""
