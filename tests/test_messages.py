@@ -737,8 +737,14 @@ def test_a_flood_of_large_messages_is_bounded_in_bytes_in_the_primary(cluster, a
         while time.monotonic() < deadline:  # the flood is stuck behind the stopped receiver
             grown = max(grown, primary.memory_info().rss - before)
             time.sleep(0.02)
+        # and waits without a busy retry: the router backs off while the receiver reads nothing
+        # (it retried every millisecond: ~1000 wake-ups a second for as long as it was stopped)
+        woken = primary.num_ctx_switches().voluntary
+        time.sleep(0.5)
+        woken = primary.num_ctx_switches().voluntary - woken
     finally:
         os.kill(sink, signal.SIGCONT)
+    assert woken < 150, f"the primary woke {woken} times in 0.5 s"
     # without the byte bounds it grew by twice the flood (686 MiB); with them 77-173 MiB here,
     # the more under load (the allocator keeps what short-lived copies took)
     assert grown < 320 << 20, f"the primary grew by {grown >> 20} MiB"

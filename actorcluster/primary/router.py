@@ -68,6 +68,11 @@ OUTBOX_RESUME_BYTES = 1 << 20
 OUTBOX_LIMIT_BYTES = 256 << 20  # as OUTBOX_LIMIT messages of 64 KiB
 HOLD_BYTES = 64 << 20  # payload bytes held for one restarting name, besides --hold-messages
 RETRY = 0.001
+# While no outbox moves (a receiver stopped, or busy in one long receive) the retries back off,
+# doubling up to this: a millisecond timer for as long as an actor is stopped is a thousand
+# wake-ups of the primary a second. A retry that sends something, or a new outbox, starts
+# again from RETRY.
+RETRY_MAX = 0.016
 # held messages whose deadline is this close expire with those due: a timer may fire a little
 # early (uvloop rounds delays to the millisecond), and the next one would then be a busy wait
 EXPIRY_SLACK = 0.001
@@ -121,6 +126,8 @@ class Router:
         # refused them, or the incarnation has INFLIGHT_BYTES to read first)
         self._pausing: dict[bytes, set[tuple[bytes, bytes]]] = {}  # identity -> (sender, dest)
         self._retrying = False
+        self._retry_delay = RETRY
+        self._retry_timer: asyncio.TimerHandle | None = None
         self.asks: dict[bytes, dict[bytes, set[int]]] = {}  # incarnation -> asker -> corrs
         self.dead_letters: Counter[str] = Counter()
         self._burst: dict[str, int] = {}
@@ -428,7 +435,7 @@ class Router:
                 return
             except zmq.Again:
                 outbox = self.outboxes[identity] = _Outbox()
-                self._retry_soon()
+                self._retry_soon(fresh=True)
             except zmq.ZMQError:  # EHOSTUNREACH: that peer is gone
                 self._peer_gone(identity, [sender, dest, *frames[2:]])
                 return
@@ -523,14 +530,23 @@ class Router:
         if earliest is not None:
             self._expire_at(earliest)
 
-    def _retry_soon(self) -> None:
+    def _retry_soon(self, fresh: bool = False) -> None:
+        """Retry the outboxes after the current delay; ``fresh`` (a new outbox): after RETRY,
+        sooner than a backed-off retry already due."""
+        if fresh and self._retry_delay > RETRY:
+            self._retry_delay = RETRY
+            if self._retry_timer is not None:
+                self._retry_timer.cancel()
+                self._retrying = False
         if not self._retrying:
             self._retrying = True
-            self.loop.call_later(RETRY, self._retry)
+            self._retry_timer = self.loop.call_later(self._retry_delay, self._retry)
 
     def _retry(self) -> None:
         self._retrying = False
+        self._retry_timer = None
         sock = self._sock
+        waiting = sum(len(outbox) for outbox in self.outboxes.values())
         for identity, outbox in list(self.outboxes.items()):
             track = self._tracked.get(identity)
             while outbox:
@@ -558,7 +574,11 @@ class Router:
             if not outbox:
                 del self.outboxes[identity]
         if self.outboxes:
+            moved = sum(len(outbox) for outbox in self.outboxes.values()) < waiting
+            self._retry_delay = RETRY if moved else min(2 * self._retry_delay, RETRY_MAX)
             self._retry_soon()
+        else:
+            self._retry_delay = RETRY
 
     def _send_past_bound(self, identity: bytes, outbox: _Outbox) -> None:
         """The incarnation has INFLIGHT_BYTES unread: send what its outbox holds besides tells
