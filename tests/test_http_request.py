@@ -261,6 +261,9 @@ def test_render_response_headers():
     "response",
     [
         Response("x", headers={"X-Bad": "a\r\nInjected: 1"}),
+        Response("x", content_type="text/html\r\nSet-Cookie: a=1"),
+        Response("x", content_type=b"text/html\nInjected: 1"),
+        Response(iter(["x"]), content_type="text/html\0"),
         Response("x", headers={"Bad Name": "v"}),
         Response("x", status=99),
         Response("x", status=600),

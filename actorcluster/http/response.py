@@ -274,7 +274,10 @@ def _render_response(
     if content_type is None and (size or stream is not None) and not bodyless:
         content_type = default_type
     if content_type:
-        lines.append(b"Content-Type: %s\r\n" % _header_bytes(content_type))
+        content_type = _header_bytes(content_type)
+        if _BAD_VALUE.search(content_type):  # a header value like any other: no injection
+            raise ValueError(f"invalid content_type {response.content_type!r}")
+        lines.append(b"Content-Type: %s\r\n" % content_type)
 
     result_stream = None
     if bodyless:
