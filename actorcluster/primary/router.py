@@ -309,6 +309,9 @@ class Router:
                 del owed[asker]
             if not owed:
                 del self.asks[identity]
+        self._report_bursts()
+
+    def _report_bursts(self) -> None:
         for name, more in list(self._burst.items()):
             if more:
                 log.warning("%d more dead letters to %r", more, name)
@@ -325,6 +328,10 @@ class Router:
         }
 
     def close(self) -> None:
+        # The dead letters of a burst still running are logged once a second: those of the
+        # last second (a cluster stopping under a sender: thousands to the actors stopped
+        # first) would otherwise never be, and after the exit no status can show them.
+        self._report_bursts()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
