@@ -81,11 +81,13 @@ SENT = _Done()
 
 
 class _Yield:
-    """What ``tell`` returns for a large message sent at once: awaited, it gives the loop one
-    turn (as ``asyncio.sleep(0)``), in which the message leaves and a "pause" from the router
-    can arrive. A loop of ``await tell(large)`` would otherwise never let the loop run, and
-    queue everything before it heard of a full mailbox. Small messages never pay for it: it
-    would split their coalesced runs."""
+    """What ``tell`` returns for a large message sent at once, and for the small one that
+    completed a run of BATCH (sent at once too): awaited, it gives the loop one turn (as
+    ``asyncio.sleep(0)``), in which the message leaves and a "pause" from the router can
+    arrive. A loop of ``await tell(...)`` would otherwise never let the loop run, and send
+    everything before it heard of a full mailbox: past the router's OUTBOX_LIMIT, dead letters
+    (600,000 of 2,000,000 small tells to a stopped actor). Other small messages never pay for
+    it: it would split their coalesced runs."""
 
     __slots__ = ()
 
@@ -188,8 +190,10 @@ class Messenger:
                 if data is not None:
                     payloads = last[2]
                     payloads.append(data)
-                    if len(payloads) >= BATCH and not self._flush_one(self._dests[target], runs):
-                        self._block()
+                    if len(payloads) >= BATCH:
+                        if not self._flush_one(self._dests[target], runs):
+                            self._block()
+                        return YIELD  # a full run left: awaited, hear a "pause" (_Yield)
                     return SENT if len(data) < LARGE else YIELD
         dest, flags, frames = self._address(target, message)
         if broadcast:
@@ -357,8 +361,11 @@ class Messenger:
         if resumed is None and self._blocked:
             resumed = self._room  # our own pipe is full: the sender waits as for a pause
         if resumed is None:
-            if size >= (BATCH if kind == TELL else ASK_BATCH) and not self._flush_one(dest, runs):
-                self._block()
+            if size >= (BATCH if kind == TELL else ASK_BATCH):
+                if not self._flush_one(dest, runs):
+                    self._block()
+                if kind == TELL:
+                    return YIELD  # a full run left: awaited, hear a "pause" (_Yield)
             return SENT
         return resumed if kind == TELL else SENT
 

@@ -831,6 +831,20 @@ def test_full_mailbox_pauses_the_sender_and_loses_nothing(cluster, attach):
     assert seen == sent
     assert client.ask("recorder", "sizes") == [65536]
     assert status(client)["messages"]["dead_letters"] == {}
+    # A loop of `await tell(small)` in an actor hears the pause too (it gets a loop turn each
+    # time a full run leaves): it used to send all 40 MB into the router, and past the router's
+    # outbox limit its messages were dead letters (600,000 of 2,000,000 small ones).
+    os.kill(receiver, signal.SIGSTOP)
+    try:
+        with pytest.raises(AskTimeout):  # the flood waits while the recorder reads nothing
+            client.ask("echo", ("flood_large", "recorder", 40_000, 1000), timeout=0.6)
+    finally:
+        os.kill(receiver, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while (seen := client.ask("recorder", "count", timeout=10)) < sent + 40_000:
+        assert time.monotonic() < deadline, seen - sent
+        time.sleep(0.05)
+    assert seen == sent + 40_000 and status(client)["messages"]["dead_letters"] == {}
 
 
 def wait_count(client, expected: int, timeout: float = 20.0) -> int:
