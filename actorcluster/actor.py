@@ -248,7 +248,7 @@ async def _ask_all(messenger: Messenger, group: str | ActorRef, message: Any, ti
                    ) -> list[Any]:
     """ask_all on the messenger's loop; ``timeout`` bounds the whole, members' look-up included."""
     group = target_bytes(group).decode()  # a name or a reference (lookup("web")), as for tell
-    deadline = messenger.loop.time() + timeout
+    deadline = messenger.loop.time() + check_timeout(timeout)
     members = await messenger.ask("primary", {"op": "members", "group": group}, timeout)
     if not members:
         raise ActorNotFound(f"no live member in group {group!r}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import numbers
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
@@ -111,7 +112,11 @@ def _waiting(ref: Callable[[], asyncio.Future | None]) -> bool:
 
 
 def check_timeout(timeout: Any) -> float:
-    """An ask's timeout, or ValueError: seconds above 0, finite (NaN and inf refused)."""
+    """An ask's timeout, or ValueError: seconds above 0, finite (NaN and inf refused); a
+    TypeError that says so for what is not a number (None, as Ray's "wait forever", or "5")."""
+    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
+        raise TypeError(f"ask timeout: a number of seconds above 0 (at most {MAX_TIMEOUT:g}), "
+                        f"not {timeout!r}; every ask has a timeout")
     if not 0.0 < timeout <= MAX_TIMEOUT:  # also False for NaN
         raise ValueError(f"ask timeout: a number of seconds above 0 (at most {MAX_TIMEOUT:g}), "
                          f"not {timeout!r}")

@@ -123,6 +123,11 @@ def test_a_timeout_that_is_not_a_positive_number_of_seconds_is_a_value_error(clu
             with pytest.raises(ValueError, match="ask timeout"):
                 client.ask_all("web", "x", timeout=bad)
             assert time.monotonic() - started < 1  # at once
+        for bad in (None, "5", True):  # not a number: a TypeError that says what is wanted
+            with pytest.raises(TypeError, match="ask timeout: a number of seconds above 0"):
+                client.ask("echo", "x", timeout=bad)
+            with pytest.raises(TypeError, match="ask timeout"):
+                client.ask_all("web", "x", timeout=bad)
         assert client.ask("echo", "fine", timeout=2) == "fine"
 
 
