@@ -116,6 +116,7 @@ class Client:
             self._unwatch_primary()
             self._gone = f"the cluster stopped (its primary, pid {pid}, exited)"
             self.messenger.fail_pending(ActorError(self._gone))
+            self.messenger.release_paused(ActorError(self._gone))
 
         self._loop.add_reader(fd, gone)
 
@@ -222,6 +223,7 @@ class Client:
         except TimeoutError:
             pass
         self.messenger.fail_pending(ActorError("this client was closed while the ask waited"))
+        self.messenger.release_paused(None)  # flush_all sent what they wait for
 
     def __enter__(self) -> Client:
         return self

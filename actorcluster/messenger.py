@@ -100,6 +100,45 @@ class _Yield:
 
 
 YIELD = _Yield()
+
+
+class _Resumed:
+    """What ``tell`` returns while the destination is paused (or the pipe is full): awaited, it
+    waits for the resume. Through a shield: the future is shared by every tell waiting for that
+    destination, and a task cancelled while it waits (an HTTP request that timed out,
+    ``asyncio.wait_for``) would otherwise cancel it for all of them (CancelledError in each)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future) -> None:
+        self.future = future
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return (yield from asyncio.shield(self.future).__await__())
+
+    def __repr__(self) -> str:
+        return "<waiting for room>"
+
+
+class _RoomElsewhere:
+    """What ``tell`` returns to a caller on another thread (a script's own event loop using a
+    client) while the destination is paused or the pipe is full: awaited, it waits on that
+    caller's loop until the messenger's loop has room again, as ``await tell`` does inside the
+    cluster. Not awaited (a plain ``client.tell``), it costs nothing."""
+
+    __slots__ = ("messenger", "dest")
+
+    def __init__(self, messenger: Messenger, dest: bytes) -> None:
+        self.messenger = messenger
+        self.dest = dest
+
+    def __await__(self) -> Generator[Any, None, None]:
+        done = asyncio.run_coroutine_threadsafe(self.messenger.room(self.dest),
+                                                self.messenger.loop)
+        return (yield from asyncio.wrap_future(done).__await__())
+
+    def __repr__(self) -> str:
+        return "<sent>"
 LARGE = 64 * 1024  # bytes: a tell of at least this much yields (_Yield)
 
 Deliver = Callable[[bytes, int, int, int, int, list], None]  # sender kind flags count corr
@@ -209,6 +248,10 @@ class Messenger:
             self._check_room(dest)
         if threading.get_ident() != self.thread:
             self.loop.call_soon_threadsafe(self._enqueue, dest, TELL, flags, frames, None)
+            # read from this thread, as _check_room does: a pause that is arriving is seen by
+            # the next tell
+            if dest in self._paused or self._blocked:
+                return _RoomElsewhere(self, dest)
             return SENT
         sent = self._enqueue(dest, TELL, flags, frames, None)
         if sent is SENT and sum(memoryview(f).nbytes for f in frames) >= LARGE:
@@ -372,7 +415,7 @@ class Messenger:
                 if kind == TELL:
                     return YIELD  # a full run left: awaited, hear a "pause" (_Yield)
             return SENT
-        return resumed if kind == TELL else SENT
+        return _Resumed(resumed) if kind == TELL else SENT
 
     def _check_room(self, dest: bytes) -> None:
         """MailboxFull if QUEUE_LIMIT messages already wait here for a paused ``dest`` (or while
@@ -547,6 +590,32 @@ class Messenger:
         if dest in self._out and not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self.flush)
+
+    async def room(self, dest: bytes) -> None:
+        """Until ``dest`` is not paused and our own pipe takes messages (on the loop)."""
+        while True:
+            waiting = self._paused.get(dest)
+            if waiting is None and self._blocked:
+                waiting = self._room
+            if waiting is None:
+                return
+            await asyncio.shield(waiting)  # shared: a caller's cancel must not cancel it
+
+    def release_paused(self, exc: BaseException | None) -> None:
+        """Nothing will resume: whoever awaits room stops waiting, raising ``exc`` (a client's
+        cluster stopped: what it queued is lost) or not (None: the client closed after sending
+        everything, paused destinations included)."""
+        waiting = [*self._paused.values(), self._room]
+        self._paused = {}
+        self._room = None
+        for future in waiting:
+            if future is None or future.done():
+                continue
+            if exc is None:
+                future.set_result(None)
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning if none awaited
 
     def fail_pending(self, exc: BaseException) -> None:
         """Every pending ask fails (the process is stopping): no caller waits forever."""

@@ -4,6 +4,7 @@ from a foreign event loop, and after close()."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import threading
 import time
@@ -200,3 +201,38 @@ def test_close_sends_what_waits_for_a_paused_destination(cluster, attach):
         time.sleep(0.2)
     assert client.ask("recorder", "heads", timeout=10) == list(range(2500))
     assert client.ask("primary", "status")["messages"]["dead_letters"] == {}
+
+
+def test_await_tell_from_a_script_waits_while_paused_and_fails_when_the_cluster_stops(cluster):
+    # From a script's own asyncio.run, `await tell(...)` never waited: a flood to a stopped
+    # actor piled up in the client (100,000 messages of any size before MailboxFull). It now
+    # waits as inside the cluster; and a wait the cluster's end cuts short raises at once.
+    c = cluster(*APP)
+    with actorcluster.connect(c.name) as client:
+        receiver = client.ask("recorder", "pid")
+        os.kill(receiver, signal.SIGSTOP)
+
+        async def paused() -> bool:  # read on the client's own loop, which owns the messenger
+            return b"recorder" in client.messenger._paused
+
+        def is_paused() -> bool:
+            return asyncio.run_coroutine_threadsafe(paused(), client._loop).result(5)
+
+        sent = 0
+        while not is_paused():  # 64 KiB each: the router pauses the client after ~20 MiB
+            assert sent < 4000, "the router never paused the client"
+            for _ in range(50):
+                client.tell("recorder", bytes(65536))
+            sent += 50
+            time.sleep(0.01)
+
+        async def main() -> None:
+            with pytest.raises(asyncio.TimeoutError):  # waits while the recorder is paused
+                await asyncio.wait_for(actorcluster.tell("recorder", b"small"), 0.3)
+            waiting = asyncio.ensure_future(actorcluster.tell("recorder", b"small"))
+            await asyncio.sleep(0.05)
+            c.signal(signal.SIGKILL)  # the primary; its workers follow it (parent-death signal)
+            with pytest.raises(ActorError, match="the cluster stopped"):
+                await asyncio.wait_for(waiting, 5)
+
+        asyncio.run(main())

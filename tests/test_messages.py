@@ -845,6 +845,13 @@ def test_full_mailbox_pauses_the_sender_and_loses_nothing(cluster, attach):
         assert time.monotonic() < deadline, seen - sent
         time.sleep(0.05)
     assert seen == sent + 40_000 and status(client)["messages"]["dead_letters"] == {}
+    # A wait for room cancelled (asyncio.wait_for, a request's task cancelled) cancelled the
+    # future every tell to that destination shares: the next one raised CancelledError.
+    os.kill(receiver, signal.SIGSTOP)
+    try:
+        assert client.ask("echo", ("cancelled_waiter", "recorder"), timeout=10) == "waited"
+    finally:
+        os.kill(receiver, signal.SIGCONT)
 
 
 def wait_count(client, expected: int, timeout: float = 20.0) -> int:

@@ -120,6 +120,20 @@ class Echo(Actor):
                             await asyncio.sleep(0)  # the loop turns: the router's pause arrives
                 except MailboxFull:
                     return told
+            case ("cancelled_waiter", target):  # target stopped: a cancelled wait for room
+                big = bytes(65536)                # must not cancel the next one's
+                try:
+                    for _ in range(4000):
+                        await asyncio.wait_for(tell(target, big), 0.2)
+                except TimeoutError:
+                    pass  # paused: that wait was cancelled
+                try:
+                    await asyncio.wait_for(tell(target, b"next"), 0.2)
+                except TimeoutError:
+                    return "waited"
+                except asyncio.CancelledError:
+                    return "cancelled"
+                return "sent"
             case ("flood_large", target, n, size):  # await tell n messages of size bytes
                 start = time.monotonic()
                 for i in range(n):
