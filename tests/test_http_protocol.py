@@ -42,6 +42,7 @@ from actorcluster.http import (
     Response,
     make_app,
 )
+from actorcluster.http import protocol as http_protocol
 from actorcluster.http.direct import DirectTransport, serve_handed_off
 
 pytestmark = pytest.mark.timeout(20)
@@ -1165,6 +1166,122 @@ def test_a_long_url_is_431(serve, raw):
     assert conn.response()[0] == 431
 
 
+# -- lingering close: an error found while the client is still sending --------------------------
+
+BIG_POST = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 2000000\r\n\r\n"
+
+
+def send_all(conn: Raw, data: bytes) -> OSError | None:
+    """``sendall``; the error it raised (a reset, a broken pipe), or None."""
+    try:
+        conn.sock.sendall(data)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def lingering(server: Server) -> int:
+    return server.call(lambda: len(server.state.lingering))
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("served", ["directly", "by the event loop"])
+def test_a_413_reaches_a_client_still_sending_its_body(serve, raw, loop, served):
+    """The 413 is found from Content-Length while the client sends its 2 MB body. Closing over
+    the unread body would send a reset: the client's send fails and the 413 may be destroyed
+    before it reads it. The worker shuts its side, reads and drops the rest until the client's
+    EOF (nginx's lingering close), so the send completes and the 413 is read, then EOF."""
+    server = serve(echo, loop=loop, accept=False)
+    conn = raw(server.port)
+    body = b"x" * 2_000_000
+    if served == "directly":  # the head and some body are there when the worker reads
+        conn.send(BIG_POST + body[:60000])
+        server.hand_over()
+        rest = body[60000:]
+    else:
+        server.hand_over(sent=False)
+        rest = BIG_POST + body
+    assert send_all(conn, rest) is None
+    status, headers, answer = conn.response()
+    assert (status, headers["connection"], answer) == (413, "close", b"Request Entity Too Large")
+    assert conn.read_to_eof() == b""
+    assert lingering(server) == 1  # until the client closes its side
+    conn.sock.shutdown(socket.SHUT_WR)
+    assert wait_for(lambda: lingering(server) == 0)
+    assert server.call(lambda: server.state.status_summary()) == {"4xx": 1}
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("served", ["directly", "by the event loop"])
+def test_a_431_reaches_a_client_that_sends_a_huge_head_whole(serve, raw, loop, served):
+    server = serve(echo, loop=loop, accept=False)
+    conn = raw(server.port)
+    head = get("/", "X-Big: " + "b" * 100_000 + "\r\n")
+    if served == "directly":  # more than the worker's first read is there: it answers from it
+        conn.send(head[:70000])
+        server.hand_over()
+        head = head[70000:]
+    else:
+        server.hand_over(sent=False)
+    assert send_all(conn, head) is None
+    status, headers, _ = conn.response()
+    assert (status, headers["connection"]) == (431, "close")
+    assert conn.read_to_eof() == b""
+    # the worker still reads (and drops) what comes: the connection was not closed under it
+    for _ in range(2):
+        assert send_all(conn, b"more") is None
+        time.sleep(0.02)
+    conn.close()
+    assert wait_for(lambda: lingering(server) == 0)
+    conn = raw(server.port).send(get("/after"))
+    server.hand_over()
+    assert json.loads(conn.response()[2])["path"] == "/after"
+
+
+def test_a_client_that_never_closes_is_closed_after_the_linger_time(serve, raw, monkeypatch):
+    """Lingering is bounded (LINGER_TIME, 2 s), and neither the sweep nor a graceful stop
+    waits for it: the connection is no longer one of the live ones."""
+    monkeypatch.setattr(http_protocol, "LINGER_TIME", 0.3)
+    server = serve(echo, HttpLimits(keepalive_timeout=0.05), sweep=0.05)
+    conn = raw(server.port).send(BIG_POST + b"x" * 1000)
+    assert conn.response()[0] == 413
+    started = time.monotonic()
+    assert conn.read_to_eof() == b""  # the worker's side is shut; it still reads ours
+    assert (lingering(server), server.connections()) == (1, 0)
+    server.call(server.state.drain, False)
+    assert server.call(server.state.wait_closed, 0.1) is True  # does not wait for it
+    conn.send(b"x" * 1000)  # still read and dropped
+    time.sleep(0.1)
+    assert lingering(server) == 1  # the sweep left it alone
+    assert wait_for(lambda: lingering(server) == 0)
+    assert 0.25 < time.monotonic() - started < 1.0
+    # closed for good: the client's next bytes get a reset
+    errors = [send_all(conn, b"x") or time.sleep(0.05) for _ in range(5)]
+    assert any(isinstance(error, OSError) for error in errors)
+
+
+def test_lingering_drops_a_bounded_number_of_bytes(serve, raw, monkeypatch):
+    monkeypatch.setattr(http_protocol, "LINGER_MAX_BYTES", 256 * 1024)
+    server = serve(echo)
+    conn = raw(server.port)
+    started = time.monotonic()
+    assert send_all(conn, BIG_POST + b"x" * 2_000_000) is None  # into the socket buffers
+    assert wait_for(lambda: lingering(server) == 0)  # the client has not closed: the bytes bound
+    assert time.monotonic() - started < 1.0  # (not LINGER_TIME)
+    errors = [send_all(conn, b"x" * 65536) or time.sleep(0.02) for _ in range(5)]
+    assert any(isinstance(error, OSError) for error in errors)  # closed for good
+
+
+def test_a_lingering_connection_is_aborted_by_close_all(serve, raw):
+    server = serve(echo)
+    conn = raw(server.port).send(BIG_POST)
+    assert conn.response()[0] == 413
+    assert wait_for(lambda: lingering(server) == 1)
+    server.call(server.state.close_all)
+    assert conn.closed()
+    assert lingering(server) == 0
+
+
 def test_an_http_1_1_request_without_host_is_400(serve, raw):
     """RFC 9112, 3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, as Node,
     nginx and h11 do; a handler may rely on it. HTTP/1.0 has no Host to require."""
@@ -1386,8 +1503,11 @@ def trickle(conn: Raw, pieces: list[bytes], every: float, until: float) -> int:
          [b"x"] * 40),
     ],
 )
-def test_a_request_trickling_in_gets_408_in_bounded_time(serve, raw, what, head, pieces):
+def test_a_request_trickling_in_gets_408_in_bounded_time(
+    serve, raw, monkeypatch, what, head, pieces
+):
     # slowloris: a byte now and then keeps the connection from ever being idle
+    monkeypatch.setattr(http_protocol, "LINGER_TIME", 0.2)  # after the 408: the thread's end
     limits = HttpLimits(keepalive_timeout=5.0, headers_timeout=1.0, request_timeout=2.0)
     server = serve(echo, limits, sweep=0.1)
     slow = raw(server.port).send(get("/") + head)

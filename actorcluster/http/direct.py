@@ -78,6 +78,7 @@ class DirectTransport(asyncio.Transport):
     __slots__ = (
         "_loop", "_sock", "_protocol", "_real", "_pending", "_pending_size",
         "_closing", "_lost", "_adopting", "_given", "_read_paused", "_write_paused",
+        "_eof_pending",
     )
 
     def __init__(
@@ -95,6 +96,7 @@ class DirectTransport(asyncio.Transport):
         self._given = False  # ... and may have it: only its transport may close it now
         self._read_paused = False
         self._write_paused = False  # we asked the protocol to pause
+        self._eof_pending = False  # write_eof was called: the event loop's transport does it
 
     # -- the transport interface -------------------------------------------------------------
 
@@ -130,7 +132,18 @@ class DirectTransport(asyncio.Transport):
         self.write(b"".join(list_of_data))
 
     def can_write_eof(self) -> bool:
-        return False
+        return True
+
+    def write_eof(self) -> None:
+        """Shut the write side once what was written is sent. Only the error path calls it,
+        to read on after its answer (lingering close), which takes the event loop: it adopts
+        the socket and its transport shuts it, after what is pending (see _hand_over)."""
+        real = self._real
+        if real is not None:
+            real.write_eof()
+        elif not (self._lost or self._closing):
+            self._eof_pending = True
+            self._adopt()
 
     def close(self) -> None:
         real = self._real
@@ -265,5 +278,7 @@ class DirectTransport(asyncio.Transport):
         pending, self._pending = self._pending, None
         if pending:
             real.write(b"".join(pending))
+        if self._eof_pending:
+            real.write_eof()
         if self._closing:
             real.close()

@@ -74,6 +74,10 @@ MAX_PIECES = 1024
 # a larger one is written at once, so a full transport pauses the next request at once.
 DEFER_MAX = 16 * 1024
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# Lingering close after a protocol error (nginx's lingering_close): the worker shuts its side and
+# reads and drops what the client still sends, until its EOF or these bounds, then closes.
+LINGER_TIME = 2.0  # seconds in all
+LINGER_MAX_BYTES = 16 << 20  # dropped, past which the connection is closed anyway
 NO_TRAILERS = 1 << 62  # _trailers_from outside a chunk header
 # What a Host value may hold (RFC 9112, 3.2: uri-host [":" port], RFC 3986): unreserved,
 # pct-encoded and sub-delims, and the ":" and brackets of a port and an IP literal. A value with
@@ -155,6 +159,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         "_streaming",
         "_aborted",
         "_starts",
+        "_linger",
+        "_dropped",
     )
 
     def __init__(self, app: Callable[[Request], Any], state: HttpServerState, limits: HttpLimits):
@@ -207,6 +213,9 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._aborted = False
         # with a timed state (metrics on): when each queued request's message was complete
         self._starts: deque[float] | None = deque() if state.timed else None
+        # lingering close after an error (`_linger_close`): its timer, and the bytes dropped
+        self._linger: asyncio.TimerHandle | None = None
+        self._dropped = 0
 
     # -- protocol interface ----------------------------------------------------------------
 
@@ -223,6 +232,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
 
     def data_received(self, data: bytes) -> None:
         if self._input_done:
+            if self._linger is not None:
+                self._drop(len(data))
             return
         self._last_active = self._state.now
         received = self._received
@@ -265,6 +276,8 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         if self._state.writes:  # answers waiting for the end of the turn leave before a close
             self._state.flush_writes()
         if self._busy or self._queue or self._error:
+            if self._linger is not None:
+                return False  # lingering after an error: the client is done sending, close
             self._eof = True
             return True  # keep the transport open to write the responses still owed
         return False
@@ -273,6 +286,9 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
         self._closed = True
         self._take_no_more()
         self._state._forget(self)
+        if self._linger is not None:
+            self._linger.cancel()
+            self._state.lingering.discard(self)
         self._retire_carrier(reuse=True)
         self._wake_writer()
         if self._streaming and self._running is not None:
@@ -522,7 +538,47 @@ class HttpProtocol(asyncio.Protocol, _HandlerRunner):
             if self._state.access_log:  # no request line to show: it could not be read
                 peer = self.transport.get_extra_info("peername")
                 access_log.info('%s - "-" %d', _peer(peer), self._error)
-        self._close()
+        self._linger_close()
+
+    def _linger_close(self) -> None:
+        """Close after an error answer without resetting the connection over what the client
+        is still sending (a body over the limit, the rest of a huge head).
+
+        A close with unread bytes in the socket (or more arriving) makes the kernel answer with
+        a reset, which fails the client's send and, on a real network, can destroy the answer
+        before the client reads it. So, as nginx's lingering close: shut our side (FIN, after
+        the answer), read and drop what comes until the client's EOF, `LINGER_TIME` or
+        `LINGER_MAX_BYTES`, then close. A lingering connection is no longer a live one
+        (`HttpServerState.lingering`): the sweep and a graceful stop do not wait for it."""
+        self._take_no_more()
+        if self._state.writes:
+            self._state.flush_writes()
+        if self._closed:
+            return
+        transport = self.transport
+        if self._eof or not transport.can_write_eof():  # the client sent all it will
+            transport.close()
+            return
+        try:
+            transport.write_eof()
+        except (OSError, RuntimeError):  # gone meanwhile (uvloop: a closed handle)
+            transport.close()
+            return
+        self._linger = self._loop.call_later(LINGER_TIME, self._linger_over)
+        self._state.linger(self)
+        self._update_reading()  # the queue is empty: read again unless the client is not reading
+
+    def _drop(self, size: int) -> None:
+        self._dropped += size
+        if self._dropped > LINGER_MAX_BYTES:
+            self._linger_over()
+
+    def _linger_over(self) -> None:
+        if not self._closed:
+            if self.transport.get_write_buffer_size():
+                self.transport.abort()  # a client that reads nothing would hold close() forever
+            else:
+                self.transport.close()
 
     def _write(self, data: bytes) -> None:
         """Write now, after the responses that wait for the end of the loop turn

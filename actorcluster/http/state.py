@@ -66,6 +66,9 @@ class HttpServerState:
 
     Attributes:
         connections: the live `HttpProtocol` instances.
+        lingering: connections that answered a protocol error and only read and drop what their
+            client still sends before they close (`HttpProtocol._linger_close`); not live: the
+            sweep and `wait_closed` leave them out, `close_all` aborts them.
         status_counts: responses written since the state was made, indexed by status // 100
             (``status_counts[2]``: the 2xx). Always kept: one list increment per response,
             then one comparison with the same class's ``status_bounds`` (see `limit_requests`).
@@ -88,6 +91,7 @@ class HttpServerState:
         self.loop = loop
         self.limits = limits
         self.connections: set[HttpProtocol] = set()
+        self.lingering: set[HttpProtocol] = set()
         self.status_counts = [0] * 6
         self.status_bounds = [NO_LIMIT] * 6
         self._request_limit = 0
@@ -236,7 +240,8 @@ class HttpServerState:
                 conn._drain()
 
     async def wait_closed(self, timeout: float) -> bool:
-        """Wait until no connection is left: True when none is, False after ``timeout`` s."""
+        """Wait until no live connection is left (``lingering`` ones do not count): True when
+        none is, False after ``timeout`` s."""
         if not self.connections:
             return True
         waiter = self.loop.create_future()
@@ -255,11 +260,16 @@ class HttpServerState:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for conn in list(self.connections):
+        for conn in [*self.connections, *self.lingering]:
             conn._abort()
         spares, self.carriers = self.carriers, []
         for carrier in spares:
             carrier[0].cancel()
+
+    def linger(self, conn: HttpProtocol) -> None:
+        """``conn`` is no longer live: it lingers until it closes (see ``lingering``)."""
+        self._forget(conn)
+        self.lingering.add(conn)
 
     def _forget(self, conn: HttpProtocol) -> None:
         self.connections.discard(conn)
