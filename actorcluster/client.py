@@ -91,6 +91,9 @@ class Client:
         dealer.setsockopt(zmq.LINGER, 1000)
         dealer.connect(f"ipc://{directory}/router")
         self._channel = LoopSocket(self._loop, dealer, self._on_frames)
+        # the primary tells the clients that said hello when it stops, and reads on until each
+        # has said bye (`_leave`): what they sent until then is delivered or counted, not lost
+        self._channel.send([PRIMARY, *system_frames("hello")])
         self.messenger = Messenger(self._loop, self._channel.send, self._deliver)
         actor._attach(self.messenger)
         self._watch_primary(directory)
@@ -115,6 +118,7 @@ class Client:
         def gone() -> None:
             self._unwatch_primary()
             self._gone = f"the cluster stopped (its primary, pid {pid}, exited)"
+            self.messenger.refuse(self._gone)  # the module-level tell() too
             self.messenger.fail_pending(ActorError(self._gone))
             self.messenger.release_paused(ActorError(self._gone))
 
@@ -136,8 +140,23 @@ class Client:
                 self.messenger.on_flow(message["op"], str(message.get("dest", "")).encode())
             elif message["op"] == "bye" and self._bye is not None and not self._bye.done():
                 self._bye.set_result(None)
+            elif message["op"] == "stopping" and not self._gone and not self._closed:
+                self._gone = "the cluster is stopping"
+                self.messenger.refuse(self._gone)
+                self._loop.create_task(self._leave())
             return
         self.messenger.on_frames(sender, header, payload)
+
+    async def _leave(self, timeout: float = 1.0) -> None:
+        """The cluster is stopping: send what was told (every tell accepted before `refuse`
+        is queued on this loop already), then say bye. The primary reads until then, so each
+        of those messages is delivered or counted as a dead letter, none lost in a buffer."""
+        deadline = self._loop.time() + timeout
+        while not self.messenger.flush_all() and self._loop.time() < deadline:
+            await asyncio.sleep(0.001)  # our pipe to the router is full: it is reading
+        while not self._channel.send([PRIMARY, *system_frames("bye")]) and (
+                self._loop.time() < deadline):
+            await asyncio.sleep(0.001)
 
     def _deliver(
         self, sender: bytes, kind: int, flags: int, count: int, corr: int, payload: list

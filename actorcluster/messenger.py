@@ -211,6 +211,12 @@ class Messenger:
         self._room: asyncio.Future | None = None  # done when the pipe takes messages again
         self.sent = 0
         self.received = 0
+        # A client's tells come from its callers' threads: once its cluster stops (or is
+        # stopping) they are refused with this reason. The gate makes the check and the queueing
+        # of one tell a single step, so every tell that passed it is queued on the loop before
+        # `refuse` returns (and is sent by the client's last flush, before its "bye").
+        self.refusing = ""
+        self._gate = threading.Lock()
         # ask_sync on the loop's own thread, inside an actor's plain `def receive` (which holds
         # the loop anyway: one message at a time): the process waits for the reply in place.
         self.in_sync_receive = False
@@ -247,7 +253,10 @@ class Messenger:
             # raised is never sent (a client's tell from its caller's thread included).
             self._check_room(dest)
         if threading.get_ident() != self.thread:
-            self.loop.call_soon_threadsafe(self._enqueue, dest, TELL, flags, frames, None)
+            with self._gate:
+                if self.refusing:
+                    raise ActorError(f"{self.refusing}: nothing was sent")
+                self.loop.call_soon_threadsafe(self._enqueue, dest, TELL, flags, frames, None)
             # read from this thread, as _check_room does: a pause that is arriving is seen by
             # the next tell
             if dest in self._paused or self._blocked:
@@ -590,6 +599,12 @@ class Messenger:
         if dest in self._out and not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self.flush)
+
+    def refuse(self, why: str) -> None:
+        """Refuse the tells of other threads from now on (ActorError: ``why``); those already
+        accepted are queued on the loop by the time this returns."""
+        with self._gate:
+            self.refusing = why
 
     async def room(self, dest: bytes) -> None:
         """Until ``dest`` is not paused and our own pipe takes messages (on the loop)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import threading
 import time
@@ -149,6 +150,35 @@ def test_a_client_of_a_cluster_that_stopped_fails_at_once(cluster):
         started = time.monotonic()  # closing it waits for no router either
         client.close()
         assert time.monotonic() - started < 1
+
+
+def test_what_a_client_tells_while_the_cluster_stops_is_handled_or_counted(cluster, tmp_path):
+    """A client telling in a loop when the primary gets SIGTERM: every tell it was not refused
+    is handled by the actor or logged as a dead letter. About 2,300 of 19,500 were lost
+    without a trace (in ZeroMQ's buffers when the primary exited); now the primary tells its
+    clients it stops and reads on until each has sent what it queued and said bye."""
+    journal = tmp_path / "journal"
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor", "journal=ac_actors:Journal",
+                env={"AC_JOURNAL": str(journal)})
+    told = 0
+    with actorcluster.connect(c.name) as client:
+        client.ask("journal", "pid")
+        stop = threading.Timer(0.3, c.signal, args=(signal.SIGTERM,))
+        stop.start()
+        with pytest.raises(ActorError, match="the cluster (is stopping|stopped)"):
+            while True:
+                client.tell("journal", told)
+                told += 1
+                if told % 100 == 0:
+                    time.sleep(0.001)
+        stop.join()
+        assert c.wait() == 0
+    handled = {int(line.split()[1]) for line in journal.read_text().splitlines()}
+    log = c.log()
+    dead = (sum(int(n) for n in re.findall(r"dead letter: (\d+) message\(s\) to 'journal'", log))
+            + sum(int(n) for n in re.findall(r"(\d+) more dead letters to 'journal'", log)))
+    assert handled == set(range(len(handled))), "handled out of order or with gaps"
+    assert told > 1000 and len(handled) + dead == told, (told, len(handled), dead)
 
 
 def test_an_ask_to_a_client_fails_at_once_and_its_tells_wait_in_receive(cluster, attach):

@@ -25,6 +25,7 @@ import asyncio
 import inspect
 import json
 import logging
+import os
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
@@ -79,6 +80,7 @@ EXPIRY_SLACK = 0.001
 PEER_HWM = 256  # ZeroMQ messages (each up to 256 coalesced actor messages) per peer pipe
 KEEP_TRIM = 32  # messages kept for one incarnation before the router looks at what it read
 KINDS = frozenset(int(k) for k in Kind)
+MAX_CLIENTS = 1024  # attached clients remembered before those whose process is gone are dropped
 # Dead letters are counted by name for this many names; past them, under OTHER_NAMES: a sender
 # that writes to ever new names (a typo in an f-string) must not grow the primary, its status
 # and its log without bound.
@@ -131,6 +133,9 @@ class Router:
         self.asks: dict[bytes, dict[bytes, set[int]]] = {}  # incarnation -> asker -> corrs
         self.dead_letters: Counter[str] = Counter()
         self._burst: dict[str, int] = {}
+        # clients attached (said hello, not yet bye): told when the cluster stops, which then
+        # reads what they still send until each says bye (`drain_clients`)
+        self.clients: set[bytes] = set()
         self._requests: set[asyncio.Future] = set()  # requests to the primary still running
         self.routed = 0
         self.malformed = 0
@@ -327,7 +332,24 @@ class Router:
             "malformed": self.malformed,
         }
 
+    async def drain_clients(self, timeout: float = 1.0) -> None:
+        """The cluster is stopping and its actors are gone: tell the attached clients, which
+        refuse further tells, send what they queued and say bye; read until each has (or
+        ``timeout``), so what they sent is delivered or counted as a dead letter instead of
+        being lost in a buffer when the primary exits."""
+        self.clients = {c for c in self.clients if _client_alive(c)}
+        for identity in self.clients:
+            self._control(identity, "stopping")
+        deadline = self.loop.time() + timeout
+        while self.clients and self.loop.time() < deadline:
+            await asyncio.sleep(0.005)
+
     def close(self) -> None:
+        # What is still held for a name that will not be bound again is a dead letter.
+        for queue in self.held.values():
+            while queue:
+                self._undeliverable(queue.popleft()[1], "the cluster stopped")
+        self.held.clear()
         # The dead letters of a burst still running are logged once a second: those of the
         # last second (a cluster stopping under a sender: thousands to the actors stopped
         # first) would otherwise never be, and after the exit no status can show them.
@@ -682,7 +704,12 @@ class Router:
             op = message["op"]
             if op == "bye":
                 # everything this peer sent before has been read: it may disconnect now
+                self.clients.discard(sender)
                 self._control(sender, "bye")
+            elif op == "hello":  # a client attached
+                if len(self.clients) >= MAX_CLIENTS:  # those killed without a bye: forget them
+                    self.clients = {c for c in self.clients if _client_alive(c)}
+                self.clients.add(sender)
             elif op == "dead":  # tells the sender (a process without an actor) had to drop
                 count = message.get("count")
                 if type(count) is int and count > 0:
@@ -815,3 +842,15 @@ class _Held(deque):
         super().__init__()
         self.messages = 0
         self.size = 0  # payload bytes
+
+
+def _client_alive(identity: bytes) -> bool:
+    """Whether the process of a client (identity b"client/<pid>-<tag>#1") still exists."""
+    try:
+        pid = int(identity.split(b"/", 1)[1].split(b"-", 1)[0])
+        os.kill(pid, 0)
+    except (IndexError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # a process of another user now has the pid: not our client
+        return False
+    return True

@@ -365,6 +365,7 @@ class Primary:
             metrics.close()
         router = getattr(self, "router", None)
         if router is not None:
+            await router.drain_clients()
             router.close()
 
     # -- events from the kernel, the zygote and the router -------------------------------------
