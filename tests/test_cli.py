@@ -309,7 +309,12 @@ def test_graceful_timeout_from_the_environment_cuts_a_slow_request(cluster):
 
 def test_the_log_reads_as_documented(cluster):
     # local time with its offset: a POSIX TZ (no tz database needed) 5:30 east of UTC
-    c = cluster("ac_testapp:pid", "--workers", "1", env={"TZ": "ACX-05:30"})
+    # --bind HOST:0: the kernel picks the port, and "Listening at" names that port, not ":0"
+    c = cluster("ac_testapp:pid", "--workers", "1", "--bind", "127.0.0.1:0",
+                env={"TZ": "ACX-05:30"})
+    url = re.search(r"Listening at (http://127\.0\.0\.1:\d+) ", c.log()).group(1)
+    assert not url.endswith(":0"), c.log()
+    assert httpx.get(url + "/", timeout=5).status_code == 200
     assert c.stop() == 0
     lines = c.log().splitlines()
     for line in lines:

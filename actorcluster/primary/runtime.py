@@ -113,6 +113,7 @@ class Primary:
         self._stop_asked = False  # by `actorcluster stop` (no signal): for the log line
         self._zygote_restart: asyncio.Task[None] | None = None
         self._socket_file: Path | None = None  # the Unix socket file we bound, removed at exit
+        self._listen_url = config.listen.url  # with the port the kernel chose for port 0
 
     def run(self) -> int:
         """Run the cluster until it is stopped; return the process exit code."""
@@ -158,6 +159,11 @@ class Primary:
             listener = listen(self.config.listen) if has_pool else None
             if listener is not None and self.config.listen.path is not None:
                 self._socket_file = Path(self.config.listen.path)
+            elif listener is not None and self.config.listen.port == 0:
+                # `--bind HOST:0`: the log and `status` say the port clients can reach, as
+                # gunicorn and uvicorn do, not ":0"
+                port = listener.getsockname()[1]
+                self._listen_url = replace(self.config.listen, port=port).url
             self.gateway = Gateway(loop, listener)
             self.supervisor = SupervisionTree(
                 loop, self.config, tree, self.spawner, self.router, self.gateway, self.halt
@@ -231,7 +237,7 @@ class Primary:
             self.gateway.start()
             pool = self.supervisor.pool
             if pool is not None:
-                log.info("Listening at %s (%d worker%s)", self.config.listen.url,
+                log.info("Listening at %s (%d worker%s)", self._listen_url,
                          len(pool.members), "" if len(pool.members) == 1 else "s")
             else:
                 log.info("Cluster %s is up (no HTTP pool: nothing listens)", self.config.name)
@@ -570,7 +576,7 @@ class Primary:
         return {
             "cluster": self.config.name,
             "primary": {"pid": self.pid},
-            "listen": self.config.listen.url if self.gateway.listener is not None else None,
+            "listen": self._listen_url if self.gateway.listener is not None else None,
             "tree": self.supervisor.status(),
             "messages": self.router.stats(),
             "gateway": {"handed_off": self.gateway.handed_off, "rejected": self.gateway.rejected},
