@@ -152,10 +152,12 @@ def run(ctx: click.Context, target: str | None, config_file: str | None,
 
 
 @main.command()
-@click.argument("target", required=False)
+# the variables `run` reads: `tree` checks and shows the tree `run` would start in this shell
+@click.argument("target", envvar="ACTORCLUSTER_TARGET", required=False)
 @click.option("--config", "config_file", metavar="FILE", type=click.Path(dir_okay=False),
-              help="the TOML file to check")
+              envvar="ACTORCLUSTER_CONFIG", show_envvar=True, help="the TOML file to check")
 @click.option("--workers", type=click.IntRange(min=1, max=MAX_WORKERS), default=None,
+              envvar="ACTORCLUSTER_WORKERS", show_envvar=True,
               help="the pool's size, as run --workers gives it (over the tree's workers = N) "
                    '[default: the tree\'s; workers = "auto": the CPUs this process may use]')
 def tree(target: str | None, config_file: str | None, workers: int | None) -> None:

@@ -86,6 +86,11 @@ def test_the_readme_tree_command_runs_as_written():
     out = command("tree", "--config", "examples/actorcluster.toml", script=True)
     assert out.returncode == 0, out.stderr
     assert "└── pipeline  supervisor rest_for_one" in out.stdout
+    # `tree` shows the tree `run` would start: from the same environment variables too
+    out = command("tree", env={"ACTORCLUSTER_CONFIG": "examples/actorcluster.toml",
+                               "ACTORCLUSTER_WORKERS": "3"})
+    assert out.returncode == 0, out.stderr
+    assert "├── web  http examples.counter:handler, 3 workers (auto)" in out.stdout
 
 
 # -- start-up errors: one line, exit code 2 --------------------------------------------------------
@@ -160,7 +165,8 @@ def test_loop_uvloop_without_uvloop_is_one_line_and_exit_2(tmp_path):
     (["delete-child", "root", "c", "--timeout", "-1"], "'--timeout': -1.0"),
     (["reload", "--ready-timeout", "0"], "'--ready-timeout': 0.0"),
     (["stop", "--timeout", "-1"], "'--timeout': -1.0 is not in the range x>=0"),
-    (["tree", "examples.tree:tree", "--workers", "0"], "'--workers': 0 is not in the range"),
+    (["tree", "examples.tree:tree", "--workers", "0"],
+     "'--workers' (env var: 'ACTORCLUSTER_WORKERS'): 0 is not in the range"),
     (["scale", "web", "1000000"], "'WORKERS': 1000000 is not in the range 1<=x<=1024"),
 ])
 def test_a_bad_number_for_a_cluster_command_is_a_usage_error(tmp_path, monkeypatch, args, part):
