@@ -1,7 +1,7 @@
 """A counter actor and an HTTP handler that talks to it.
 
     actorcluster run examples.counter:handler --actor counter=examples.counter:Counter
-    curl http://127.0.0.1:8000/          # {"hits": 1}, then 2, 3 ... across every worker
+    curl http://127.0.0.1:8000/          # {"hits":1}, then 2, 3 ... across every worker
 """
 
 from actorcluster import Actor, ask, tell

@@ -2,7 +2,7 @@
 
     actorcluster run examples.counter:handler --actor counter=examples.counter:Counter \\
         --actor report=examples.report:Report
-    curl http://127.0.0.1:8000/                      # {"hits": 1}
+    curl http://127.0.0.1:8000/                      # {"hits":1}
     actorcluster ask report '"summary"'              # "the counter is at 1"
 """
 
