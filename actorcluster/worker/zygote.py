@@ -40,6 +40,13 @@ def _import(target: str, kind: str) -> Any:
     return import_actor(target) if kind == "actor" else import_handler(target)
 
 
+def _key(target: str, kind: str) -> tuple[str, bool]:
+    """Imports are kept per target *and* use: one target may be an actor and a pool's handler
+    (an Actor subclass), and each use has its own check (an actor: an Actor subclass; a
+    handler: callable, with handle() if an Actor), which a cached import must not skip."""
+    return target, kind == "actor"
+
+
 def _load(control: socket.socket, targets: list[list[str]], entry: str | None) -> dict[str, Any]:
     """Import every target; ``entry`` (``actorcluster run TARGET``) is a handler or a supervision
     tree built in Python, whose targets are imported too and whose description goes back to the
@@ -48,7 +55,7 @@ def _load(control: socket.socket, targets: list[list[str]], entry: str | None) -
     # zmq and uvloop creates no context and no thread).
     from . import main  # noqa: F401
 
-    apps: dict[str, Any] = {}
+    apps: dict[tuple[str, bool], Any] = {}
     tree = None
     todo = [tuple(t) for t in targets]
     current = entry
@@ -64,8 +71,8 @@ def _load(control: socket.socket, targets: list[list[str]], entry: str | None) -
             else:
                 todo.append((entry, "http"))
         for current, kind in todo:
-            if current not in apps:
-                apps[current] = _import(current, kind)
+            if _key(current, kind) not in apps:
+                apps[_key(current, kind)] = _import(current, kind)
     except (TargetImportError, ConfigError) as exc:
         control.send(encode_control("load_error", target=current, error=str(exc)))
         os._exit(ExitCode.APP_LOAD_ERROR)
@@ -74,9 +81,10 @@ def _load(control: socket.socket, targets: list[list[str]], entry: str | None) -
 
 
 def _spawn(control: socket.socket, spec: dict[str, Any], fds: list[int], apps: dict) -> None:
-    if spec["target"] not in apps:  # a child started at run time: import it here, once
+    key = _key(spec["target"], spec["kind"])
+    if key not in apps:  # a child started at run time: import it here, once
         try:
-            apps[spec["target"]] = _import(spec["target"], spec["kind"])
+            apps[key] = _import(spec["target"], spec["kind"])
         except TargetImportError as exc:
             for fd in fds:
                 os.close(fd)
@@ -116,7 +124,7 @@ def _become_worker(control: socket.socket, spec: dict[str, Any], fds: list[int],
         control.close()
         from .main import run_worker
 
-        code = run_worker(spec, fds[0], apps[spec["target"]])
+        code = run_worker(spec, fds[0], apps[_key(spec["target"], spec["kind"])])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - let it crash, but say why
