@@ -66,12 +66,15 @@ def find_cluster(name: str | None) -> str:
     return str(rundir.cluster_dir(name))
 
 
+_END = object()  # put in a client's inbox once it can receive nothing more (closed, or gone)
+
+
 class Client:
     def __init__(self, name: str | None = None) -> None:
         directory = find_cluster(name)
         self.identity = incarnation_id(f"client/{os.getpid()}-{uuid.uuid4().hex[:8]}", 1)
         self.ref = ActorRef(self.identity.decode())
-        self.inbox: queue.Queue[tuple[ActorRef, Any]] = queue.Queue()
+        self.inbox: queue.Queue[Any] = queue.Queue()  # (sender, message) pairs, then _END
         self._bye: asyncio.Future[None] | None = None
         self._closed = False
         self._gone = ""  # why the cluster is gone (its primary exited), once it is
@@ -121,6 +124,7 @@ class Client:
             self.messenger.refuse(self._gone)  # the module-level tell() too
             self.messenger.fail_pending(ActorError(self._gone))
             self.messenger.release_paused(ActorError(self._gone))
+            self.inbox.put(_END)  # a receive() waiting (even with no timeout) hears it now
 
         self._loop.add_reader(fd, gone)
 
@@ -204,8 +208,15 @@ class Client:
         return self.ask("primary", "status", timeout)
 
     def receive(self, timeout: float | None = 5.0) -> tuple[ActorRef, Any]:
-        """The next message sent to this client, with its sender; queue.Empty on timeout."""
-        return self.inbox.get(timeout=timeout)
+        """The next message sent to this client, with its sender; queue.Empty on timeout.
+        Once the client is closed or its cluster stopped, and what had arrived was received:
+        ActorError at once, as the other methods raise (not a wait for ever with no timeout)."""
+        item = self.inbox.get(timeout=timeout)
+        if item is _END:
+            self.inbox.put(_END)  # for the next call, and for any other thread waiting
+            raise ActorError("this client is closed: connect() again to receive" if self._closed
+                             else f"{self._gone}: nothing more can arrive")
+        return item
 
     def close(self) -> None:
         """Send what is queued, then detach. Asks still waiting raise ActorError."""
@@ -221,6 +232,7 @@ class Client:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
         self._context.term()
+        self.inbox.put(_END)
 
     async def _drain(self, timeout: float = 2.0) -> None:
         """Send what is queued and wait until the router has read it: ZeroMQ drops what a

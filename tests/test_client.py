@@ -95,14 +95,35 @@ def ask_slowly(client, seconds: float, timeout: float) -> tuple[threading.Thread
     return asker, waiting
 
 
+def receive_forever(client) -> tuple[threading.Thread, list]:
+    """``client.receive(timeout=None)`` waiting in a (daemon) thread: the thread and the list
+    that gets what it returned or raised, and the seconds it waited."""
+    got: list = []
+
+    def receive() -> None:
+        started = time.monotonic()
+        try:
+            got.append(client.receive(timeout=None))
+        except Exception as exc:  # noqa: BLE001 - the test looks at what it was
+            got.append((exc, time.monotonic() - started))
+
+    receiver = threading.Thread(target=receive, daemon=True)
+    receiver.start()
+    return receiver, got
+
+
 def test_a_closed_client_refuses_at_once(cluster):
     c = cluster(*APP)
     client = actorcluster.connect(c.name)
+    receiver, got = receive_forever(client)
     asker, waiting = ask_slowly(client, 3, timeout=10)
     client.close()
     asker.join(5)
     [(exc, waited)] = waiting
     assert "closed" in str(exc) and waited < 2  # not the end of the 3 s sleep, nor the timeout
+    receiver.join(2)  # a receive() with no timeout hears the close too, not never
+    [(exc, _)] = got
+    assert type(exc) is ActorError and "this client is closed" in str(exc), exc
     for call in (lambda: client.tell("recorder", 1), lambda: client.broadcast("web", "ping"),
                  lambda: client.ask("recorder", "get", timeout=2),
                  lambda: client.ask_all("web", "pid", timeout=2)):
@@ -137,12 +158,17 @@ def test_a_client_of_a_cluster_that_stopped_fails_at_once(cluster):
     c = cluster(*APP)
     with actorcluster.connect(c.name) as client:
         asker, waiting = ask_slowly(client, 30, timeout=20)
+        receiver, got = receive_forever(client)
         c.signal(signal.SIGKILL)  # the primary; its workers follow it (parent-death signal)
         asker.join(10)
         [(exc, waited)] = waiting
         assert "the cluster stopped" in str(exc) and waited < 3, (exc, waited)
+        receiver.join(3)  # a receive() with no timeout learns it as the ask did, not never
+        [(exc, _)] = got
+        assert type(exc) is ActorError and "the cluster stopped" in str(exc), exc
         for call in (lambda: client.tell("recorder", 1),
-                     lambda: client.ask("recorder", "get", timeout=2)):
+                     lambda: client.ask("recorder", "get", timeout=2),
+                     lambda: client.receive(timeout=2)):
             started = time.monotonic()
             with pytest.raises(ActorError, match="the cluster stopped"):
                 call()
