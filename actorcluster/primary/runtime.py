@@ -513,7 +513,11 @@ class Primary:
             raise ActorError(f"the primary does not know {op!r}; it answers: status, "
                              + ", ".join(REQUESTS))
         if op == "members":
-            return self.router.members(str(request.get("group", "")))
+            group = request.get("group")
+            if not isinstance(group, str) or not group:  # a typo must not read as "no members"
+                raise ActorError('members needs "group", a group\'s name, e.g. '
+                                 '{"op": "members", "group": "web"}')
+            return self.router.members(group)
         tree = self.supervisor
         supervisor = str(request.get("supervisor", ""))
         name = str(request.get("name", ""))
