@@ -468,6 +468,16 @@ def test_the_control_endpoint_refuses_unknown_commands_and_other_users(cluster, 
         no_group = cli(c, "ask", "primary", fields)
         assert no_group.returncode != 0 and 'members needs "group"' in no_group.stderr, (
             fields, no_group.stdout)
+    with actorcluster.connect(c.name) as client:  # numbers: checked, not truncated nor a crash
+        for request, says in (
+                ({"op": "scale", "pool": "web"}, 'scale needs "workers"'),
+                ({"op": "scale", "pool": "web", "workers": 1.5}, '"workers" must be a whole'),
+                ({"op": "scale", "pool": "web", "workers": True}, "not true"),
+                ({"op": "reload", "ready_timeout": -1}, '"ready_timeout" must be a number'),
+                ({"op": "reload", "batch": "x"}, '"batch" must be a whole number'),
+                ({"op": "stop", "timeout": "soon"}, '"timeout" must be a number of seconds')):
+            with pytest.raises(actorcluster.ActorError, match=re.escape(says)):
+                client.ask("primary", request, timeout=5)
     from actorcluster import rundir
 
     directory = rundir.cluster_dir(c.name)

@@ -21,7 +21,9 @@ included.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import os
 import reprlib
 import signal
@@ -38,6 +40,7 @@ from ..config import Bind, ClusterConfig, parse_bind
 from ..config_file import check_tree, child_from_mapping, tree_from_mapping
 from ..errors import ActorClusterError, ActorError, ClusterError, ConfigError, TargetImportError
 from ..loops import new_loop
+from ..messenger import MAX_TIMEOUT
 from ..oslink import become_subreaper
 from ..supervision import ExitReason
 from .gateway import Gateway
@@ -58,6 +61,26 @@ OPERATIONS = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 REQUESTS = ("members", "start_child", "terminate_child", "restart_child", "delete_child",
             "which_children", "count_children", "reload", "scale", "stop")
 CHILD_OPS = ("terminate_child", "restart_child", "delete_child")  # a supervisor and a child name
+_REQUIRED = object()
+
+
+def _number(request: dict[str, Any], key: str, default: Any, *, integer: bool,
+            minimum: float, above: bool = False) -> Any:
+    """A numeric field of a request to the primary, or ActorError saying which and why
+    (messages.md, rule 3): never a KeyError, nor 1.5 workers read as 1 or true as 1."""
+    value = request.get(key)
+    if value is None:
+        if default is _REQUIRED:
+            raise ActorError(f'{request["op"]} needs "{key}", e.g. {{"op": "{request["op"]}", '
+                             f'"pool": "web", "{key}": 4}}')
+        return default
+    kind = (int,) if integer else (int, float)
+    if (isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+            and (value > minimum if above else value >= minimum) and value <= MAX_TIMEOUT):
+        return value
+    what = "a whole number" if integer else "a number of seconds"
+    raise ActorError(f'{request["op"]}: "{key}" must be {what} '
+                     f'{"above" if above else "at least"} {minimum:g}, not {json.dumps(value)}')
 SUPERVISOR_OPS = ("start_child", "which_children", "count_children")  # a supervisor's name
 
 
@@ -499,7 +522,8 @@ class Primary:
         if op == "status":
             return self.status()
         if op == "stop" and isinstance(request, dict):  # as SIGTERM: at any time, even starting
-            return self._stop_request(request.get("timeout"))
+            return self._stop_request(_number(request, "timeout", None, integer=False,
+                                              minimum=0))
         if getattr(self, "supervisor", None) is None:
             raise ActorError("the cluster is starting: the zygote is importing the app")
         if op in REQUESTS and not isinstance(request, dict):
@@ -549,12 +573,17 @@ class Primary:
             return tree.count_children(supervisor)
         if op == "reload":
             child = request.get("child")
+            ready = _number(request, "ready_timeout", self.config.timeout, integer=False,
+                            minimum=0, above=True)
             return self.rolling.reload(None if child is None else str(child),
-                                       int(request.get("batch", 1)),
-                                       float(request.get("ready_timeout") or self.config.timeout))
+                                       _number(request, "batch", 1, integer=True, minimum=1),
+                                       float(ready))
         if op == "scale":
-            return self.rolling.scale(str(request.get("pool", "")), int(request["workers"]),
-                                      float(request.get("ready_timeout") or self.config.timeout))
+            ready = _number(request, "ready_timeout", self.config.timeout, integer=False,
+                            minimum=0, above=True)
+            return self.rolling.scale(str(request.get("pool", "")),
+                                      _number(request, "workers", _REQUIRED, integer=True,
+                                              minimum=1), float(ready))
         return self._stop_request(request.get("timeout"))
 
     def _stop_request(self, timeout: Any) -> dict[str, Any]:
