@@ -463,13 +463,11 @@ def test_the_control_endpoint_refuses_unknown_commands_and_other_users(cluster, 
     assert bare.returncode != 0
     assert """'members' takes its fields in a JSON object, e.g. {"op": "members", ...}""" in (
         bare.stderr)
-    for fields in ('{"op": "members"}', '{"op": "members", "grp": "web"}',
-                   '{"op": "members", "group": 3}'):  # an error saying why, not a silent []
-        no_group = cli(c, "ask", "primary", fields)
-        assert no_group.returncode != 0 and 'members needs "group"' in no_group.stderr, (
-            fields, no_group.stdout)
-    with actorcluster.connect(c.name) as client:  # numbers: checked, not truncated nor a crash
+    with actorcluster.connect(c.name) as client:  # fields checked, not truncated nor a crash
         for request, says in (
+                ({"op": "members"}, 'members needs "group"'),  # not a silent []
+                ({"op": "members", "grp": "web"}, 'members needs "group"'),
+                ({"op": "members", "group": 3}, 'members needs "group"'),
                 ({"op": "scale", "pool": "web"}, 'scale needs "workers"'),
                 ({"op": "scale", "pool": "web", "workers": 1.5}, '"workers" must be a whole'),
                 ({"op": "scale", "pool": "web", "workers": True}, "not true"),
