@@ -647,12 +647,12 @@ def report(s: Samples, sizes: Sizes, command: str, info: dict[str, str],
     ]
     if max(s.rounds("flood.waits"), default=0) == 0:
         lines += [
-            "No `await tell` waited: `tell` returns an already-completed awaitable unless the "
-            "router's \"pause\" for that destination has reached the sender, and a loop of "
-            "completed awaits never yields to the event loop that would read it; the flood was "
-            "accepted in the time of the tell loop and queued downstream (ZeroMQ's pipes, whose "
-            "high-water marks count ZeroMQ messages of up to 256 coalesced tells, and the "
-            "sender's own outbox), then delivered in full.",
+            "No `await tell` waited: the small tells travel coalesced, up to 256 per ZeroMQ "
+            "message, so the whole flood is a few dozen ZeroMQ messages, which the pipes to the "
+            "receiver hold (their high-water marks count ZeroMQ messages); the router never had "
+            "to keep any in its outbox, so it never paused the sender (a loop of `await tell` "
+            "gives its event loop a turn at each full run of 256, in which a \"pause\" would be "
+            "heard). The flood was accepted in the time of the tell loop and delivered in full.",
             "",
         ]
     lines += [
