@@ -120,6 +120,34 @@ def test_held_messages_reach_the_new_incarnation_after_kill_9(cluster, attach):
     assert status(client)["messages"]["dead_letters"] == {}
 
 
+def test_messages_to_a_child_not_started_yet_are_held_for_its_first_start(cluster, attach):
+    # The tree is known, the child later in the start order is not up yet (a pipeline's
+    # sink while its source already runs): what is sent to it waits for its first
+    # incarnation, as for a restart, rather than being a dead letter "no such actor".
+    c = cluster("ac_actors:WebActor", "--workers", "1",
+                "--actor", "recorder=ac_actors:SlowStart", env={"AC_SLOW_START": "0.5"},
+                ready=False)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client = attach(c)
+            break
+        except actorcluster.ActorClusterError:  # not running yet
+            assert time.monotonic() < deadline, c.log()
+            time.sleep(0.02)
+    while not status(client)["tree"]["children"]:  # the zygote is importing the app
+        assert time.monotonic() < deadline, c.log()
+        time.sleep(0.01)
+    assert child(client, "recorder")["state"] != "ready"
+    for i in range(5):
+        client.tell("recorder", i)
+    client.tell("web", "ping")  # the pool's members start after the recorder
+    assert client.ask("recorder", "get", timeout=5) == list(range(5))
+    c.wait_ready()
+    assert client.ask("web/1", "pings", timeout=5) == 1
+    assert status(client)["messages"]["dead_letters"] == {}
+
+
 def test_messages_sent_just_after_a_kill_9_reach_the_new_incarnation(cluster, attach):
     # No waiting for the primary to notice the death: the first messages go into the dead
     # process's socket. The router keeps what it sent until the process has read it, so what

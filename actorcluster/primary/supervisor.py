@@ -245,6 +245,12 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
 
     async def start_all(self) -> None:
         """Start the whole tree; return when every child is up (the caller bounds the wait)."""
+        # Every name of the tree is known from now on, though its children start one after
+        # the other: a message to one not up yet (a pipeline's sink, told by its source that
+        # started first) is held for its first incarnation, as for a restart (bounded alike),
+        # not a dead letter "no such actor"
+        for leaf in self.leaves(self.root):
+            self.router.hold(leaf.name)
         await self._start(self.root)
         if not self.stopping:
             self.started = True
