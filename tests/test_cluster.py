@@ -506,6 +506,24 @@ def test_a_dead_zygote_is_replaced_and_workers_keep_serving(cluster):
     assert c.stop() == 0
 
 
+def test_a_spawn_the_zygote_died_before_reading_is_started_by_the_next_one(cluster):
+    # The zygote, stopped, holds the restart's spawn request unread when it is killed: the
+    # request dies with it. Before, that worker stayed "starting", without a pid, for ever
+    # (and a supervisor's child blocked its supervisor's next decisions).
+    c = cluster("ac_testapp:pid", "--workers", "2", "--no-standby")
+    workers = c.wait_workers(2)
+    zygote = next(p for p in psutil.Process(c.proc.pid).children() if p.name() == "ac zygote")
+    zygote.suspend()
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    c.wait_for_log(rf"Worker {victim} died \(signal SIGKILL\), restarting")
+    time.sleep(0.05)  # its spawn request waits in the stopped zygote's socket
+    zygote.kill()
+    assert len(c.wait_workers(2, timeout=5, exclude={victim})) == 2
+    assert {int(get(c.url).text) for _ in range(6)} - workers  # the new worker serves
+    assert c.stop() == 0
+
+
 def test_a_worker_at_its_open_file_limit_answers_503_and_recovers(cluster):
     """A burst of connections beyond a worker's ``ulimit -n``: the kernel cannot give the worker
     the descriptors handed to it. Those clients get 503 rather than a connection the primary

@@ -56,6 +56,9 @@ class Spawner:
         self.pid: int | None = None
         self.restarting = False
         self._waiting: list[tuple[dict[str, Any], int]] = []
+        # ids of the spawns asked of the current zygote and not answered yet: if it dies first,
+        # they died with it (see ``reaped``)
+        self._pending: set[str] = set()
         self._sock: socket.socket | None = None
         self._proc: subprocess.Popen | None = None
         self.retired: set[int] = set()  # zygotes a reload replaced or discarded, not reaped
@@ -134,7 +137,14 @@ class Spawner:
         if self._sock is None or self.restarting:
             self._waiting.append((spec, os.dup(handoff_fd)))
             return
-        self._send_spawn(self._sock, spec, handoff_fd)
+        try:
+            self._send_spawn(self._sock, spec, handoff_fd)
+        except OSError:
+            # the zygote died and the primary has not reaped it yet: never sent, so the next
+            # zygote forks it (its start sends what waits), with no risk of two processes
+            self._waiting.append((spec, os.dup(handoff_fd)))
+            return
+        self._pending.add(spec["id"])
 
     def _send_spawn(self, sock: socket.socket, spec: dict[str, Any], handoff_fd: int) -> None:
         message = encode_control("spawn", spec=spec)
@@ -180,6 +190,7 @@ class Spawner:
         if self._fresh is None:
             return
         (proc, sock), self._fresh = self._fresh, None
+        self._pending.clear()  # the old zygote forks what it was asked before it exits
         old_proc, old_sock, old_pid = self._proc, self._sock, self.pid
         self._proc, self._sock, self.pid = proc, sock, proc.pid
         if old_pid is not None and old_proc is not None:
@@ -246,6 +257,7 @@ class Spawner:
             messages.append(decode_control(data))
 
     def _dispatch(self, message: dict[str, Any]) -> None:
+        self._pending.discard(message.get("id", ""))
         if message["op"] == "spawned":
             self.on_spawned(message["id"], int(message["pid"]))
         elif message["op"] == "spawn_error":
@@ -256,7 +268,18 @@ class Spawner:
         if self._proc is not None:
             self._proc.returncode = -1  # reaped by the primary's waitpid loop, not Popen
         self.pid = None
+        if self._sock is not None:  # what it answered before it died counts
+            for message in self._receive(self._sock):
+                self._dispatch(message)
         self._close_channel()
+        # A spawn it was asked and never answered died with it (a kill -9 before it read the
+        # request): without an answer the child stayed "starting", without a pid, for ever,
+        # and its supervisor's next decisions waited behind it. Its start failed, so its
+        # supervisor restarts it, from the next zygote.
+        lost, self._pending = self._pending, set()
+        for identity in sorted(lost):
+            self.loop.call_soon(self.on_spawn_error, identity,
+                                "the zygote died before it forked it")
 
     def stop(self) -> None:
         """Ask the zygote to exit: closing its channel is the request; SIGKILL if it lingers."""
