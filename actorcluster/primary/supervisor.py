@@ -458,8 +458,9 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
                     if later is None or is_running(later):
                         continue  # deleted, or started meanwhile by restart_child
                     node.logic.not_started(rest)
-                    for leaf in self.leaves(later):
-                        self.router.forget(leaf.name)
+                    # still held, not forgotten: the restart its failure causes starts them
+                    # again (a dead letter "not coming back" was false); what waits longer
+                    # than --hold-seconds expires into dead letters as in any restart
                 if isinstance(child, SupervisorNode):  # no process: its failure is told here
                     why = f"supervisor {child.name!r} failed to start ({self._why_not_up(child)})"
                     self._task(self._child_exited(node, node.logic, child, _run(child), None,
