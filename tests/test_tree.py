@@ -449,6 +449,7 @@ def test_dynamic_children_from_the_command_line(cluster, tmp_path):
     assert bad.returncode != 0 and "failed to start" in bad.stderr
     assert "no module named 'nosuch_mod'" in bad.stderr
     assert "e" not in status(c)
+    assert "Actor e failed to boot: " in c.log()  # named once ("Actor e e" before)
     half = cli(c, "start-child", "root", json.dumps({"name": "s", "children": [
         {"name": "ok", "actor": "ac_tree:Member"}, {"name": "e", "actor": "ac_tree:Nope"}]}))
     assert half.returncode != 0 and "(e: exit code 3: boot error" in half.stderr, half.stderr

@@ -188,7 +188,10 @@ class ProcessChildren:
         leaf = self.by_id.pop(identity, None)
         if leaf is None or leaf.identity != identity:
             return
-        log.error("%s %s failed to boot: %s", title(leaf), leaf.name, error)
+        label = title(leaf)  # "Actor sink" names it already; "Worker" does not
+        if leaf.kind == "http":
+            label = f"{label} {leaf.name}"
+        log.error("%s failed to boot: %s", label, error)
         self._down(leaf, ExitReason(code=ExitCode.BOOT_ERROR, detail=f"boot error: {error}"))
 
     def on_system(self, identity: bytes, message: dict[str, Any]) -> None:
