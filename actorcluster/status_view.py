@@ -77,7 +77,23 @@ def render_status(status: dict[str, Any]) -> str:
     if retiring:
         lines.append("retiring (finishing their connections): " + ", ".join(
             f"{node.get('name')} pid {node.get('pid') or '-'}" for node in retiring))
-    dead = status.get("messages", {}).get("dead_letters") or {}
-    lines.append("dead letters: " + (", ".join(f"{k} {v}" for k, v in sorted(dead.items()))
-                                     if dead else "none"))
+    lines.append("dead letters: " + _dead_letters(status.get("messages", {}).get("dead_letters")
+                                                  or {}))
     return "\n".join(lines)
+
+
+SHOWN_NAMES = 10  # dead-letter names on the status line (--json has every counted name)
+
+
+def _dead_letters(dead: dict[str, int]) -> str:
+    """The names with the most dead letters first; up to 1,001 names are counted, which on one
+    line would bury the rest of the status."""
+    if not dead:
+        return "none"
+    ranked = sorted(dead.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{name} {count:,}" for name, count in ranked[:SHOWN_NAMES])
+    rest = ranked[SHOWN_NAMES:]
+    if rest:
+        shown += (f", and {sum(count for _, count in rest):,} to {len(rest):,} other names "
+                  "(status --json lists them)")
+    return shown

@@ -329,3 +329,18 @@ def test_the_log_reads_as_documented(cluster):
         assert abs(datetime.fromisoformat(stamp).timestamp() - time.time()) < 60, line
     assert any(re.search(r"\[INFO\] Listening at http://\S+ \(1 worker\)$", line)
                for line in lines), lines
+
+
+def test_status_text_shows_the_names_with_most_dead_letters_and_counts_the_rest():
+    # up to 1,001 names are counted: all on the status line, they buried the status (qa22)
+    from actorcluster.status_view import render_status
+
+    dead = {f"typo{i}": 1 for i in range(1000)} | {"orders": 40, "(other names)": 7}
+    text = render_status({"cluster": "c", "primary": {"pid": 1},
+                          "tree": {"name": "root", "type": "supervisor", "state": "ready",
+                                   "children": []},
+                          "messages": {"dead_letters": dead}})
+    line = text.splitlines()[-1]
+    assert line.startswith("dead letters: orders 40, (other names) 7, typo0 1, typo1 1, ")
+    assert line.endswith(", and 992 to 992 other names (status --json lists them)"), line
+    assert len(line) < 300
