@@ -139,6 +139,8 @@ class _RoomElsewhere:
 
     def __repr__(self) -> str:
         return "<sent>"
+
+
 LARGE = 64 * 1024  # bytes: a tell of at least this much yields (_Yield)
 
 Deliver = Callable[[bytes, int, int, int, int, list], None]  # sender kind flags count corr
