@@ -521,6 +521,28 @@ def test_a_spawn_the_zygote_died_before_reading_is_started_by_the_next_one(clust
     zygote.kill()
     assert len(c.wait_workers(2, timeout=5, exclude={victim})) == 2
     assert {int(get(c.url).text) for _ in range(6)} - workers  # the new worker serves
+    # A zygote may also die after forking a worker and before saying so: that worker's start
+    # is counted as failed and replaced, so when it reports ready, nobody waits for it. It is
+    # told to stop rather than live on beside its replacement (a DEALER plays it here).
+    import zmq
+
+    from actorcluster.client import find_cluster
+    from actorcluster.wire import PRIMARY, decode_system, system_frames
+
+    context = zmq.Context()
+    ghost = context.socket(zmq.DEALER)
+    try:
+        ghost.setsockopt(zmq.IDENTITY, b"web/1#99")
+        ghost.setsockopt(zmq.LINGER, 0)
+        ghost.connect(f"ipc://{find_cluster(c.name)}/router")
+        ghost.send_multipart([PRIMARY, *system_frames("ready", pid=os.getpid())])
+        assert ghost.poll(5000), "no answer"
+        sender, _header, payload = ghost.recv_multipart()
+        assert sender == PRIMARY and decode_system(payload)["op"] == "stop"
+    finally:
+        ghost.close()
+        context.term()
+    c.wait_for_log(r"an unexpected process web/1#99 \(pid \d+\) reported ready; stopping it")
     assert c.stop() == 0
 
 

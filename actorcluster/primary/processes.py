@@ -185,9 +185,12 @@ class ProcessChildren:
 
     def on_spawn_error(self, identity: str, error: str) -> None:
         """The zygote could not import the target of a new child: it never started."""
-        leaf = self.by_id.pop(identity, None)
+        leaf = self.by_id.get(identity)
         if leaf is None or leaf.identity != identity:
             return
+        if leaf.pid is not None or leaf.state != STARTING:
+            return  # it was forked after all (its "ready" or "spawned" came): not a failure
+        del self.by_id[identity]
         label = title(leaf)  # "Actor sink" names it already; "Worker" does not
         if leaf.kind == "http":
             label = f"{label} {leaf.name}"
@@ -197,6 +200,13 @@ class ProcessChildren:
     def on_system(self, identity: bytes, message: dict[str, Any]) -> None:
         leaf = self.by_id.get(identity.decode(errors="replace"))
         if leaf is None or leaf.identity != identity.decode():
+            if message.get("op") == "ready":
+                # a process nobody waits for (forked by a zygote that died before saying so,
+                # and already counted as failed and replaced): it must not serve beside the
+                # replacement, so it stops, gracefully
+                log.warning("an unexpected process %s (pid %s) reported ready; stopping it",
+                            identity.decode(errors="replace"), message.get("pid"))
+                self.router.send_system(identity, "stop")
             return  # a message from an incarnation that is already gone
         leaf.last_heard = self.loop.time()
         op = message["op"]

@@ -27,6 +27,7 @@ from ..errors import ClusterError, TargetImportError
 from ..wire import SPAWNER_MAX, decode_control, encode_control
 
 log = logging.getLogger("actorcluster.spawner")
+SPAWN_LOST_GRACE = 1.0  # seconds a spawn the dead zygote never answered may still say ready
 
 
 def workdir() -> str:
@@ -276,10 +277,14 @@ class Spawner:
         # request): without an answer the child stayed "starting", without a pid, for ever,
         # and its supervisor's next decisions waited behind it. Its start failed, so its
         # supervisor restarts it, from the next zygote.
+        # It may also have forked one and died before saying so: that process says "ready"
+        # (with its pid) to the router. So the verdict waits a moment, and a child heard from
+        # meanwhile is kept (on_spawn_error leaves a child with a pid alone); one that says
+        # ready later, its start already failed, is told to stop (processes.on_system).
         lost, self._pending = self._pending, set()
         for identity in sorted(lost):
-            self.loop.call_soon(self.on_spawn_error, identity,
-                                "the zygote died before it forked it")
+            self.loop.call_later(SPAWN_LOST_GRACE, self.on_spawn_error, identity,
+                                 "the zygote died before it answered")
 
     def stop(self) -> None:
         """Ask the zygote to exit: closing its channel is the request; SIGKILL if it lingers."""
