@@ -78,6 +78,7 @@ class Client:
         self._bye: asyncio.Future[None] | None = None
         self._closed = False
         self._gone = ""  # why the cluster is gone (its primary exited), once it is
+        self._leaving: asyncio.Task[None] | None = None  # the last flush when it stops (_leave)
         self._primary_fd = -1
         self._loop = asyncio.new_event_loop()
         self._context = zmq.Context(1)
@@ -147,7 +148,7 @@ class Client:
             elif message["op"] == "stopping" and not self._gone and not self._closed:
                 self._gone = "the cluster is stopping"
                 self.messenger.refuse(self._gone)
-                self._loop.create_task(self._leave())
+                self._leaving = self._loop.create_task(self._leave())
             return
         self.messenger.on_frames(sender, header, payload)
 
@@ -161,6 +162,7 @@ class Client:
         while not self._channel.send([PRIMARY, *system_frames("bye")]) and (
                 self._loop.time() < deadline):
             await asyncio.sleep(0.001)
+        self.messenger.release_paused(None)  # flush_all sent what they wait for
 
     def _deliver(
         self, sender: bytes, kind: int, flags: int, count: int, corr: int, payload: list
@@ -237,7 +239,9 @@ class Client:
     async def _drain(self, timeout: float = 2.0) -> None:
         """Send what is queued and wait until the router has read it: ZeroMQ drops what a
         disconnecting peer sent but the router had not read yet."""
-        if self._gone:  # no router is left to read anything: nothing to wait for
+        if self._gone:  # stopping or stopped: no bye of ours to wait for
+            if self._leaving is not None:  # stopping: let the last flush and bye finish first
+                await asyncio.wait({self._leaving}, timeout=timeout)
             self.messenger.fail_pending(ActorError(self._gone))
             return
         deadline = self._loop.time() + timeout
