@@ -239,8 +239,11 @@ class ProcessChildren:
                 self.gateway.add(leaf.link)
             if leaf.pid is None and isinstance(message.get("pid"), int):
                 # its "ready" (router) may overtake the zygote's "spawned" (spawner channel),
-                # which comes once the worker is our child: who asked for it needs the pid now
+                # which comes once the worker is our child: who asked for it needs the pid now,
+                # and its exit must be known as its own (the "spawned" never comes if the zygote
+                # died before sending it; the process is then reaped as our orphan)
                 leaf.pid = message["pid"]
+                self.by_pid[leaf.pid] = leaf
             pid = leaf.pid
             if leaf.kind == "http":
                 log.info("Worker %s started", pid)
