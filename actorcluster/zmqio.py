@@ -57,6 +57,7 @@ class LoopSocket:
         self.on_message = on_message
         self._fd = sock.getsockopt(zmq.FD)
         self._scheduled = False
+        self._draining = False
         self._closed = False
         self._backlog: deque[list] = deque()  # read out of turn (`requeue`): handled first
         loop.add_reader(self._fd, self._drain)
@@ -67,8 +68,22 @@ class LoopSocket:
             self._scheduled = True
             self.loop.call_soon(self._drain)
 
+    def drain_soon(self) -> None:
+        """For who sends on ``sock`` directly: a send can consume the readiness edge, so what
+        peers sent meanwhile is read in a drain this loop turn (unless one is running: it reads
+        on until EAGAIN)."""
+        if not self._draining:
+            self._schedule()
+
     def _drain(self) -> None:
         self._scheduled = False
+        self._draining = True
+        try:
+            self._drain_some()
+        finally:
+            self._draining = False
+
+    def _drain_some(self) -> None:
         sock = self.sock
         backlog = self._backlog
         for _ in range(DRAIN_BATCH):

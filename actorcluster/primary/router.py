@@ -450,6 +450,11 @@ class Router:
     def _send(self, identity: bytes, frames: list, sender: bytes, dest: bytes, count: int
               ) -> None:
         self.routed += 1
+        # A send can consume the edge of ZeroMQ's readiness fd: sent from a timer or a task
+        # (not from a drain, which reads on until EAGAIN), it left what peers sent meanwhile
+        # unread until the next wake-up (a client's last messages and bye waited out the
+        # stop's second). One drain per loop turn, whoever sent.
+        self.channel.drain_soon()
         outbox = self.outboxes.get(identity)
         if outbox is None:
             track = self._tracked.get(identity)
@@ -574,6 +579,7 @@ class Router:
     def _retry(self) -> None:
         self._retrying = False
         self._retry_timer = None
+        self.channel.drain_soon()  # its sends can consume the readiness edge (see _send)
         sock = self._sock
         waiting = sum(len(outbox) for outbox in self.outboxes.values())
         for identity, outbox in list(self.outboxes.items()):
