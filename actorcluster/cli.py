@@ -202,8 +202,11 @@ def _client(name: str | None):  # noqa: ANN202 - click helper
 def _json_argument(text: str, name: str = "MESSAGE") -> Any:
     import json
 
+    def refuse(constant: str) -> Any:  # Python's json takes them; JSON (RFC 8259) does not
+        raise ValueError(f"{constant} is not a JSON number")
+
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=refuse)
     except ValueError as exc:
         hint = ""
         word = text.strip()

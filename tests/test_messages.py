@@ -500,6 +500,19 @@ def test_each_error_type(cluster, attach):
     assert client.ask("echo", "back again", timeout=5) == "back again"
     assert isinstance(ActorCrashed("x"), actorcluster.ActorError)
 
+    # An incarnation's own address (as self.sender gives it): one that never was is not found,
+    # at once; one that has gone (the echo before its restarts) crashed.
+    current = child(client, "echo")["incarnation"]
+    assert current >= 3
+    t0 = time.monotonic()
+    for never in ("nobody#3", f"echo#{current + 50}"):
+        with pytest.raises(ActorNotFound):
+            client.ask(never, "x", timeout=5)
+    assert time.monotonic() - t0 < 1.0
+    with pytest.raises(ActorCrashed):
+        client.ask("echo#1", "x", timeout=5)
+    assert client.ask(f"echo#{current}", "mine", timeout=5) == "mine"
+
 
 def test_an_ask_error_caught_in_an_actor_can_be_sent_on(cluster, attach):
     """The ActorError an actor catches can be returned (or told) like any value; RemoteError
@@ -709,6 +722,8 @@ def test_send_and_ask_from_the_command_line(cluster):
     assert out.returncode == 1 and "ActorNotFound" in out.stderr
     out = cli("ask", "counter", "{not json")
     assert out.returncode == 2 and "not JSON" in out.stderr
+    out = cli("send", "counter", '["add", NaN]')  # Python's json module takes it; JSON does not
+    assert out.returncode == 2 and "NaN is not a JSON number" in out.stderr
     out = cli("send", "counter", "get")  # a bare word: the JSON string is what was meant
     assert out.returncode == 2 and """a string is JSON in double quotes: '"get"'""" in out.stderr
     out = cli("ask", "counter", '"get"', "--timeout", "-1")

@@ -498,12 +498,28 @@ class Router:
                 owed.difference_update(range(corr, corr + count))
         name = self._name_of.get(identity)  # incarnation_down forgets it
         if name is None or frames[1] != name and frames[1] not in self.groups:
-            self._undeliverable(frames, "its process is gone")
+            self._undeliverable(frames, "its process is gone" if name is not None
+                                or self._existed(identity) else "no such actor")
             return
         if self.names.get(name) == identity:
             del self.names[name]
         self.held.setdefault(name, _Held())
         self._on_frames(frames, again=True)  # re-route: another group member, or held
+
+    def _existed(self, identity: bytes) -> bool:
+        """Whether ``name#N`` can be an incarnation that has gone (ActorCrashed for an ask)
+        rather than one that never was (ActorNotFound): its name is known and N is not past the
+        name's current incarnation. Clients' identities are taken to have existed."""
+        name, _, number = identity.rpartition(b"#")
+        if name.startswith(b"client/") or name in self.held:
+            return True
+        current = self.names.get(name)
+        if current is None:
+            return False
+        try:
+            return int(number) <= int(current.rpartition(b"#")[2])
+        except ValueError:
+            return False
 
     def _outbox_gone(self, identity: bytes, outbox: _Outbox) -> None:
         """ZeroMQ says the peer of ``outbox`` is gone and its supervisor has not heard yet: the
