@@ -1,31 +1,53 @@
 """actorcluster: Erlang/OTP-style process actors and a round-robin HTTP cluster for Python."""
 
-from .actor import Actor, ActorRef, ask, ask_all, ask_sync, broadcast, lookup, tell
-from .client import Client, connect
-from .dynamic import (
-    count_children,
-    delete_child,
-    restart_child,
-    start_child,
-    terminate_child,
-    which_children,
-)
-from .errors import (
-    ActorClusterError,
-    ActorCrashed,
-    ActorError,
-    ActorNotFound,
-    AskTimeout,
-    ClusterError,
-    ClusterExists,
-    ClusterNotFound,
-    ConfigError,
-    MailboxFull,
-    RemoteError,
-    TargetImportError,
-)
-from .http import Request, Response
-from .specs import ActorSpec, Pool, Supervisor
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The public names load on first use (PEP 562): the primary and the command line import
+# actorcluster's submodules, not the user API, and every process start paid for all of it
+# (HTTP, client, actor machinery: about a quarter of the primary's start-up).
+_HOMES = {
+    **dict.fromkeys(["Actor", "ActorRef", "ask", "ask_all", "ask_sync", "broadcast", "lookup",
+                     "tell"], ".actor"),
+    **dict.fromkeys(["Client", "connect"], ".client"),
+    **dict.fromkeys(["count_children", "delete_child", "restart_child", "start_child",
+                     "terminate_child", "which_children"], ".dynamic"),
+    **dict.fromkeys(["ActorClusterError", "ActorCrashed", "ActorError", "ActorNotFound",
+                     "AskTimeout", "ClusterError", "ClusterExists", "ClusterNotFound",
+                     "ConfigError", "MailboxFull", "RemoteError", "TargetImportError"], ".errors"),
+    **dict.fromkeys(["Request", "Response"], ".http"),
+    **dict.fromkeys(["ActorSpec", "Pool", "Supervisor"], ".specs"),
+}
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from .actor import Actor, ActorRef, ask, ask_all, ask_sync, broadcast, lookup, tell
+    from .client import Client, connect
+    from .dynamic import (
+        count_children,
+        delete_child,
+        restart_child,
+        start_child,
+        terminate_child,
+        which_children,
+    )
+    from .errors import (
+        ActorClusterError,
+        ActorCrashed,
+        ActorError,
+        ActorNotFound,
+        AskTimeout,
+        ClusterError,
+        ClusterExists,
+        ClusterNotFound,
+        ConfigError,
+        MailboxFull,
+        RemoteError,
+        TargetImportError,
+    )
+    from .http import Request, Response
+    from .specs import ActorSpec, Pool, Supervisor
 
 __version__ = "0.1.0"
 
@@ -65,3 +87,16 @@ __all__ = [
     "terminate_child",
     "which_children",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'actorcluster' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

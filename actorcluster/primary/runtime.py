@@ -44,7 +44,6 @@ from ..messenger import MAX_TIMEOUT
 from ..oslink import become_subreaper
 from ..supervision import ExitReason
 from .gateway import Gateway
-from .metrics import Metrics
 from .rolling import Rolling
 from .router import Router
 from .spawner import Spawner
@@ -195,6 +194,8 @@ class Primary:
                 self._begin_stop()
             self.rolling = Rolling(self.supervisor, self._new_zygote)
             if self.config.metrics_bind is not None:  # before any worker: a taken port stops us
+                from .metrics import Metrics  # prometheus_client: only for who asked for it
+
                 where = parse_bind(self.config.metrics_bind)
                 self.metrics = Metrics(self.supervisor, self.router, self.config.name)
                 self.metrics.serve(str(where.host), int(where.port or 0))
