@@ -146,9 +146,16 @@ def run(ctx: click.Context, target: str | None, config_file: str | None,
         rundir.base_dir()  # refused here, with one line, rather than in the primary's log
     except ActorClusterError as exc:
         raise _StartError(str(exc)) from None
-    from .primary.runtime import run as run_primary
+    from .primary.zygote_launch import discard_early, launch_early
 
-    sys.exit(run_primary(config))
+    launch_early()  # the zygote's start-up overlaps the primary's own (imports, set-up)
+    try:
+        from .primary.runtime import run as run_primary
+
+        code = run_primary(config)
+    finally:
+        discard_early()  # still there only if the primary stopped before it needed one
+    sys.exit(code)
 
 
 @main.command()

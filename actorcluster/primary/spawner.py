@@ -19,30 +19,15 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from ..errors import ClusterError, TargetImportError
 from ..wire import SPAWNER_MAX, decode_control, encode_control
+from .zygote_launch import launch, take_early, workdir
 
 log = logging.getLogger("actorcluster.spawner")
 SPAWN_LOST_GRACE = 1.0  # seconds a spawn the dead zygote never answered may still say ready
-
-
-def workdir() -> str:
-    """The directory `run` started in, by the path the shell gave it ($PWD, when it names the
-    same directory): a deploy that switches a symlink (current -> releases/N) and reloads gets
-    the new release, as with gunicorn and PM2. os.getcwd() names the directory the symlink
-    pointed to at start-up: every reload would import the old release again."""
-    here = os.getcwd()
-    pwd = os.environ.get("PWD", "")
-    try:
-        if os.path.isabs(pwd) and os.path.samefile(pwd, here):
-            return pwd
-    except OSError:
-        pass
-    return here
 
 
 class Spawner:
@@ -70,38 +55,14 @@ class Spawner:
         """Start the zygote and wait until it imported every (target, kind) and ``entry``;
         returns the supervision tree ``entry`` describes (as a dict), or None for a handler.
         A target that fails raises TargetImportError with the target in ``.target``."""
-        self._proc, self._sock = self._launch()
+        self._proc, self._sock = take_early(self.workdir) or self._launch()
         self.pid = self._proc.pid
         tree = await self._load(self._sock, targets, log_level, timeout, entry)
         self.loop.add_reader(self._sock.fileno(), self._on_readable, self._sock)
         return tree
 
     def _launch(self) -> tuple[subprocess.Popen, socket.socket]:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        env = dict(os.environ)
-        # `actorcluster run` imports the app from the current directory, like `python -m` does.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [self.workdir, env.get("PYTHONPATH")]))
-        # The zygote leaves SIGTERM and SIGINT to the primary (it stops when its channel closes);
-        # started with them blocked (a signal mask survives exec), it cannot die of one sent to
-        # the whole process group while its interpreter starts. Here they wait, not get lost.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "actorcluster.worker.zygote", str(theirs.fileno()),
-                 str(os.getpid())],
-                pass_fds=[theirs.fileno()],
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=self.workdir,  # its workers' current directory too
-            )
-        except OSError as exc:  # the directory is gone (a deploy removed what it named)
-            ours.close()
-            raise ClusterError(f"cannot start a zygote in {self.workdir}: "
-                               f"{exc.strerror or exc}") from None
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            theirs.close()
-        return proc, ours
+        return launch(self.workdir)
 
     async def _load(self, sock: socket.socket, targets: list[tuple[str, str]], log_level: str,
                     timeout: float, entry: str | None) -> dict[str, Any] | None:

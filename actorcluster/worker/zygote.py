@@ -155,6 +155,12 @@ def main(argv: list[str]) -> None:
 
 
 def _serve(control: socket.socket) -> None:
+    # The worker runtime loads while the primary sets up (it started us early); a failure here
+    # is met again, and reported, by _load's own import.
+    try:
+        from . import main  # noqa: F401
+    except Exception:  # noqa: BLE001, S110
+        pass
     data = control.recv(SPAWNER_MAX)
     if not data:
         return  # the primary stopped before asking for anything
