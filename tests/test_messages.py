@@ -505,7 +505,7 @@ def test_each_error_type(cluster, attach):
     current = child(client, "echo")["incarnation"]
     assert current >= 3
     t0 = time.monotonic()
-    for never in ("nobody#3", f"echo#{current + 50}"):
+    for never in ("nobody#3", f"echo#{current + 50}", "echo#0", "echo#-1", "echo#+1", "echo#01"):
         with pytest.raises(ActorNotFound):
             client.ask(never, "x", timeout=5)
     assert time.monotonic() - t0 < 1.0

@@ -516,10 +516,11 @@ class Router:
         current = self.names.get(name)
         if current is None:
             return False
-        try:
-            return int(number) <= int(current.rpartition(b"#")[2])
-        except ValueError:
+        # Incarnations are numbered 1, 2, 3 ... as plain digits: int() alone would also take
+        # "0", "-1", "+3", "03", " 3" and "1_0", ids no incarnation ever had.
+        if not (number.isdigit() and number[:1] != b"0"):
             return False
+        return int(number) <= int(current.rpartition(b"#")[2])
 
     def _outbox_gone(self, identity: bytes, outbox: _Outbox) -> None:
         """ZeroMQ says the peer of ``outbox`` is gone and its supervisor has not heard yet: the
