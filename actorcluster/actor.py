@@ -139,6 +139,8 @@ class ActorRef:
     __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
+        if not isinstance(name, str):  # else the first send fails with "not a ActorRef"
+            raise TypeError(f"an actor's name is a str, not a {type(name).__name__}: {name!r}")
         self.name = name
 
     def tell(self, message: Any) -> Any:
@@ -228,8 +230,9 @@ def ask_sync(target: str | ActorRef, message: Any, timeout: float = 5.0) -> Any:
 
 
 def lookup(name: str) -> ActorRef:
-    """A reference to the actor or group ``name``. Nothing is checked here: sending to a name
-    that does not exist makes a dead letter (tell) or raises ActorNotFound (ask)."""
+    """A reference to the actor or group ``name`` (a ``str``; anything else is a TypeError).
+    Whether it exists is not checked here: sending to a name that does not exist makes a dead
+    letter (tell) or raises ActorNotFound (ask)."""
     return ActorRef(name)
 
 

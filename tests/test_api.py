@@ -29,3 +29,13 @@ def test_using_the_api_outside_a_cluster_says_why():
 
     with pytest.raises(actorcluster.ActorError, match="no cluster here"):
         actorcluster.tell("counter", 1)
+
+
+def test_a_reference_is_to_a_name():
+    """lookup(5) made ActorRef(5), and its first tell said "a target is ... not a ActorRef"."""
+    import pytest
+
+    assert actorcluster.lookup("web/2#1").base_name == "web/2"
+    for wrong in (5, None, b"counter"):
+        with pytest.raises(TypeError, match="an actor's name is a str"):
+            actorcluster.lookup(wrong)
