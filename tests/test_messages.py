@@ -93,6 +93,12 @@ def test_actor_broadcasts_to_a_group_and_asks_all(cluster, attach):
     web = actorcluster.lookup("web")
     assert sorted(client.ask_all(web, "pid")) == sorted(c.wait_workers(2))
     assert client.ask("echo", ("ask_all", web, "pings")) == [1, 1]
+    # A name that is not a group is said so at once, not "no live member in group 'echo'"
+    # (which reads as a group whose members are all restarting).
+    with pytest.raises(ActorNotFound, match=r"no group named 'wbe' \(groups: web\)"):
+        client.ask_all("wbe", "pid", timeout=5)
+    with pytest.raises(ActorNotFound, match="'echo' is an actor, not a group"):
+        client.ask("primary", {"op": "members", "group": "echo"}, timeout=5)
 
 
 def killed_recorder(cluster, attach, slow_start: float, *args: str):

@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-from ..errors import ActorError
+from ..errors import ActorError, ActorNotFound
 from ..wire import (
     FLAG_BROADCAST,
     FLAG_JSON,
@@ -287,8 +287,20 @@ class Router:
         self.groups[group.encode()] = [m.encode() for m in members]
 
     def members(self, group: str) -> list[str]:
-        names = self.groups.get(group.encode(), [])
+        """The live members of ``group``; ActorNotFound if it is not a group (a typo, or an
+        actor's name), so that it does not read as a group whose members are all restarting."""
+        names = self.groups.get(group.encode())
+        if names is None:
+            raise ActorNotFound(self._not_a_group(group.encode()))
         return [m.decode() for m in names if m in self.names]
+
+    def _not_a_group(self, name: bytes) -> str:
+        groups = ", ".join(sorted(g.decode() for g in self.groups)) or "none"
+        text = name.decode(errors="replace")
+        if name in self.names or name in self.held or any(
+                name in members for members in self.groups.values()):
+            return f"{text!r} is an actor, not a group: tell or ask it (groups: {groups})"
+        return f"no group named {text!r} (groups: {groups})"
 
     def send_system(self, identity: bytes, op: str, **fields: Any) -> bool:
         return self.channel.send([identity, PRIMARY, *system_frames(op, **fields)])
@@ -390,7 +402,8 @@ class Router:
         if flags & FLAG_BROADCAST:
             members = [self.names[m] for m in self.groups.get(dest, ()) if m in self.names]
             if not members:
-                self._undeliverable(frames, "no live member")
+                self._undeliverable(frames, "no live member" if dest in self.groups
+                                    else "not a group")
             for identity in members:
                 self._send(identity, [identity, sender, *frames[2:]], sender, dest, count)
             return
