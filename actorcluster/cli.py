@@ -255,7 +255,55 @@ def ask(actor: str, message: str, cluster: str | None, timeout: float) -> None:
             reply = client.ask(actor, value, timeout)
         except ActorError as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-    click.echo(json.dumps(reply, default=repr))
+    try:
+        text = json.dumps(reply_json(reply), allow_nan=False)
+    except (ValueError, RecursionError) as exc:  # a list that holds itself, a 5000-digit int
+        raise click.ClickException(
+            f"the reply (type {type(reply).__name__}) cannot be printed as JSON: {exc}") from None
+    click.echo(text)
+
+
+def reply_json(value: Any, _path: tuple[int, ...] = ()) -> Any:
+    """An actor's reply as something JSON holds, so that `ask` prints valid JSON (`jq` reads
+    it): tuples become lists, `tolist()` turns NumPy arrays and scalars (and array.array) into
+    lists and numbers, and what JSON cannot hold (a set, bytes, NaN, a key that is not a str,
+    int, float, bool or None) is written as its repr(). Before, a tuple key or a circular list
+    was a traceback and NaN was printed as `NaN`, which is not JSON. ValueError for a value
+    that contains itself (RecursionError for one too deep)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else float.__repr__(value)  # np.float64 too
+    if id(value) in _path:
+        raise ValueError("it contains itself")
+    path = (*_path, id(value))
+    if isinstance(value, dict):  # loops, not comprehensions: one frame per level of nesting
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            plain = k is None or isinstance(k, (str, int, bool)) or (
+                isinstance(k, float) and math.isfinite(k))
+            out[k if plain else _repr(k)] = reply_json(v, path)
+        return out
+    if isinstance(value, (list, tuple)):
+        items = []
+        for v in value:
+            items.append(reply_json(v, path))
+        return items
+    tolist = getattr(type(value), "tolist", None)
+    if callable(tolist):
+        try:
+            converted = value.tolist()
+        except Exception:  # noqa: BLE001 - any object's tolist(): fall back to its repr
+            return _repr(value)
+        return reply_json(converted, path)
+    return _repr(value)
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # noqa: BLE001 - a user's __repr__ may raise anything
+        return f"<{type(value).__name__} object (its repr failed: {exc})>"
 
 
 @main.command()

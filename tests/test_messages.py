@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -715,7 +716,7 @@ def test_a_request_the_primary_cannot_carry_out_is_never_dropped_silently(cluste
 
 def test_send_and_ask_from_the_command_line(cluster):
     c = cluster("examples.counter:handler", "--workers", "1",
-                "--actor", "counter=examples.counter:Counter")
+                "--actor", "counter=examples.counter:Counter", "--actor", "echo=ac_actors:Echo")
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "actorcluster", *args, "--name", c.name],
@@ -734,6 +735,15 @@ def test_send_and_ask_from_the_command_line(cluster):
     assert out.returncode == 2 and """a string is JSON in double quotes: '"get"'""" in out.stderr
     out = cli("ask", "counter", '"get"', "--timeout", "-1")
     assert out.returncode == 2 and "Traceback" not in out.stderr and "x>0" in out.stderr
+    # a reply JSON cannot hold as it is is still printed as JSON (repr() for what it cannot
+    # hold, NaN included), not a traceback or a bare NaN; one that contains itself is an error
+    out = cli("ask", "echo", '["not_json"]')
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"{c} is not JSON")) == {
+        "(1, 2)": "nan", "set": "{3}", "inf": ["-inf"], "b": "b'x'", "a": [1.5], "7": ["t"]}
+    out = cli("ask", "echo", '["circular"]')
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "the reply (type list) cannot be printed as JSON: it contains itself" in out.stderr
 
 
 def test_random_frames_never_take_the_router_down(cluster, attach):

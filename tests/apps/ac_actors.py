@@ -139,6 +139,15 @@ class Echo(Actor):
                 for i in range(n):
                     await tell(target, i.to_bytes(4, "big") + bytes(size - 4))
                 return time.monotonic() - start
+            case ("not_json",):  # a reply `actorcluster ask` must still print as JSON
+                import array
+
+                return {(1, 2): float("nan"), "set": {3}, "inf": [float("-inf")], "b": b"x",
+                        "a": array.array("d", [1.5]), 7: ("t",)}
+            case ("circular",):
+                loop = []
+                loop.append(loop)
+                return loop
             case ("lock",):
                 import threading
 
