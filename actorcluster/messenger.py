@@ -278,7 +278,7 @@ class Messenger:
         if dest == PRIMARY:
             try:
                 return dest, FLAG_JSON, [dumps_json(message, strict=True)]
-            except (TypeError, ValueError) as exc:  # as for an unpicklable message: nothing sent
+            except (TypeError, ValueError, RecursionError) as exc:  # as if unpicklable: none sent
                 raise TypeError(f"cannot send a {type(message).__name__} to the primary: its "
                                 f"messages are JSON ({exc})") from None
         flags, frames = self._encode(message)

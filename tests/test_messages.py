@@ -639,6 +639,11 @@ def test_unpicklable_message_is_a_type_error_at_the_sender(cluster, attach):
                                "spec": ActorSpec("late", "ac_actors:Recorder")})
     with pytest.raises(TypeError, match="to the primary"):
         client.tell("primary", {"op": "scale", "pool": "web", "workers": threading.Lock()})
+    deep: list = []
+    for _ in range(100_000):  # too deep for JSON: TypeError as for pickle, not RecursionError
+        deep = [deep]
+    with pytest.raises(TypeError, match="to the primary: its messages are JSON"):
+        client.tell("primary", {"op": "scale", "pool": "web", "workers": deep})
     assert status(client)["messages"]["dead_letters"] == {}
     assert [ch["name"] for ch in status(client)["tree"]["children"]] == ["recorder", "echo", "web"]
 
