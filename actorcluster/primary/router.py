@@ -139,6 +139,10 @@ class Router:
         self._requests: set[asyncio.Future] = set()  # requests to the primary still running
         self.routed = 0
         self.malformed = 0
+        # malformed messages of the burst in progress not logged yet (None: no burst), and why
+        # the last one was dropped: logged as dead letters are, once per burst then once a second
+        self._malformed_burst: int | None = None
+        self._malformed_why = ""
         # actor messages (a coalesced batch counts its messages), for the metrics: received from
         # senders (to anything but the primary), handed to ZeroMQ for a destination (a broadcast
         # counts once per member), put on hold for a restarting name (ever)
@@ -329,6 +333,12 @@ class Router:
         self._report_bursts()
 
     def _report_bursts(self) -> None:
+        if self._malformed_burst:
+            log.warning("dropped %d more malformed messages (the last: %s)",
+                        self._malformed_burst, self._malformed_why)
+            self._malformed_burst = 0
+        else:
+            self._malformed_burst = None
         for name, more in list(self._burst.items()):
             if more:
                 log.warning("%d more dead letters to %r", more, name)
@@ -725,8 +735,16 @@ class Router:
         self._send(asker, frames, PRIMARY, asker, 1)
 
     def _malformed(self, frames: list, why: str) -> None:
+        """Count and drop it; log the first of a burst, then once a second how many more (as
+        dead letters): a peer looping on a bad frame wrote one log line per frame, 20,000
+        lines in a second."""
         self.malformed += 1
-        log.warning("dropping a malformed message (%s, %d frames)", why, len(frames))
+        if self._malformed_burst is None:
+            self._malformed_burst = 0
+            log.warning("dropping a malformed message (%s, %d frames)", why, len(frames))
+        else:
+            self._malformed_burst += 1
+            self._malformed_why = f"{why}, {len(frames)} frames"
 
     # -- messages for the primary ---------------------------------------------------------------
 
