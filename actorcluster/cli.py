@@ -212,8 +212,14 @@ def _json_argument(text: str, name: str = "MESSAGE") -> Any:
     def refuse(constant: str) -> Any:  # Python's json takes them; JSON (RFC 8259) does not
         raise ValueError(f"{constant} is not a JSON number")
 
+    def finite(number: str) -> float:  # 1e400 is JSON syntax, but Python would read it as inf
+        value = float(number)
+        if not math.isfinite(value):
+            raise ValueError(f"{number} is not a finite JSON number")
+        return value
+
     try:
-        return json.loads(text, parse_constant=refuse)
+        return json.loads(text, parse_constant=refuse, parse_float=finite)
     except ValueError as exc:
         hint = ""
         word = text.strip()

@@ -168,6 +168,9 @@ def test_loop_uvloop_without_uvloop_is_one_line_and_exit_2(tmp_path):
     (["tree", "examples.tree:tree", "--workers", "0"],
      "'--workers' (env var: 'ACTORCLUSTER_WORKERS'): 0 is not in the range"),
     (["scale", "web", "1000000"], "'WORKERS': 1000000 is not in the range 1<=x<=1024"),
+    # 1e400 is JSON syntax, but Python reads it as inf, which JSON cannot hold (as Infinity)
+    (["send", "counter", '["add", 1e400]'], "1e400 is not a finite JSON number"),
+    (["ask", "counter", "[-1e999]"], "-1e999 is not a finite JSON number"),
 ])
 def test_a_bad_number_for_a_cluster_command_is_a_usage_error(tmp_path, monkeypatch, args, part):
     """Refused before connecting (no cluster runs here): never a timeout, never a traceback."""
