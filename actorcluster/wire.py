@@ -189,12 +189,12 @@ def encode(message: Any) -> tuple[int, list[Any]]:
         if kind is memoryview and not message.contiguous:
             message = message.tobytes()  # ZeroMQ sends contiguous buffers only
         if len(message) >= OOB_MIN:
-            return FLAG_RAW, [message]
+            return FLAG_RAW, [message if kind is bytes else _as_now(message)]
     buffers: list[pickle.PickleBuffer] = []
     try:
         data = _dumps(message, 5, buffer_callback=buffers.append)
         if not needs_cloudpickle(data):
-            return (FLAG_OOB, [data, *buffers]) if buffers else (0, [data])
+            return (FLAG_OOB, [data, *map(_as_now, buffers)]) if buffers else (0, [data])
     except Exception:  # noqa: BLE001 - a __reduce__ may raise anything; cloudpickle tries next
         pass
     buffers = []
@@ -204,7 +204,18 @@ def encode(message: Any) -> tuple[int, list[Any]]:
         raise TypeError(
             f"cannot send a {kind.__name__}: it cannot be pickled ({exc})"
         ) from exc
-    return (FLAG_OOB, [data, *buffers]) if buffers else (0, [data])
+    return (FLAG_OOB, [data, *map(_as_now, buffers)]) if buffers else (0, [data])
+
+
+def _as_now(buffer: Any) -> Any:
+    """An out-of-band buffer as it is at the send: one that can change (a bytearray, a writable
+    NumPy array's memory) is copied, read-only ones (bytes, received arrays) are not. Frames
+    leave at the end of the loop turn (or later, from a client's thread): before, a buffer
+    reused for the next message, or an actor's array returned by one message and updated by the
+    next in the same run, arrived as it was at the flush: five tells of one bytearray, changed
+    after each, arrived as five copies of the last."""
+    view = buffer.raw() if type(buffer) is pickle.PickleBuffer else memoryview(buffer)
+    return buffer if view.readonly else view.tobytes()  # raw(): C or Fortran order as it is
 
 
 def decode(flags: int, frames: list[Any]) -> Any:

@@ -554,6 +554,11 @@ def test_cloudpickle_for_lambdas_and_local_classes(cluster, attach):
     strided = memoryview(os.urandom(256 * 1024))[::2]
     client.tell("recorder", strided)
     assert client.ask("recorder", "get", timeout=3) == [strided.tobytes()]
+    # a large buffer changed after its tell (reused for the next message, as a reader filling
+    # one buffer does) arrives as it was when told, as a small one does: it used to leave at
+    # the flush, at the end of the loop turn, so all five arrived as the last
+    assert client.ask("echo", ("reuse_buffer", "recorder")) == "sent"
+    assert client.ask("recorder", "heads", timeout=3)[-5:] == [0, 1, 2, 3, 4]
     sender = client.ask("echo", ("sender",))
     assert isinstance(sender, ActorRef) and sender == client.ref
 

@@ -139,6 +139,12 @@ class Echo(Actor):
                 for i in range(n):
                     await tell(target, i.to_bytes(4, "big") + bytes(size - 4))
                 return time.monotonic() - start
+            case ("reuse_buffer", target):  # one buffer, changed after each tell, in one turn
+                buf = bytearray(64 * 1024)
+                for i in range(5):
+                    buf[:4] = i.to_bytes(4, "big")
+                    tell(target, buf if i % 2 else memoryview(buf))
+                return "sent"
             case ("not_json",):  # a reply `actorcluster ask` must still print as JSON
                 import array
 
