@@ -239,9 +239,34 @@ _cluster_name = click.option("--name", "cluster", envvar="ACTORCLUSTER_NAME", sh
 @_cluster_name
 def send(actor: str, message: str, cluster: str | None) -> None:
     """Tell ACTOR the JSON MESSAGE (fire and forget)."""
+    from .errors import ActorError
+
     value = _json_argument(message)
     with _client(cluster) as client:
-        client.tell(actor, value)
+        try:
+            # A typo'd name is an error here, as Erlang's `!` to an unregistered name is, not
+            # exit 0 and a dead letter in the cluster's log (an incarnation id is not checked)
+            if actor != "primary" and "#" not in actor:
+                tree = client.ask("primary", "status", timeout=10.0)["tree"]
+                if actor not in _names(tree):
+                    raise click.ClickException(
+                        f"ActorNotFound: no actor or group is named {actor!r}; nothing was sent")
+            client.tell(actor, value)
+        except ActorError as exc:  # the cluster stopping meanwhile, ...
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+
+
+def _names(node: Any) -> set[str]:
+    """Every name in a status tree: actors, supervisors, pools (groups) and their members."""
+    names: set[str] = set()
+    todo = [node]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("name"), str):
+                names.add(node["name"])
+            todo.extend(node.get("children") or ())
+    return names
 
 
 @main.command()

@@ -738,6 +738,11 @@ def test_send_and_ask_from_the_command_line(cluster):
     assert out.returncode == 0 and out.stdout.strip() == "41"
     out = cli("ask", "nobody", '"get"')
     assert out.returncode == 1 and "ActorNotFound" in out.stderr
+    out = cli("send", "nobody", '"get"')  # a typo is no exit 0 and a dead letter
+    assert out.returncode == 1 and "ActorNotFound" in out.stderr, out
+    dead = json.loads(cli("ask", "primary", '"status"').stdout)["messages"]["dead_letters"]
+    assert dead.get("nobody") == 1, dead  # the ask's above; the send sent nothing
+    assert cli("send", "web", '"hello"').returncode == 0  # a group is a name too
     out = cli("ask", "counter", "{not json")
     assert out.returncode == 2 and "not JSON" in out.stderr
     out = cli("send", "counter", '["add", NaN]')  # Python's json module takes it; JSON does not
