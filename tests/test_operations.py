@@ -392,13 +392,31 @@ def test_status_json_shows_a_kill_within_a_second(cluster, tmp_path):
     assert c.stop() == 0
 
 
+def ignored_signals(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(re.search(r"^SigIgn:\s*([0-9a-f]+)", f.read(), re.M).group(1), 16)
+
+
 def test_sighup_reloads_and_sigttin_sigttou_scale(cluster, tmp_path):
-    c = live_cluster(cluster, tmp_path, "--workers", "2")
+    # started as `nohup` and a script's `... &` start it (SIGHUP, SIGQUIT ignored): the workers
+    # the first zygote forks take signals as those of every later zygote (as before `run` began
+    # starting its first zygote early, before the primary set its handlers)
+    shell = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGHUP, signal.SIGQUIT)}
+    try:
+        c = live_cluster(cluster, tmp_path, "--workers", "2")
+    finally:
+        for sig, handler in shell.items():
+            signal.signal(sig, handler)
     old = {w["pid"] for w in workers(c).values()}
+    before = {ignored_signals(pid) for pid in old}
     write_app(tmp_path, "v2")
     c.signal(signal.SIGHUP)
     c.wait_for_log(r"reload of every child done: 2 process")
     assert not old & {w["pid"] for w in workers(c).values()}
+    after = {ignored_signals(w["pid"]) for w in workers(c).values()}
+    assert before == after, (before, after)
+    assert not [sig for sig in (signal.SIGHUP, signal.SIGQUIT) for mask in after
+                if mask & 1 << (sig - 1)]
     assert httpx.get(c.url).text.startswith("v2 ")
     c.signal(signal.SIGTTIN)
     c.wait_for_log(r"pool web scaled from 2 to 3 workers")

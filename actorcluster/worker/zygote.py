@@ -141,6 +141,12 @@ def main(argv: list[str]) -> None:
     # The primary started us with both blocked; an ignored SIGINT may be unblocked (a pending
     # one is dropped), SIGTERM stays blocked for the workers to take up (see the docstring).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # `run` starts the first zygote before the primary sets its handlers, so it inherits what
+    # the shell ignored (nohup: SIGHUP; a script's `... &`: SIGQUIT), which a zygote a reload
+    # starts does not (a handled signal is reset by exec): every zygote, and every worker it
+    # forks, takes the primary's signals alike, by default.
+    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if not die_with_parent(primary_pid):
