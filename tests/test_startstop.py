@@ -198,6 +198,32 @@ def test_a_router_that_cannot_bind_is_a_clear_error(cluster, tmp_path):
     assert "Traceback" not in log and "zygote" not in log, log
 
 
+def test_a_zygote_that_dies_before_it_reads_its_load_is_a_clear_error(cluster):
+    # `run` starts the zygote early; it reads the primary's `load` once it has imported the
+    # worker runtime. Killed before (the OOM killer, say), it left that message unread: the
+    # primary said "cannot start: [Errno 104] Connection reset by peer".
+    c = cluster("ac_testapp:pid", "--workers", "1", ready=False)
+    deadline = time.monotonic() + 5
+    zygote = None
+    while zygote is None and time.monotonic() < deadline:
+        for child in psutil.Process(c.proc.pid).children():
+            try:
+                if "actorcluster.worker.zygote" in child.cmdline():
+                    zygote = child
+                    break
+            except psutil.Error:
+                pass
+    assert zygote is not None, c.log()
+    zygote.suspend()  # long before the primary sends `load`: it is still starting Python
+    c.wait_for_log(rf"Primary {c.proc.pid} is running")
+    time.sleep(0.2)  # the primary took it over and sent `load`, which it never reads
+    zygote.kill()
+    assert c.wait(15) == 2
+    log = c.log()
+    assert "the zygote exited while importing ac_testapp:pid" in log, log
+    assert "Traceback" not in log and "Errno" not in log, log
+
+
 BAD_READY = '''
 import os
 

@@ -66,15 +66,18 @@ class Spawner:
 
     async def _load(self, sock: socket.socket, targets: list[tuple[str, str]], log_level: str,
                     timeout: float, entry: str | None) -> dict[str, Any] | None:
-        sock.send(encode_control("load", targets=targets, log_level=log_level, entry=entry))
-        sock.setblocking(False)
+        names = ", ".join([t for t, _ in targets] + ([entry] if entry else []))
         try:
+            sock.send(encode_control("load", targets=targets, log_level=log_level, entry=entry))
+            sock.setblocking(False)
             data = await asyncio.wait_for(self.loop.sock_recv(sock, SPAWNER_MAX), timeout)
         except TimeoutError:
-            names = ", ".join([t for t, _ in targets] + ([entry] if entry else []))
             raise ClusterError(f"importing {names} took more than {timeout} s") from None
+        except (BrokenPipeError, ConnectionResetError):
+            # it died before it read `load` (an early zygote reads it only once it has loaded
+            # the worker runtime): the message it left unread resets the channel, not EOF
+            data = b""
         if not data:
-            names = ", ".join([t for t, _ in targets] + ([entry] if entry else []))
             raise ClusterError(f"the zygote exited while importing {names}")
         reply = decode_control(data)
         if reply["op"] == "load_error":
