@@ -89,9 +89,16 @@ __all__ = [
 ]
 
 
+# The modules that `import actorcluster` used to load: code that reads them as attributes after a
+# bare import (actorcluster.errors.AskTimeout) gets them loaded then.
+_MODULES = frozenset(["actor", "client", "dynamic", "errors", "http", "specs"])
+
+
 def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
+        if name in _MODULES:
+            return importlib.import_module(f".{name}", __name__)  # binds it here as it loads
         raise AttributeError(f"module 'actorcluster' has no attribute {name!r}")
     value = getattr(importlib.import_module(home, __name__), name)
     globals()[name] = value  # the next lookup is a plain one

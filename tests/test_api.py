@@ -39,3 +39,25 @@ def test_a_reference_is_to_a_name():
     for wrong in (5, None, b"counter"):
         with pytest.raises(TypeError, match="an actor's name is a str"):
             actorcluster.lookup(wrong)
+
+
+def test_a_bare_import_loads_nothing_yet_and_still_gives_the_api_modules():
+    # The public names load on first use (PEP 562). Before that, `import actorcluster` made
+    # actorcluster.errors, .http, ... attributes as a side effect: code that reads them after a
+    # bare import (actorcluster.errors.AskTimeout) must keep working.
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import actorcluster
+assert "actorcluster.actor" not in sys.modules and "actorcluster.http" not in sys.modules
+assert actorcluster.errors.AskTimeout is actorcluster.AskTimeout
+assert actorcluster.http.Request is actorcluster.Request
+for module in ("actor", "client", "dynamic", "specs"):
+    assert getattr(actorcluster, module).__name__ == "actorcluster." + module
+assert not hasattr(actorcluster, "primary") and not hasattr(actorcluster, "nosuch")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
