@@ -401,7 +401,10 @@ def test_sighup_reloads_and_sigttin_sigttou_scale(cluster, tmp_path):
     # started as `nohup` and a script's `... &` start it (SIGHUP, SIGQUIT ignored): the workers
     # the first zygote forks take signals as those of every later zygote (as before `run` began
     # starting its first zygote early, before the primary set its handlers)
-    shell = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGHUP, signal.SIGQUIT)}
+    # SIGCHLD ignored as well: inherited, it had the kernel reap the zygote's children (its
+    # waitpid failed: it died at every spawn) and the primary's
+    shell = {sig: signal.signal(sig, signal.SIG_IGN)
+             for sig in (signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD)}
     try:
         c = live_cluster(cluster, tmp_path, "--workers", "2")
     finally:

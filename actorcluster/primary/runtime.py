@@ -140,6 +140,9 @@ class Primary:
     def run(self) -> int:
         """Run the cluster until it is stopped; return the process exit code."""
         logs.setup(self.config.log_level)
+        # A SIGCHLD the parent left ignored (inherited through exec) makes the kernel reap our
+        # children itself: waitpid would fail and no exit status would ever be seen.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         become_subreaper()
         try:
             directory = rundir.claim(self.config.name, self.pid)

@@ -145,7 +145,9 @@ def main(argv: list[str]) -> None:
     # the shell ignored (nohup: SIGHUP; a script's `... &`: SIGQUIT), which a zygote a reload
     # starts does not (a handled signal is reset by exec): every zygote, and every worker it
     # forks, takes the primary's signals alike, by default.
-    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU):
+    # SIGCHLD too: ignored, it makes the kernel reap our children itself, and waitpid fails.
+    for sig in (signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU,
+                signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
