@@ -92,7 +92,12 @@ def main() -> None:
     """actorcluster: process actors, supervision trees and a round-robin HTTP cluster."""
     # Every command imports user code (MODULE:ATTR) from the current directory, as `python -m
     # actorcluster` and the zygote of `run` do: the console script's sys.path[0] is its bin/.
-    here = os.getcwd()
+    try:
+        here = os.getcwd()
+    except FileNotFoundError:  # a deploy removed the directory this shell still stands in
+        raise click.ClickException(
+            "the current directory no longer exists (removed since this shell entered it): "
+            "cd to the application's directory and run the command again") from None
     if sys.path[:1] != [here]:
         sys.path.insert(0, here)
 

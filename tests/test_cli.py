@@ -347,3 +347,16 @@ def test_status_text_shows_the_names_with_most_dead_letters_and_counts_the_rest(
     assert line.startswith("dead letters: orders 40, (other names) 7, typo0 1, typo1 1, ")
     assert line.endswith(", and 992 to 992 other names (status --json lists them)"), line
     assert len(line) < 300
+
+
+def test_a_removed_current_directory_is_one_clear_line(tmp_path):
+    # a deploy removed the directory the shell stood in: a FileNotFoundError traceback before
+    gone = tmp_path / "release-1"
+    gone.mkdir()
+    out = subprocess.run(
+        ["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "$0" -m actorcluster status',
+         sys.executable], capture_output=True, text=True, timeout=30,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 1, out
+    assert "Traceback" not in out.stderr
+    assert "the current directory no longer exists" in out.stderr
