@@ -109,8 +109,16 @@ def incarnation_id(name: str, incarnation: int) -> bytes:
 # counted as they are read, before they are handled. After the process died the primary reads
 # its final count: a message forwarded beyond it was never read, so it goes to the next
 # incarnation; one read is not sent again, so delivery stays at most once.
+#
+# A second table, at READ_SLOTS + slot, counts the tell messages (actor messages, not ZeroMQ
+# messages) the process has finished with: handled by receive (the one receive raised on
+# included), or reported to the router as dead letters. What it read and had not finished when
+# it died (the rest of a run it was handling, an async actor's mailbox) is then counted as dead
+# letters by the primary, not lost without a word. (An ask it read and did not answer already
+# fails with ActorCrashed.)
 
 READ_SLOTS = 1 << 16  # process actors alive at once, at most
+DONE_TELLS = READ_SLOTS  # offset of the second table
 
 
 def map_read_counters(path: str, create: bool = False) -> tuple[mmap.mmap, memoryview]:
@@ -119,8 +127,8 @@ def map_read_counters(path: str, create: bool = False) -> tuple[mmap.mmap, memor
     fd = os.open(path, flags, 0o600)
     try:
         if create:
-            os.ftruncate(fd, 8 * READ_SLOTS)
-        table = mmap.mmap(fd, 8 * READ_SLOTS)
+            os.ftruncate(fd, 16 * READ_SLOTS)
+        table = mmap.mmap(fd, 16 * READ_SLOTS)
     finally:
         os.close(fd)
     return table, memoryview(table).cast("Q")

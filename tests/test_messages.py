@@ -261,6 +261,28 @@ def test_a_graceful_stop_of_a_plain_actor_with_a_backlog_is_prompt_and_loses_non
     assert stopped_in < 0.5, stopped_in  # the run in hand (256 x 0.2 ms) and the goodbye
     assert status(client)["messages"]["dead_letters"] == {}
 
+    # kill -9 in the middle of a run: what it read and never handled (the rest of the run) is
+    # never sent again (at most once) but counted as dead letters; it was lost without a word
+    second = client.ask("journal", "pid")
+    journal.write_text("")
+    more = 3000
+    for i in range(more):
+        client.tell("journal", i)
+    while journal.read_text().count("\n") < 100:
+        time.sleep(0.005)
+    os.kill(second, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:
+        handled = [int(line.split()[1]) for line in journal.read_text().splitlines()]
+        dead = status(client)["messages"]["dead_letters"].get("journal", 0)
+        if len(handled) + dead == more or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(set(handled)) == len(handled)  # at most once
+    assert len(handled) + dead == more, (len(handled), dead)
+    assert dead > 0  # a run was in hand: 256 read, some handled
+    assert "which ended before it handled them" in c.log()
+
 
 def test_hundreds_of_asks_to_an_actor_killed_all_fail_at_once(cluster, attach):
     # The async echo has read 1500 asks (they wait in its mailbox) when it is killed: the router

@@ -34,6 +34,7 @@ import zmq
 
 from ..errors import ActorError, ActorNotFound
 from ..wire import (
+    DONE_TELLS,
     FLAG_BROADCAST,
     FLAG_JSON,
     FLAG_OOB,
@@ -183,8 +184,21 @@ class Router:
         else:
             return None
         self._reads[slot] = 0
+        self._reads[DONE_TELLS + slot] = 0
         self._tracked[identity] = _Track(slot)
         return slot
+
+    def _lost_tells(self, identity: bytes) -> int:
+        """Tells the dead incarnation ``identity`` read and never finished with (wire.py): the
+        rest of the run it was handling, an async actor's mailbox, a crash's leftovers."""
+        track = self._tracked.get(identity)
+        if track is None:
+            return 0
+        assert self._reads is not None
+        read = self._reads[track.slot]
+        unread = sum(_count(frames[2]) for sent, frames, _size in track.kept
+                     if sent > read and frames[2][0] == TELL)
+        return max(0, track.tells - unread - self._reads[DONE_TELLS + track.slot])
 
     def untrack(self, identity: bytes) -> list:
         """Stop tracking ``identity`` (its process is gone): what it was sent and never read."""
@@ -198,6 +212,8 @@ class Router:
 
     def _keep(self, track: _Track, frames: list) -> None:
         track.sent += 1
+        if frames[2][0] == TELL:
+            track.tells += _count(frames[2])
         size = _payload_size(frames)
         track.unread += size
         kept = track.kept
@@ -237,6 +253,10 @@ class Router:
         if bound:
             del self.names[key]
         self._name_of.pop(identity, None)
+        lost = self._lost_tells(identity)
+        if lost:  # at most once: never sent again, but counted, not lost without a word
+            self._dead(name, lost, f"read by {identity.decode(errors='replace')}, which ended "
+                                   "before it handled them")
         unread = self.untrack(identity)
         for frames in unread:
             self.delivered -= _count(frames[2])  # handed to ZeroMQ, but never delivered
@@ -870,11 +890,12 @@ class _Track:
     """One tracked incarnation: its read-counter slot, how many tells and asks (ZeroMQ
     messages) it was sent, and those it may not have read yet as (number, frames)."""
 
-    __slots__ = ("slot", "sent", "kept", "unread")
+    __slots__ = ("slot", "sent", "tells", "kept", "unread")
 
     def __init__(self, slot: int) -> None:
         self.slot = slot
         self.sent = 0
+        self.tells = 0  # tell messages (actor messages) in what it was sent
         self.kept: deque[tuple[int, list, int]] = deque()  # (number, frames, payload bytes)
         self.unread = 0  # payload bytes of those kept
 

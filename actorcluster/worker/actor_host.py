@@ -61,6 +61,8 @@ class ActorHost:
         self._crashed = False
         self._closed = False  # stopping: takes no more messages
         self.handled = 0
+        # the shared slot counting the tells finished with (wire.py; None: not tracked)
+        self.counter: tuple[memoryview, int] | None = None
         self.start_error = ""  # why on_start failed, for the one who started the actor
 
     @property
@@ -156,12 +158,28 @@ class ActorHost:
         receive = actor.receive
         actor.sender = ActorRef(sender.decode())  # one sender for the whole batch
         if kind != ASK:
-            try:
-                for message in messages:
-                    receive(message)
-            except BaseException as exc:  # noqa: BLE001 - let it crash
-                self._crash(exc, sender, kind, corr)
-                return
+            counter = self.counter
+            if counter is None:
+                try:
+                    for message in messages:
+                        receive(message)
+                except BaseException as exc:  # noqa: BLE001 - let it crash
+                    self._crash(exc, sender, kind, corr)
+                    return
+            else:
+                # each one counted as it is done: a kill -9 in the middle of the run leaves the
+                # primary the exact number read and never handled (dead letters, not silence)
+                table, slot = counter
+                done = table[slot]
+                try:
+                    for message in messages:
+                        receive(message)
+                        done += 1
+                        table[slot] = done
+                except BaseException as exc:  # noqa: BLE001 - let it crash
+                    table[slot] = done + 1  # the one it raised on was delivered
+                    self._crash(exc, sender, kind, corr)
+                    return
             self.handled += len(messages)
             return
         reply = self.messenger.reply
@@ -222,13 +240,20 @@ class ActorHost:
             except asyncio.CancelledError:
                 raise
             except BaseException as exc:  # noqa: BLE001
+                self._tell_done(kind)  # the one it raised on was delivered
                 self._crash(exc, sender, kind, corr)
                 return
             finally:
                 self._in_hand = False
+            self._tell_done(kind)
             self.handled += 1
             if kind == ASK:
                 self._reply(reply, sender, corr, result)
+
+    def _tell_done(self, kind: int) -> None:
+        if kind != ASK and self.counter is not None:
+            table, slot = self.counter
+            table[slot] += 1
 
     def _reply(self, reply: Callable, sender: bytes, corr: int, result: Any) -> None:
         try:

@@ -27,6 +27,7 @@ from ..errors import ActorCrashed
 from ..messenger import Messenger
 from ..oslink import set_process_name
 from ..wire import (
+    DONE_TELLS,
     PRIMARY,
     ExitCode,
     Kind,
@@ -109,6 +110,7 @@ class ProcessActor:
         set_process_name(f"ac {name}")
         if self.host is not None:
             self.host.rename(name, self.identity)
+            self.host.counter = self._done_counter()
         self.send_system("ready", pid=os.getpid())
 
     # -- behaviour hooks ------------------------------------------------------------------------
@@ -150,6 +152,7 @@ class ProcessActor:
             return self.boot_failed(f"{type(exc).__name__}: {exc}")
         if self.host is not None:
             self.host.crash = self.crash
+            self.host.counter = self._done_counter()
             if not await self.host.start():
                 return self.boot_failed(self.host.start_error)
         # a stop (SIGTERM) while on_ready() runs ends it: the cluster is stopping, or the
@@ -358,6 +361,12 @@ class ProcessActor:
     def report_dead(self, count: int, why: str) -> None:
         """Tells this process could not take: the router counts them under our name."""
         self.send_system("dead", count=count, why=why)
+        if self._reads is not None:  # finished with: not counted again if we die now
+            self._reads[DONE_TELLS + self._slot] += count
+
+    def _done_counter(self) -> tuple[memoryview, int] | None:
+        """Where the hosted actor counts the tells it finished with (wire.py)."""
+        return None if self._reads is None else (self._reads, DONE_TELLS + self._slot)
 
     def _deliver(
         self, sender: bytes, kind: int, flags: int, count: int, corr: int, payload: list
