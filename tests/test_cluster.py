@@ -79,6 +79,45 @@ def test_kill_9_primary_leaves_no_worker_and_frees_the_port(cluster):
         s.bind(("127.0.0.1", c.port))
 
 
+ADOPTION_RACE = """
+import os, signal, sys, time
+from actorcluster.oslink import become_subreaper
+from actorcluster.worker.main import _wait_for_adoption
+become_subreaper()                      # this process plays the primary
+primary = os.getpid()
+r, w = os.pipe()
+if os.fork() == 0:                      # the zygote's intermediate child
+    intermediate = os.getpid()
+    if os.fork() == 0:                  # the worker, waiting to be adopted
+        os.close(r)
+        os.close(w)                     # tells the primary we are waiting
+        t0 = time.monotonic()
+        ok = _wait_for_adoption(primary, intermediate)
+        print(ok, round(time.monotonic() - t0, 3), flush=True)
+        os._exit(0)
+    os.close(w)
+    os.read(r, 1)                       # EOF: the worker waits; the primary is killed now
+    while os.getppid() == primary:
+        time.sleep(0.001)
+    os._exit(0)                         # the worker is re-parented, but not to the primary
+os.close(w)
+os.read(r, 1)
+os.kill(primary, signal.SIGKILL)        # kill -9 of the primary while a worker is being forked
+"""
+
+
+def test_a_worker_forked_as_the_primary_is_killed_does_not_outlive_it():
+    """A worker waits to be re-parented to the primary before asking to die with it; one forked
+    just as the primary was killed went to init instead and waited out the whole adoption wait
+    (2 s) before exiting: it outlived a `kill -9` of the primary that docs say takes every worker
+    down within milliseconds. Real forks, a real subreaper, a real SIGKILL."""
+    out = subprocess.run([sys.executable, "-c", ADOPTION_RACE], cwd=ROOT, capture_output=True,
+                         text=True, timeout=10)  # returns once the worker closed its stdout
+    ok, waited = out.stdout.split()
+    assert ok == "False", out.stderr
+    assert float(waited) < 0.5, f"the orphaned worker waited {waited} s to give up"
+
+
 def test_import_error_stops_at_once_with_the_message(cluster):
     c = cluster("ac_import_error:handler", "--workers", "2", ready=False)
     t0 = time.monotonic()

@@ -19,18 +19,23 @@ from .process import ProcessActor
 ADOPTION_WAIT = 2.0
 
 
-def _wait_for_adoption(primary_pid: int) -> bool:
+def _wait_for_adoption(primary_pid: int, intermediate: int | None = None) -> bool:
     """The zygote's intermediate child exits right after forking us; wait until the kernel has
-    re-parented us to the primary, then ask to die with it."""
+    re-parented us to the primary, then ask to die with it. Re-parented to anyone else (init),
+    the primary is gone: give up at once rather than outlive a `kill -9` of it by
+    ADOPTION_WAIT (a worker forked as the primary was killed lingered 2 s)."""
     deadline = time.monotonic() + ADOPTION_WAIT
-    while os.getppid() != primary_pid:
+    while (parent := os.getppid()) != primary_pid:
+        if intermediate is not None and parent != intermediate:
+            return False
         if time.monotonic() > deadline:
             return False
         time.sleep(0.0001)
     return die_with_parent(primary_pid)
 
 
-def run_worker(spec: dict[str, Any], handoff_fd: int, handler: Any) -> int:
+def run_worker(spec: dict[str, Any], handoff_fd: int, handler: Any,
+               intermediate: int | None = None) -> int:
     set_process_name(f"ac {spec['name']}")
     logs.setup(spec["log_level"])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -46,7 +51,7 @@ def run_worker(spec: dict[str, Any], handoff_fd: int, handler: Any) -> int:
             worker: ProcessActor = ActorWorker(loop, spec, handler)
         else:
             worker = HttpWorker(loop, spec, handoff_fd, handler)
-        if not _wait_for_adoption(spec["primary_pid"]):
+        if not _wait_for_adoption(spec["primary_pid"], intermediate):
             return ExitCode.PRIMARY_LOST
         return loop.run_until_complete(worker.run())
     finally:

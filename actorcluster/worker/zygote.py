@@ -108,23 +108,25 @@ def _spawn(control: socket.socket, spec: dict[str, Any], fds: list[int], apps: d
         return
     try:
         os.close(pid_r)
+        me = os.getpid()  # the worker's parent until the kernel hands it to the primary
         worker = os.fork()
         if worker == 0:
             os.close(pid_w)
-            _become_worker(control, spec, fds, apps)
+            _become_worker(control, spec, fds, apps, me)
         os.write(pid_w, str(worker).encode())
     finally:
         os._exit(0)
 
 
-def _become_worker(control: socket.socket, spec: dict[str, Any], fds: list[int], apps: dict):
+def _become_worker(control: socket.socket, spec: dict[str, Any], fds: list[int], apps: dict,
+                   intermediate: int):
     code: int = ExitCode.CRASHED
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         control.close()
         from .main import run_worker
 
-        code = run_worker(spec, fds[0], apps[_key(spec["target"], spec["kind"])])
+        code = run_worker(spec, fds[0], apps[_key(spec["target"], spec["kind"])], intermediate)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:  # noqa: BLE001 - let it crash, but say why
