@@ -325,6 +325,11 @@ def test_status_while_the_app_is_still_importing_says_starting(cluster, tmp_path
     table = subprocess.run([sys.executable, "-m", "actorcluster", "status", "--name", c.name],
                            capture_output=True, text=True, timeout=30)
     assert table.returncode == 0 and "starting" in table.stdout, (table.stdout, table.stderr)
+    # no name is known yet: the error says why, not a bare "no such actor" for web/1
+    ask = subprocess.run([sys.executable, "-m", "actorcluster", "ask", "web/1", "1", "--name",
+                          c.name], capture_output=True, text=True, timeout=30)
+    assert ask.returncode == 1 and ask.stderr.startswith("Error: ActorNotFound: "), ask.stderr
+    assert "the cluster is starting (its app is still importing)" in ask.stderr, ask.stderr
     c.wait_ready()
     assert httpx.get(c.url).text == "ok"
     assert c.stop() == 0

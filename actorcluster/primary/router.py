@@ -68,6 +68,7 @@ INFLIGHT_BYTES = 16 << 20
 OUTBOX_PAUSE_BYTES = 4 << 20
 OUTBOX_RESUME_BYTES = 1 << 20
 OUTBOX_LIMIT_BYTES = 256 << 20  # as OUTBOX_LIMIT messages of 64 KiB
+NOT_KNOWN_YET = "no such actor yet: the cluster is starting (its app is still importing)"
 HOLD_BYTES = 64 << 20  # payload bytes held for one restarting name, besides --hold-messages
 RETRY = 0.001
 # While no outbox moves (a receiver stopped, or busy in one long receive) the retries back off,
@@ -123,6 +124,9 @@ class Router:
         self.groups: dict[bytes, list[bytes]] = {}  # group -> member names
         self._turn: dict[bytes, int] = {}
         self.held: dict[bytes, _Held] = {}  # name (restarting) -> (deadline, frames), bounded
+        # False while the zygote imports the app: no name is known yet, and an ask to one
+        # says so rather than a bare "no such actor" for an actor the user's tree does have
+        self.tree_known = False
         self._expiry: asyncio.TimerHandle | None = None  # for the earliest deadline held
         self._expiry_at = 0.0
         self.outboxes: dict[bytes, _Outbox] = {}  # identity -> frames not sent yet (ZeroMQ
@@ -447,7 +451,8 @@ class Router:
                     if any(m in self.held for m in self.groups[dest]):
                         held = self.held[dest] = _Held()
                 if held is None:
-                    self._undeliverable(frames, "no such actor")
+                    self._undeliverable(frames, "no such actor" if self.tree_known
+                                        else NOT_KNOWN_YET)
                 else:
                     self._hold(held, frames, count)
                 return
@@ -720,7 +725,7 @@ class Router:
             return
         name = dest.decode(errors="replace")
         if kind == ASK:
-            if why == "no such actor":
+            if why in ("no such actor", NOT_KNOWN_YET):
                 error = "ActorNotFound"
             elif why.startswith("more than") or why.endswith("full"):
                 error = "MailboxFull"

@@ -251,6 +251,7 @@ class SupervisionTree(ProcessChildren, DynamicChildren):
         # not a dead letter "no such actor"
         for leaf in self.leaves(self.root):
             self.router.hold(leaf.name)
+        self.router.tree_known = True
         await self._start(self.root)
         if not self.stopping:
             self.started = True
