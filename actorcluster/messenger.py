@@ -164,7 +164,7 @@ def check_timeout(timeout: Any) -> float:
     return float(timeout)
 
 
-def _unreadable_reply(sender: bytes, exc: Exception) -> ActorError:
+def _unreadable_reply(sender: bytes, exc: BaseException) -> ActorError:
     return ActorError(f"the reply from {sender.decode(errors='replace')} cannot be read here "
                       f"({type(exc).__name__}: {exc}): is its type importable in this process?")
 
@@ -565,7 +565,8 @@ class Messenger:
                     try:
                         value = (json.loads(payload[0]) if flags & FLAG_JSON
                                  else decode(flags, payload))
-                    except Exception as exc:  # noqa: BLE001 - this asker's error, nobody else's
+                    # (unpickling runs any __reduce__: a SystemExit there too)
+                    except BaseException as exc:  # noqa: BLE001 - this asker's error, nobody else's
                         future.set_exception(_unreadable_reply(sender, exc))
                     else:
                         future.set_result(value)
@@ -575,7 +576,7 @@ class Messenger:
                 if future is not None and not future.done():
                     try:
                         value = loads(data)
-                    except Exception as exc:  # noqa: BLE001 - the other replies still count
+                    except BaseException as exc:  # noqa: BLE001 - the other replies still count
                         future.set_exception(_unreadable_reply(sender, exc))
                     else:
                         future.set_result(value)

@@ -638,6 +638,14 @@ def test_a_message_or_reply_that_cannot_be_read_costs_only_itself(cluster, attac
     first, bad, last = client.ask("echo", ("ask_unreadable", "recorder"), timeout=3)
     assert (first, last) == (20, 20)
     assert bad.startswith("ActorError: recorder could not read a message") and "ValueError" in bad
+    # one whose unpickling raises SystemExit costs only itself too, not the actor's life
+    recorder = child(client, "recorder")["pid"]
+    first, bad, last = client.ask("echo", ("ask_exits_on_load", "recorder"), timeout=3)
+    assert (first, last) == (20, 20)
+    assert bad.startswith("ActorError: recorder could not read a message") and "SystemExit" in bad
+    assert child(client, "recorder")["pid"] == recorder
+    with pytest.raises(actorcluster.ActorError, match="cannot be read here"):
+        client.ask("echo", ("exits_on_load_reply",), timeout=5)
     # a reply this process cannot read: an error at once, not an AskTimeout
     t0 = time.monotonic()
     with pytest.raises(actorcluster.ActorError, match="cannot be read here"):

@@ -136,7 +136,9 @@ class ActorHost:
                 messages = [decode(flags, payload)]
             else:
                 messages = [loads(data) for data in unpack_batch(count, payload)]
-        except Exception:  # noqa: BLE001 - one unreadable message must not cost the others
+        # BaseException: unpickling runs any __reduce__, and a SystemExit raised there would end
+        # the actor for one bad message
+        except BaseException:  # noqa: BLE001 - one unreadable message must not cost the others
             self._deliver_readable(sender, kind, flags, count, corr, payload)
             return
         if self._async:
@@ -211,7 +213,7 @@ class ActorHost:
                 if frames is None:
                     raise ValueError(why)
                 decode(flags, frames)
-            except Exception as exc:  # noqa: BLE001 - what the sender needs to hear
+            except BaseException as exc:  # noqa: BLE001 - what the sender needs to hear
                 self._unreadable(sender, kind, corr + i, f"{type(exc).__name__}: {exc}")
                 continue
             self.deliver(sender, kind, flags, 1, corr + i, frames)

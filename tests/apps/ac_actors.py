@@ -15,6 +15,15 @@ class Unreadable:
         return (int, ("not-an-int",))
 
 
+class ExitsOnLoad:
+    """Pickles fine; unpickling it calls sys.exit(3) (SystemExit, not an Exception)."""
+
+    def __reduce__(self):
+        import sys
+
+        return (sys.exit, (3,))
+
+
 class RefusesPickle:
     """Its __reduce__ raises ValueError (not the TypeError of an unpicklable type)."""
 
@@ -103,6 +112,13 @@ class Echo(Actor):
                         for a in answers]
             case ("unreadable_reply",):
                 return Unreadable()
+            case ("ask_exits_on_load", target):
+                answers = await asyncio.gather(ask(target, "count"), ask(target, ExitsOnLoad()),
+                                               ask(target, "count"), return_exceptions=True)
+                return [a if isinstance(a, int) else f"{type(a).__name__}: {a}"
+                        for a in answers]
+            case ("exits_on_load_reply",):
+                return ExitsOnLoad()
             case ("exit", code):
                 raise SystemExit(code)
             case ("ask_caught", target, value):  # an ask's error, caught and sent on as a value
