@@ -229,6 +229,14 @@ def test_a_graceful_stop_finishes_the_message_in_hand_and_loses_none(cluster, at
     assert int(lines[0][0]) == old and int(lines[-1][0]) != old
     assert status(client)["messages"]["dead_letters"] == {}
 
+    # A CancelledError escaping receive (it awaited a task someone cancelled) is a crash like
+    # any other: it ended the mailbox task as a stop would, and the actor lived on taking
+    # messages and never handling one again (asks timed out, tells vanished without a word)
+    second = client.ask("journal", "pid")
+    with pytest.raises(RemoteError, match="CancelledError"):
+        client.ask("journal", "cancelled", timeout=5)
+    assert client.ask("journal", "pid", timeout=5) != second
+
 
 def test_a_graceful_stop_of_a_plain_actor_with_a_backlog_is_prompt_and_loses_none(
         cluster, attach, tmp_path):

@@ -230,6 +230,8 @@ class ActorHost:
         actor = self.actor
         reply = self.messenger.reply
         assert self._wakeup is not None
+        task = asyncio.current_task()
+        assert task is not None
         while True:
             while not mailbox:
                 self._wakeup.clear()
@@ -239,8 +241,15 @@ class ActorHost:
             self._in_hand = True
             try:
                 result = await actor.receive(message)
-            except asyncio.CancelledError:
-                raise
+            except asyncio.CancelledError as exc:
+                if task.cancelling():  # this task was cancelled: the process is stopping
+                    raise
+                # receive let out the CancelledError of something it awaited (a task someone
+                # cancelled): a crash like any other. Raised on, it ended this task as if
+                # cancelled, and the actor took messages and never handled one again
+                self._tell_done(kind)
+                self._crash(exc, sender, kind, corr)
+                return
             except BaseException as exc:  # noqa: BLE001
                 self._tell_done(kind)  # the one it raised on was delivered
                 self._crash(exc, sender, kind, corr)

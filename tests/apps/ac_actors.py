@@ -324,6 +324,10 @@ class SlowJournal(Journal):
     async def receive(self, message):
         if message == "pid":
             return os.getpid()
+        if message == "cancelled":  # awaits a task someone cancelled: CancelledError escapes
+            task = asyncio.get_running_loop().create_task(asyncio.sleep(10))
+            task.cancel()
+            await task
         await asyncio.sleep(float(os.environ.get("AC_SLOW", "0")))
         os.write(self.fd, b"%d %d\n" % (os.getpid(), message))
 
