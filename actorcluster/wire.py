@@ -112,9 +112,11 @@ def incarnation_id(name: str, incarnation: int) -> bytes:
 #
 # A second table, at READ_SLOTS + slot, counts the tell messages (actor messages, not ZeroMQ
 # messages) the process has finished with: handled by receive (the one receive raised on
-# included), or reported to the router as dead letters. What it read and had not finished when
-# it died (the rest of a run it was handling, an async actor's mailbox) is then counted as dead
-# letters by the primary, not lost without a word. (An ask it read and did not answer already
+# included). Those it reports as dead letters itself (a "dead" system message) the router counts
+# as finished as it reads the report (a count here as well left a window, between the two, for
+# a kill -9 to count them twice or never). What it read and had not finished when it died (the
+# rest of a run it was handling, an async actor's mailbox) is then counted as dead letters by
+# the primary, not lost without a word. (An ask it read and did not answer already
 # fails with ActorCrashed.)
 
 READ_SLOTS = 1 << 16  # process actors alive at once, at most

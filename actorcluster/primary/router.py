@@ -81,6 +81,7 @@ RETRY_MAX = 0.016
 EXPIRY_SLACK = 0.001
 PEER_HWM = 256  # ZeroMQ messages (each up to 256 coalesced actor messages) per peer pipe
 KEEP_TRIM = 32  # messages kept for one incarnation before the router looks at what it read
+LOST_LATE_SECONDS = 10.0  # how long a dead incarnation's late "dead" report is watched for
 KINDS = frozenset(int(k) for k in Kind)
 MAX_CLIENTS = 1024  # attached clients remembered before those whose process is gone are dropped
 # Dead letters are counted by name for this many names; past them, under OTHER_NAMES: a sender
@@ -159,6 +160,10 @@ class Router:
         self._reads_map, self._reads = (
             map_read_counters(reads_path, create=True) if reads_path else (None, None))
         self._tracked: dict[bytes, _Track] = {}
+        # incarnations gone with tells counted as read and never finished (_lost_tells):
+        # identity -> [those not yet matched by a late "dead" report, when]. Such a report,
+        # sent just before the process died and read after, names tells counted already.
+        self._lost_late: dict[bytes, list] = {}
         self._free_slots: list[int] = []
         self._next_slot = 0
 
@@ -202,7 +207,8 @@ class Router:
         read = self._reads[track.slot]
         unread = sum(_count(frames[2]) for sent, frames, _size in track.kept
                      if sent > read and frames[2][0] == TELL)
-        return max(0, track.tells - unread - self._reads[DONE_TELLS + track.slot])
+        done = self._reads[DONE_TELLS + track.slot]
+        return max(0, track.tells - unread - done - track.reported)
 
     def untrack(self, identity: bytes) -> list:
         """Stop tracking ``identity`` (its process is gone): what it was sent and never read."""
@@ -259,6 +265,7 @@ class Router:
         self._name_of.pop(identity, None)
         lost = self._lost_tells(identity)
         if lost:  # at most once: never sent again, but counted, not lost without a word
+            self._lost_late[identity] = [lost, self.loop.time()]
             self._dead(name, lost, f"read by {identity.decode(errors='replace')}, which ended "
                                    "before it handled them")
         unread = self.untrack(identity)
@@ -346,6 +353,10 @@ class Router:
         for track in self._tracked.values():
             if track.kept:
                 self._trim(track)
+        if self._lost_late:  # a late report is read within milliseconds of the exit
+            old = self.loop.time() - LOST_LATE_SECONDS
+            for identity in [i for i, (_n, when) in self._lost_late.items() if when < old]:
+                del self._lost_late[identity]
         # Askers owed nothing any more: dropped here rather than per reply, so a steady asker
         # does not rebuild its set for every ask; without this every client (a new identity per
         # connect) and every replaced incarnation that ever asked stayed for the actor's life.
@@ -791,6 +802,19 @@ class Router:
                 self.clients.add(sender)
             elif op == "dead":  # tells the sender (a process without an actor) had to drop
                 count = message.get("count")
+                track = self._tracked.get(sender)
+                if type(count) is int and count > 0 and track is not None:
+                    # counted here, where it is read: never again by _lost_tells (the process
+                    # counting them itself left a window, between its report and its count, in
+                    # which a kill -9 lost them or counted them twice)
+                    track.reported += count
+                elif type(count) is int and count > 0 and sender in self._lost_late:
+                    late = self._lost_late[sender]  # counted when it died: not twice
+                    matched = min(count, late[0])
+                    late[0] -= matched
+                    count -= matched
+                    if not late[0]:
+                        del self._lost_late[sender]
                 if type(count) is int and count > 0:
                     name = self._name_of.get(sender, sender.split(b"#", 1)[0])
                     self._dead(name.decode(errors="replace"), count,
@@ -895,12 +919,13 @@ class _Track:
     """One tracked incarnation: its read-counter slot, how many tells and asks (ZeroMQ
     messages) it was sent, and those it may not have read yet as (number, frames)."""
 
-    __slots__ = ("slot", "sent", "tells", "kept", "unread")
+    __slots__ = ("slot", "sent", "tells", "reported", "kept", "unread")
 
     def __init__(self, slot: int) -> None:
         self.slot = slot
         self.sent = 0
         self.tells = 0  # tell messages (actor messages) in what it was sent
+        self.reported = 0  # tells it reported as dead letters itself ("dead"), counted then
         self.kept: deque[tuple[int, list, int]] = deque()  # (number, frames, payload bytes)
         self.unread = 0  # payload bytes of those kept
 

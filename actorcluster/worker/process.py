@@ -359,10 +359,9 @@ class ProcessActor:
         return False
 
     def report_dead(self, count: int, why: str) -> None:
-        """Tells this process could not take: the router counts them under our name."""
+        """Tells this process could not take: the router counts them under our name (and, as
+        it reads the report, as finished with: wire.py)."""
         self.send_system("dead", count=count, why=why)
-        if self._reads is not None:  # finished with: not counted again if we die now
-            self._reads[DONE_TELLS + self._slot] += count
 
     def _done_counter(self) -> tuple[memoryview, int] | None:
         """Where the hosted actor counts the tells it finished with (wire.py)."""
