@@ -105,18 +105,14 @@ class Echo(Actor):
                 for i in range(10, 20):
                     tell(target, i)
                 return "sent"
-            case ("ask_unreadable", target):
-                answers = await asyncio.gather(ask(target, "count"), ask(target, Unreadable()),
+            case (("ask_unreadable" | "ask_exits_on_load") as how, target):
+                bad = Unreadable() if how == "ask_unreadable" else ExitsOnLoad()
+                answers = await asyncio.gather(ask(target, "count"), ask(target, bad),
                                                ask(target, "count"), return_exceptions=True)
                 return [a if isinstance(a, int) else f"{type(a).__name__}: {a}"
                         for a in answers]
             case ("unreadable_reply",):
                 return Unreadable()
-            case ("ask_exits_on_load", target):
-                answers = await asyncio.gather(ask(target, "count"), ask(target, ExitsOnLoad()),
-                                               ask(target, "count"), return_exceptions=True)
-                return [a if isinstance(a, int) else f"{type(a).__name__}: {a}"
-                        for a in answers]
             case ("exits_on_load_reply",):
                 return ExitsOnLoad()
             case ("exit", code):
