@@ -306,7 +306,7 @@ def test_graceful_timeout_from_the_environment_cuts_a_slow_request(cluster):
 
     t = threading.Thread(target=slow_request)
     t.start()
-    time.sleep(0.5)
+    c.wait_for_log(r"slow request in \d+")  # in flight
     t0 = time.monotonic()
     c.signal(signal.SIGTERM)
     assert c.wait(10) == 0

@@ -241,7 +241,7 @@ def test_sigterm_lets_the_in_flight_request_finish(cluster):
 
     t = threading.Thread(target=slow_request)
     t.start()
-    time.sleep(0.3)
+    c.wait_for_log(r"slow request in \d+")  # in flight
     c.signal(signal.SIGTERM)
     time.sleep(0.1)
     c.signal(signal.SIGTERM)  # a repeated SIGTERM (as `timeout` sends) does not hurry the stop
@@ -257,7 +257,7 @@ def test_second_sigint_stops_at_once(cluster):
     c = cluster("ac_testapp:slow", "--workers", "1")
     t = threading.Thread(target=lambda: _swallow(lambda: get(c.url + "/?s=20", timeout=30)))
     t.start()
-    time.sleep(0.3)
+    c.wait_for_log(r"slow request in \d+")  # in flight: the second SIGINT has one to cut
     c.signal(signal.SIGINT)
     c.wait_for_log(r"got SIGINT: stopping gracefully \(Ctrl-C again to stop at once\)")
     t0 = time.monotonic()
@@ -407,7 +407,7 @@ def test_sync_handler_blocking_does_not_stall_other_connections(cluster):
     c = cluster("ac_testapp:blocking", "--workers", "1")
     slow = threading.Thread(target=lambda: get(c.url + "/?s=2", timeout=10))
     slow.start()
-    time.sleep(0.2)
+    c.wait_for_log(r"slow request in \d+")  # in flight
     t0 = time.monotonic()
     r = get(c.url + "/?s=0")
     assert r.status_code == 200

@@ -442,7 +442,7 @@ def test_sigttin_sigttou_count_from_the_scales_still_waiting(cluster):
     c.wait_workers(1)
     slow = threading.Thread(target=httpx.get, args=(c.url + "/?s=1.5",), kwargs={"timeout": 10})
     slow.start()
-    time.sleep(0.2)
+    c.wait_for_log(r"slow request in \d+")  # in flight: the reload waits for it
     c.signal(signal.SIGHUP)
     c.wait_for_log(r"Worker \d+ started", count=2)  # the old worker is retiring: still busy
     signals = [signal.SIGTTIN, signal.SIGTTIN, signal.SIGTTOU, signal.SIGTTIN]

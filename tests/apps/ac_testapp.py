@@ -11,11 +11,14 @@ async def pid(request):
 
 
 async def slow(request):
+    # tests wait for this line, not a fixed time, to know the request is in flight
+    print(f"slow request in {os.getpid()}", flush=True)
     await asyncio.sleep(float(request.query.get("s", "1")))
     return f"slow done {os.getpid()}"
 
 
 def blocking(request):
+    print(f"slow request in {os.getpid()}", flush=True)
     time.sleep(float(request.query.get("s", "1")))
     return f"blocking done {os.getpid()}"
 
