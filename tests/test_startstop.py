@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -125,6 +126,8 @@ def test_children_that_die_of_the_groups_sigterm_are_not_taken_for_crashes(
         deadline = time.monotonic() + 5
         while not all(dead(p) for p in dying) and time.monotonic() < deadline:
             time.sleep(0.005)
+        # else the primary never saw these exits before the signal: nothing would be tested
+        assert all(dead(p) for p in dying), c.log()
     finally:
         os.kill(c.proc.pid, signal.SIGCONT)
     assert c.wait(15) == 0, c.log()
@@ -405,9 +408,11 @@ def test_hundreds_of_spawns_asked_at_once_do_not_lock_the_primary_and_the_zygote
     assert spawned == [(f"web/{n + 1}#1", 1000 + n) for n in range(count)]
 
 
-def _claim_in_a_child(name: str, go: tuple[int, int], done: tuple[int, int]) -> int:
-    """Fork a process that claims ``name`` once the pipe ``go`` is closed and holds it until
-    ``done`` is; it exits 0 if it got the name, 1 on ClusterExists, 2 on anything else."""
+def _claim_in_a_child(name: str, go: tuple[int, int], done: tuple[int, int],
+                      tried: tuple[int, int]) -> int:
+    """Fork a process that claims ``name`` once the pipe ``go`` is closed, writes a byte to
+    ``tried`` once its claim returned or failed, and holds the name until ``done`` is closed;
+    it exits 0 if it got the name, 1 on ClusterExists, 2 on anything else."""
     from actorcluster import rundir
     from actorcluster.errors import ClusterExists
 
@@ -424,6 +429,8 @@ def _claim_in_a_child(name: str, go: tuple[int, int], done: tuple[int, int]) -> 
             code = 0
         except ClusterExists:
             code = 1
+        finally:
+            os.write(tried[1], b".")
         os.read(done[0], 1)
     finally:
         os._exit(code)
@@ -434,18 +441,24 @@ def test_primaries_claiming_one_name_at_the_same_instant_get_it_once(tmp_path, m
     # replaces the file): several live clusters under one name, 27 times in 30 for two.
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     tmp_path.chmod(0o700)
-    go, done = os.pipe(), os.pipe()
+    go, done, tried = os.pipe(), os.pipe(), os.pipe()
     names = [f"race{n}" for n in range(4)]
-    pids = {_claim_in_a_child(name, go, done): name for name in names for _ in range(4)}
+    pids = {_claim_in_a_child(name, go, done, tried): name for name in names for _ in range(4)}
     os.close(go[1])  # all start at once
-    time.sleep(0.3)  # past the losers' retries (0.2 s)
+    # every claim has returned (the losers' after their retries) before the winners let go: a
+    # fixed wait let a child that had not tried yet on a loaded machine win a released name
+    reported, deadline = 0, time.monotonic() + 10
+    while reported < len(pids):
+        wait = max(0.0, deadline - time.monotonic())
+        assert select.select([tried[0]], [], [], wait)[0], f"{reported} claims of 16 returned"
+        reported += len(os.read(tried[0], 64))
     os.close(done[1])
     won = {name: 0 for name in names}
     for pid, name in pids.items():
         code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         assert code in (0, 1), f"a claim of {name} failed otherwise (exit code {code})"
         won[name] += code == 0
-    os.close(go[0]), os.close(done[0])
+    os.close(go[0]), os.close(done[0]), os.close(tried[0]), os.close(tried[1])
     assert won == {name: 1 for name in names}, f"primaries that got each name: {won}"
 
 
