@@ -372,21 +372,29 @@ def test_status_json_shows_a_kill_within_a_second(cluster, tmp_path):
     c = live_cluster(cluster, tmp_path, "--workers", "2")
     for _ in range(5):
         httpx.get(c.url)
-    time.sleep(1.2)  # one heartbeat: the counters reach the primary
-    first = json.loads(cli(c, "status", "--json").stdout)
-    pool = first["tree"]["children"][0]
-    w1 = pool["children"][0]
-    assert w1["name"] == "web/1" and w1["restarts"] == 0
-    assert sum(w["requests"] for w in pool["children"]) == 5
-    assert all(w["rss"] > 1_000_000 and w["cpu"] is not None for w in pool["children"])
-    os.kill(w1["pid"], signal.SIGKILL)
-    killed = time.monotonic()
-    while True:
-        now = json.loads(cli(c, "status", "--json").stdout)["tree"]["children"][0]["children"][0]
-        if now["restarts"] == 1 and now["pid"] not in (None, w1["pid"]):
-            break
-        assert time.monotonic() - killed < 1.0, now
-    assert now["state"] == "ready"
+    with actorcluster.connect(c.name) as client:
+        # the next heartbeats carry the counters to the primary (a fixed 1.2 s sleep was a guess)
+        wait_until(lambda: sum(w["requests"] or 0 for w in
+                               client.status()["tree"]["children"][0]["children"]) == 5, 5)
+        first = json.loads(cli(c, "status", "--json").stdout)  # the command shows the same
+        pool = first["tree"]["children"][0]
+        w1 = pool["children"][0]
+        assert w1["name"] == "web/1" and w1["restarts"] == 0
+        assert sum(w["requests"] for w in pool["children"]) == 5
+        assert all(w["rss"] > 1_000_000 and w["cpu"] is not None for w in pool["children"])
+        os.kill(w1["pid"], signal.SIGKILL)
+        killed = time.monotonic()
+        # asked in-process: a `status` command per look took ~0.3 s of Python start-up of
+        # the 1 s, a margin a loaded machine could eat
+        while True:
+            now = client.status()["tree"]["children"][0]["children"][0]
+            if now["restarts"] == 1 and now["pid"] not in (None, w1["pid"]):
+                break
+            assert time.monotonic() - killed < 1.0, now
+            time.sleep(0.01)
+    # serving: the promoted standby is "promoted" until the router re-identifies it, then
+    # "ready" (docs/operations.md); one look a moment after the kill may see either
+    assert now["state"] in ("promoted", "ready"), now
     text = cli(c, "status").stdout
     assert "web/1" in text and str(now["pid"]) in text
     assert c.stop() == 0
