@@ -305,11 +305,26 @@ class Router:
             if again:
                 self._expire_at(deadline)
         else:
+            # another incarnation carries the name: a reload, scale or recycling replaced this
+            # one, which died retiring. These came before all its replacement was sent; after
+            # them, they would break each sender's order (rule 1): they reach it only if it
+            # was sent nothing yet, else they are dead letters (at most once, counted)
+            current = self.names.get(key)
+            in_order = current is not None and self._sent_nothing(current)
             for frames in again:
-                if key in self.names:
+                if in_order:
                     self._on_frames(frames, again=True)
+                elif current is not None:
+                    self._undeliverable(frames, f"sent to {identity.decode(errors='replace')}, "
+                                                "which was replaced and ended before reading it")
                 else:
                     self._undeliverable(frames, "its actor stopped before reading it")
+
+    def _sent_nothing(self, identity: bytes) -> bool:
+        """Whether no tell, ask or reply has been sent or queued for ``identity`` yet (False
+        when it is not tracked: then it cannot be known)."""
+        track = self._tracked.get(identity)
+        return track is not None and track.sent == 0 and not self.outboxes.get(identity)
 
     def forget(self, name: str) -> None:
         """``name`` will not come back: what is held for it becomes dead letters."""
