@@ -369,15 +369,22 @@ def test_a_worker_scaled_away_while_waiting_for_its_backoff_is_not_started(clust
 
 
 def test_status_json_shows_a_kill_within_a_second(cluster, tmp_path):
-    c = live_cluster(cluster, tmp_path, "--workers", "2")
+    c = live_cluster(cluster, tmp_path, "--workers", "2", "--actor", "recorder=ac_actors:Recorder")
     for _ in range(5):
         httpx.get(c.url)
     with actorcluster.connect(c.name) as client:
+        for i in range(3):
+            client.tell("recorder", i)
+
+        def pool_of(status):  # the recorder (an actor) first, then the pool
+            return status["tree"]["children"][1]
+
         # the next heartbeats carry the counters to the primary (a fixed 1.2 s sleep was a guess)
-        wait_until(lambda: sum(w["requests"] or 0 for w in
-                               client.status()["tree"]["children"][0]["children"]) == 5, 5)
+        wait_until(lambda: sum(w["requests"] or 0 for w in pool_of(client.status())["children"])
+                   == 5 and client.status()["tree"]["children"][0]["messages"] == 3, 5)
         first = json.loads(cli(c, "status", "--json").stdout)  # the command shows the same
-        pool = first["tree"]["children"][0]
+        recorder, pool = first["tree"]["children"]
+        assert recorder["messages"] == 3, recorder
         w1 = pool["children"][0]
         assert w1["name"] == "web/1" and w1["restarts"] == 0
         assert sum(w["requests"] for w in pool["children"]) == 5
@@ -387,7 +394,7 @@ def test_status_json_shows_a_kill_within_a_second(cluster, tmp_path):
         # asked in-process: a `status` command per look took ~0.3 s of Python start-up of
         # the 1 s, a margin a loaded machine could eat
         while True:
-            now = client.status()["tree"]["children"][0]["children"][0]
+            now = pool_of(client.status())["children"][0]
             if now["restarts"] == 1 and now["pid"] not in (None, w1["pid"]):
                 break
             assert time.monotonic() - killed < 1.0, now
@@ -395,6 +402,8 @@ def test_status_json_shows_a_kill_within_a_second(cluster, tmp_path):
     # serving: the promoted standby is "promoted" until the router re-identifies it, then
     # "ready" (docs/operations.md); one look a moment after the kill may see either
     assert now["state"] in ("promoted", "ready"), now
+    # counters are per incarnation: not the dead one's until the new one's first heartbeat
+    assert w1["requests"] > 0 and now["requests"] in (None, 0), (w1, now)
     text = cli(c, "status").stdout
     assert "web/1" in text and str(now["pid"]) in text
     assert c.stop() == 0

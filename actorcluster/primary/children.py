@@ -156,13 +156,16 @@ def is_running(node: Node) -> bool:
 def status_of(node: Node, now: float) -> dict[str, Any]:
     """The node and its subtree as JSON-able data (``actorcluster status``)."""
     if isinstance(node, Leaf):
+        # the last heartbeat's counters: a dead incarnation's until the first of this one (a
+        # promoted standby showed the killed worker's requests), so only this process's count
+        stats = node.stats if node.pid and node.stats.get("pid") == node.pid else {}
         return {
             "name": node.name, "type": kind_of(node), "target": node.target, "pid": node.pid,
             "state": node.state, "incarnation": node.incarnation, "restarts": node.restarts,
             "uptime": round(now - node.since, 3) if node.up else 0.0,
             "restart": node.restart, "last_exit": node.last_exit or None,
-            "requests": node.stats.get("requests") if node.kind == "http" else None,
-            "messages": node.stats.get("messages", 0),
+            "requests": stats.get("requests") if node.kind == "http" else None,
+            "messages": stats.get("messages", 0),
             "rss": int(node.usage["rss"]) if node.pid and "rss" in node.usage else None,
             "cpu": node.usage.get("cpu") if node.pid else None,
         }

@@ -129,7 +129,9 @@ class ProcessActor:
 
     def stats(self) -> dict[str, Any]:
         """Counters sent to the primary with every heartbeat (status, metrics)."""
-        return {"messages": self.host.handled if self.host is not None else 0}
+        # pid: the primary tells this incarnation's counters from its predecessor's
+        return {"messages": self.host.handled if self.host is not None else 0,
+                "pid": os.getpid()}
 
     def check_limits(self) -> None:
         """Called once per heartbeat: ask to be replaced when a limit is reached."""
