@@ -587,8 +587,17 @@ def test_a_retiring_worker_whose_loop_is_stuck_is_killed_after_timeout(cluster):
 
 
 def test_reload_of_one_actor_restarts_only_it(cluster, tmp_path):
-    c = live_cluster(cluster, tmp_path, "--workers", "1",
-                     "--actor", "counter=examples.counter:Counter")
+    # a Counter whose on_start takes 0.5 s once the marker exists (the last reload below)
+    marker = tmp_path / "slow_start"
+    write_app(tmp_path, "v1", extra=(
+        "import time\nfrom examples.counter import Counter\n\n"
+        "class SlowCounter(Counter):\n    def on_start(self):\n"
+        f"        if os.path.exists({str(marker)!r}):\n"
+        f"            open({str(marker) + '.in'!r}, 'w').close()\n"
+        "            time.sleep(0.5)\n        super().on_start()\n"))
+    c = cluster("ac_live_app:handler", "--workers", "1",
+                "--actor", "counter=ac_live_app:SlowCounter",
+                env={"PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"})
     web = {w["pid"] for w in workers(c).values()}
     with actorcluster.connect(c.name) as client:
         before = client.status()["tree"]["children"][0]
@@ -602,7 +611,22 @@ def test_reload_of_one_actor_restarts_only_it(cluster, tmp_path):
         assert after["pid"] != before["pid"] and after["state"] == "ready"
         assert client.ask("counter", "get") == 0  # a new process: its state starts over
     assert {w["pid"] for w in workers(c).values()} == web
-    assert c.stop() == 0
+    # a stop while the reloaded actor is in its on_start ends the reload: it said "reloaded 1
+    # process(es)" (exit 0) once on_start returned during the stop, or, past the actor's
+    # shutdown, that its supervisor restarts it with the old code
+    marker.touch()
+    out_: list[subprocess.CompletedProcess] = []
+    reload = threading.Thread(target=lambda: out_.append(cli(c, "reload", "counter")))
+    reload.start()
+    deadline = time.monotonic() + 10
+    while not (tmp_path / "slow_start.in").exists():
+        assert time.monotonic() < deadline and reload.is_alive(), c.log()
+        time.sleep(0.02)
+    c.signal(signal.SIGTERM)
+    assert c.wait(10) == 0
+    reload.join(15)
+    assert out_ and out_[0].returncode == 1, out_
+    assert "the cluster is stopping" in out_[0].stderr, out_[0].stderr
 
 
 def test_max_memory_replaces_a_worker_gracefully(cluster):

@@ -191,8 +191,15 @@ class Rolling:
             await tree.stop_leaf(leaf)
             parent.logic.child_started(leaf.name)
             tree.spawn(leaf, fresh=True)
-            if not await tree.until(lambda: leaf.up or not leaf.live, ready_timeout) or (
-                    not leaf.up):
+            # a stop ends the reload at once (as for a pool's replacement, `replace`): the
+            # stop takes the new process with the rest; it did not "start with the new code",
+            # and nothing will restart it
+            ready = await tree.until(lambda: leaf.up or not leaf.live or tree.stopping,
+                                     ready_timeout)
+            if tree.stopping:
+                raise SupervisorError(f"reload stopped: the cluster is stopping; actor "
+                                      f"{leaf.name} was not replaced")
+            if not ready or not leaf.up:
                 if leaf.live:  # not ready in time: a failure to start, as a crash is
                     tree.send_signal(leaf, signal.SIGKILL)
                 raise SupervisorError(f"reload stopped: actor {leaf.name} did not start with "
