@@ -1239,6 +1239,42 @@ def test_the_router_forgets_askers_once_answered(tmp_path):
     asyncio.run(asyncio.wait_for(main(), 10))
 
 
+class InProcessRouter:
+    """A real Router on a real ipc endpoint, run by this test's own event loop, with its read
+    table and real DEALERs: for races a cluster cannot be timed to show."""
+
+    def __init__(self, tmp_path) -> None:
+        import zmq
+
+        from actorcluster.primary.router import Router
+        from actorcluster.wire import map_read_counters
+
+        self.endpoint = f"ipc://{tmp_path}/router"
+        self.router = Router(asyncio.get_running_loop(), self.endpoint, lambda *a: None,
+                             lambda *a: None, reads_path=str(tmp_path / "reads"))
+        self.table_map, self.table = map_read_counters(str(tmp_path / "reads"))
+        self.context = zmq.Context()
+        self.sockets: list = []
+
+    def dealer(self, identity: bytes):
+        import zmq
+
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.IDENTITY, identity)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoint)
+        self.sockets.append(sock)
+        return sock
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.router.close()
+        self.table.release()
+        self.table_map.close()
+        self.context.term()
+
+
 def test_tells_a_process_reported_as_dead_letters_are_counted_once_whenever_it_dies(tmp_path):
     """A process without an actor reports the tells it drops ("dead"); when it dies, the router
     counts what it read and never finished as dead letters. The process also counted its
@@ -1247,26 +1283,11 @@ def test_tells_a_process_reported_as_dead_letters_are_counted_once_whenever_it_d
     exit is often heard first), was never matched. Real router, real sockets, real table."""
     import pickle
 
-    import zmq
-
-    from actorcluster.primary.router import Router
-    from actorcluster.wire import HEADER, PRIMARY, Kind, map_read_counters, system_frames
+    from actorcluster.wire import HEADER, PRIMARY, Kind, system_frames
 
     async def main():
-        endpoint = f"ipc://{tmp_path}/router"
-        router = Router(asyncio.get_running_loop(), endpoint, lambda *a: None, lambda *a: None,
-                        reads_path=str(tmp_path / "reads"))
-        table_map, table = map_read_counters(str(tmp_path / "reads"))
-        context = zmq.Context()
-        sockets = []
-
-        def dealer(identity):
-            sock = context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.IDENTITY, identity)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(endpoint)
-            sockets.append(sock)
-            return sock
+        bench = InProcessRouter(tmp_path)
+        router, table, dealer = bench.router, bench.table, bench.dealer
 
         async def until(done):
             for _ in range(2000):
@@ -1301,12 +1322,7 @@ def test_tells_a_process_reported_as_dead_letters_are_counted_once_whenever_it_d
                 await until(lambda n=n: router.dead_letters["probe"] == n)
                 assert router.dead_letters["fn"] == 10 * n, (report_read, router.dead_letters)
         finally:
-            for sock in sockets:
-                sock.close()
-            router.close()
-            table.release()
-            table_map.close()
-            context.term()
+            bench.close()
 
     asyncio.run(asyncio.wait_for(main(), 10))
 
@@ -1336,26 +1352,11 @@ def test_what_a_replaced_worker_dies_without_reading_never_reaches_its_successor
     then they reach it, in order. Real router, real sockets, real read table."""
     import pickle
 
-    import zmq
-
-    from actorcluster.primary.router import Router
-    from actorcluster.wire import HEADER, Kind, map_read_counters
+    from actorcluster.wire import HEADER, Kind
 
     async def main():
-        endpoint = f"ipc://{tmp_path}/router"
-        router = Router(asyncio.get_running_loop(), endpoint, lambda *a: None, lambda *a: None,
-                        reads_path=str(tmp_path / "reads"))
-        table_map, table = map_read_counters(str(tmp_path / "reads"))
-        context = zmq.Context()
-        sockets = []
-
-        def dealer(identity):
-            sock = context.socket(zmq.DEALER)
-            sock.setsockopt(zmq.IDENTITY, identity)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(endpoint)
-            sockets.append(sock)
-            return sock
+        bench = InProcessRouter(tmp_path)
+        router, dealer = bench.router, bench.dealer
 
         async def received(sock, wait=0.2):
             got = []
@@ -1393,11 +1394,6 @@ def test_what_a_replaced_worker_dies_without_reading_never_reaches_its_successor
             assert await received(incarnations[3]) == list(range(10, 16))
             assert router.dead_letters["web/1"] == 10
         finally:
-            for sock in sockets:
-                sock.close()
-            router.close()
-            table.release()
-            table_map.close()
-            context.term()
+            bench.close()
 
     asyncio.run(asyncio.wait_for(main(), 10))
