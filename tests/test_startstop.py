@@ -347,6 +347,21 @@ def test_stop_while_the_app_is_still_importing_stops_like_sigterm(cluster, tmp_p
     assert "Listening at" not in log and "Worker" not in log and "ERROR" not in log, log
 
 
+def test_a_stop_during_an_async_on_start_does_not_wait_for_it(cluster):
+    # the process took SIGTERM for a graceful stop but went on awaiting on_start (30 s here):
+    # the stop waited the actor's shutdown time (5 s), then SIGKILL; and on_stop ran for an
+    # actor whose on_start had not returned
+    c = cluster("ac_actors:WebActor", "--workers", "1", "--actor",
+                "slow=ac_actors:SlowAsyncStart", env={"AC_SLOW_START": "30"}, ready=False)
+    c.wait_for_log(r"Primary \d+ is running")
+    time.sleep(0.5)  # the actor's process is in its on_start (the pool starts after it)
+    t0 = time.monotonic()
+    c.signal(signal.SIGTERM)
+    assert c.wait(15) == 0
+    assert time.monotonic() - t0 < 2.5, c.log()
+    assert "SIGKILL" not in c.log() and "on_stop of" not in c.log(), c.log()
+
+
 @pytest.mark.timeout(30)
 def test_hundreds_of_spawns_asked_at_once_do_not_lock_the_primary_and_the_zygote():
     """A pool asks the zygote for every worker before the primary's loop reads a reply (and a

@@ -61,6 +61,7 @@ class ActorHost:
         self._crashed = False
         self._closed = False  # stopping: takes no more messages
         self.handled = 0
+        self.started = False  # on_start returned: on_stop is owed at a graceful stop
         # the shared slot counting the tells finished with (wire.py; None: not tracked)
         self.counter: tuple[memoryview, int] | None = None
         self.start_error = ""  # why on_start failed, for the one who started the actor
@@ -86,6 +87,7 @@ class ActorHost:
             log.exception("Actor %s failed in on_start", self.name)
             self.start_error = f"on_start raised {type(exc).__name__}: {exc}"
             return False
+        self.started = True
         if self._async:
             self._wakeup = asyncio.Event()
             self._consumer = asyncio.get_running_loop().create_task(self._consume())
@@ -115,6 +117,8 @@ class ActorHost:
         on_stop. What arrives from now on is not read: the router gives it to the next
         incarnation, or counts it as a dead letter (the process reads no counter for it)."""
         self.close()
+        if not self.started:  # stopped during its on_start: it never ran, nothing to undo
+            return
         if self._consumer is not None:
             while (self._mailbox or self._in_hand) and not self._crashed:
                 await asyncio.sleep(0.01)

@@ -155,7 +155,13 @@ class ProcessActor:
         if self.host is not None:
             self.host.crash = self.crash
             self.host.counter = self._done_counter()
-            if not await self.host.start():
+            # a stop (SIGTERM) while an async on_start runs ends it, as one during on_ready
+            # below: the stop no longer waits for it (the primary's shutdown time, then SIGKILL)
+            starting = asyncio.ensure_future(self.host.start())
+            await asyncio.wait((starting, self._finished), return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                starting.cancel()
+            elif not starting.result():
                 return self.boot_failed(self.host.start_error)
         # a stop (SIGTERM) while on_ready() runs ends it: the cluster is stopping, or the
         # reload that started us gave up; this process will never serve

@@ -70,6 +70,17 @@ class SlowStart(Recorder):
         super().on_start()
 
 
+class SlowAsyncStart(Recorder):
+    """A recorder whose async on_start waits $AC_SLOW_START seconds (its loop runs meanwhile)."""
+
+    async def on_start(self):
+        await asyncio.sleep(float(os.environ.get("AC_SLOW_START", "0.8")))
+        super().on_start()
+
+    def on_stop(self):
+        print(f"on_stop of {self.ref.name}", flush=True)
+
+
 class SlowHeads(Heads):
     """Heads whose start takes AC_SLOW_START seconds (as SlowStart's)."""
 
